@@ -1,0 +1,32 @@
+"""Generator architectures, by name.
+
+ARCHS maps a name to a constructor taking keyword-only hyperparameters (always
+including ``scale``). Every network built from it exposes ``scale`` and may expose
+``size_multiple`` (its input height/width must be a multiple of it) and
+``receptive_radius`` (LR pixels on each side that influence one output pixel).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch.nn as nn
+
+from .compact import SRVGGNetCompact
+from .litesr import LiteSR
+
+ARCHS: dict[str, Callable[..., nn.Module]] = {
+    "srvgg": SRVGGNetCompact,
+    "litesr": LiteSR,
+}
+
+
+def build_arch(name: str, **params) -> nn.Module:
+    """Build a registered architecture; unknown names and parameters raise."""
+    try:
+        constructor = ARCHS[name]
+    except KeyError:
+        raise ValueError(f"unknown architecture {name!r}; known: {', '.join(sorted(ARCHS))}") from None
+    try:
+        return constructor(**params)
+    except TypeError as exc:
+        raise ValueError(f"bad parameters for {name}: {exc}") from None

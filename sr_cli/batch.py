@@ -1,0 +1,204 @@
+"""Batches of files: where each output goes, and running them so one bad file stops nothing.
+
+Planning is pure (paths in, jobs out). Running decodes the next image and
+encodes the last one on background threads while the model works on the
+current one; every output is written atomically.
+"""
+from __future__ import annotations
+
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Optional
+
+READABLE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".tga", ".ppm", ".pgm"}
+FORMAT_SUFFIXES = {"png": ".png", "jpg": ".jpg", "jpeg": ".jpg", "webp": ".webp", "tiff": ".tif", "bmp": ".bmp"}
+WRITABLE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"}
+
+
+@dataclass
+class Job:
+    source: Path
+    destination: Path
+    error: Optional[str] = None  # known before running (e.g. two inputs map to one output)
+
+
+@dataclass
+class Result:
+    source: str
+    destination: str
+    status: str  # "ok", "skipped" or "failed"
+    error: Optional[str] = None
+    seconds: float = 0.0
+    input_size: Optional[tuple[int, int]] = None   # width, height
+    output_size: Optional[tuple[int, int]] = None
+
+    def as_dict(self) -> dict:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+
+
+def scale_text(scale: float) -> str:
+    return str(int(scale)) if float(scale).is_integer() else f"{scale:g}"
+
+
+def find_inputs(inputs: Iterable[str], *, recursive: bool) -> list[tuple[Path, Optional[Path]]]:
+    """Expand files and folders into (image file, folder it was found under or None)."""
+    found: list[tuple[Path, Optional[Path]]] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            pattern = "**/*" if recursive else "*"
+            files = sorted(p for p in path.glob(pattern) if p.is_file() and p.suffix.lower() in READABLE_SUFFIXES)
+            found += [(f, path) for f in files]
+        elif path.is_file():
+            found.append((path, None))
+        else:
+            raise FileNotFoundError(f"no such file or folder: {item}")
+    return found
+
+
+def plan_jobs(inputs: list[tuple[Path, Optional[Path]]], *, output: Optional[Path], fmt: str,
+              suffix: Optional[str], scale: float) -> list[Job]:
+    """Decide each output path. ``output`` is a file only for a single file input."""
+    single_file = len(inputs) == 1 and inputs[0][1] is None
+    output_is_file = (output is not None and not output.is_dir()
+                      and output.suffix.lower() in WRITABLE_SUFFIXES)
+    if output_is_file and not single_file:
+        raise ValueError(f"{output} looks like a file, but several images are being upscaled: give a folder")
+    if suffix is None:
+        suffix = f"_x{scale_text(scale)}" if output is None else ""
+
+    jobs: list[Job] = []
+    claimed: dict[Path, Path] = {}
+    for source, root in inputs:
+        if output_is_file:
+            destination = output
+        else:
+            folder = source.parent if output is None else output
+            if output is not None and root is not None:
+                folder = output / source.parent.relative_to(root)  # mirror the tree under OUTPUT
+            destination = folder / f"{source.stem}{suffix}{_output_suffix(source, fmt)}"
+        job = Job(source, destination)
+        key = destination.resolve()
+        if key == source.resolve():
+            job.error = "output would overwrite the input; use -o or --suffix"
+        elif key in claimed:
+            job.error = f"output {destination} is also the output of {claimed[key]}"
+        else:
+            claimed[key] = source
+        jobs.append(job)
+    return jobs
+
+
+def _output_suffix(source: Path, fmt: str) -> str:
+    if fmt == "same":
+        suffix = source.suffix.lower()
+        return suffix if suffix in WRITABLE_SUFFIXES else ".png"
+    try:
+        return FORMAT_SUFFIXES[fmt]
+    except KeyError:
+        raise ValueError(f"unknown format {fmt!r} ({', '.join(['same', *FORMAT_SUFFIXES])})") from None
+
+
+def shard(items: list, spec: Optional[str]) -> list:
+    """Every N-th item starting at K, for ``spec`` "K/N" (job arrays split a folder this way)."""
+    if not spec:
+        return items
+    try:
+        k, n = (int(part) for part in spec.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard takes K/N, e.g. 0/4, got {spec!r}") from None
+    if n < 1 or not 0 <= k < n:
+        raise ValueError(f"--shard K/N needs 0 <= K < N, got {spec!r}")
+    return items[k::n]
+
+
+def run_jobs(jobs: list[Job], upscale: Callable, *, existing: str = "error", quality: int = 95,
+             fail_fast: bool = False, on_result: Optional[Callable[[Result], None]] = None) -> list[Result]:
+    """Run every job; a failure is recorded and the batch goes on (unless ``fail_fast``).
+
+    ``existing`` says what to do when the output exists: "error", "skip" or "overwrite".
+    """
+    from .imageio import ImageData, read_image, write_image
+
+    results: list[Result] = []
+
+    def finish(result: Result) -> None:
+        results.append(result)
+        if on_result:
+            on_result(result)
+
+    def prepare(job: Job) -> Optional[str]:
+        if job.error:
+            return job.error
+        if job.destination.exists() and existing != "overwrite":
+            return "skip" if existing == "skip" else f"{job.destination} exists (use --overwrite or --skip-existing)"
+        return None
+
+    runnable: list[Job] = []
+    for job in jobs:
+        verdict = prepare(job)
+        if verdict == "skip":
+            finish(Result(str(job.source), str(job.destination), "skipped"))
+        elif verdict:
+            finish(Result(str(job.source), str(job.destination), "failed", verdict))
+        else:
+            runnable.append(job)
+    if fail_fast and any(r.status == "failed" for r in results):
+        return results
+
+    def write(job: Job, image, started: float, in_size) -> Result:
+        job.destination.parent.mkdir(parents=True, exist_ok=True)
+        write_image(job.destination, image, quality=quality)
+        out_size = (image.pixels.shape[1], image.pixels.shape[0])
+        return Result(str(job.source), str(job.destination), "ok", None,
+                      round(time.perf_counter() - started, 3), in_size, out_size)
+
+    with ThreadPoolExecutor(1, thread_name_prefix="sr-read") as reader, \
+            ThreadPoolExecutor(1, thread_name_prefix="sr-write") as writer:
+        pending_write: Optional[tuple[Job, Future]] = None
+        next_read: Optional[Future] = reader.submit(read_image, runnable[0].source) if runnable else None
+        for index, job in enumerate(runnable):
+            started = time.perf_counter()
+            current_read = next_read
+            next_read = reader.submit(read_image, runnable[index + 1].source) if index + 1 < len(runnable) else None
+            failed = False
+            try:
+                image = current_read.result()
+                in_size = (image.pixels.shape[1], image.pixels.shape[0])
+                upscaled = ImageData(pixels=upscale(image.pixels), icc_profile=image.icc_profile,
+                                     exif=image.exif, source_format=image.source_format)
+            except Exception as exc:  # one bad file must not stop the batch
+                finish(Result(str(job.source), str(job.destination), "failed", _one_line(exc)))
+                failed = True
+            if pending_write is not None:
+                failed = _collect(pending_write, finish) or failed
+                pending_write = None
+            if not failed:
+                pending_write = (job, writer.submit(write, job, upscaled, started, in_size))
+            if failed and fail_fast:
+                break
+        if pending_write is not None:
+            _collect(pending_write, finish)
+        if next_read is not None:
+            next_read.cancel()
+    return results
+
+
+def _collect(pending: tuple[Job, Future], finish: Callable[[Result], None]) -> bool:
+    job, future = pending
+    try:
+        finish(future.result())
+        return False
+    except Exception as exc:
+        finish(Result(str(job.source), str(job.destination), "failed", _one_line(exc)))
+        return True
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    message = text[0] if text else type(exc).__name__
+    if isinstance(exc, MemoryError):
+        message = "out of memory (try a smaller --tile)"
+    return message

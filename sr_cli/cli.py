@@ -1,0 +1,211 @@
+"""The `sr` command line: each command parses, calls the core, reports.
+
+torch is imported inside commands so that `sr --help` stays fast.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+
+FORMATS = ["same", "png", "jpg", "webp", "tiff", "bmp"]
+
+
+def friendly_errors(command):
+    """Turn the core's exceptions into one-line CLI errors (exit code 1, no traceback)."""
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except click.ClickException:
+            raise
+        except (ValueError, OSError, RuntimeError) as exc:
+            raise click.ClickException(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+    return wrapper
+
+
+def parse_tile(value: str) -> object:
+    if value in ("auto", None):
+        return "auto"
+    try:
+        tile = int(value)
+    except ValueError:
+        raise click.BadParameter("use a number of pixels, 0 for no tiling, or 'auto'") from None
+    if tile < 0:
+        raise click.BadParameter("tile must be >= 0")
+    return tile or None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="sr")
+def cli():
+    """sr: image super-resolution.
+
+    \b
+    sr upscale photo.jpg --scale 4        upscale one image (writes photo_x4.jpg)
+    sr upscale shots/ -o big/ --recursive upscale a folder tree
+    sr models                             list the shipped models
+    sr eval Set5/ --scale 4 --model default --model bicubic
+    """
+
+
+@cli.command()
+@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
+@click.option("-o", "--output", type=click.Path(path_type=Path),
+              help="Output file (one input), or folder (created if missing). Default: beside each input.")
+@click.option("-s", "--scale", type=float, default=4.0, show_default=True,
+              help="Upscaling factor: 2, 3, 4 run a model natively; any other factor > 1 runs the best "
+                   "native model(s) and resizes to exactly round(size x scale).")
+@click.option("-m", "--model", default="default", show_default=True,
+              help="A model name (see `sr models`; 'bicubic' and 'lanczos' are always there) or a weights file.")
+@click.option("--tile", default="auto", show_default=True,
+              help="Tile size in input pixels, 0 for none, or 'auto' (from free memory). Bounds memory use.")
+@click.option("--tile-overlap", type=click.IntRange(0), default=16, show_default=True,
+              help="Context pixels each tile reads beyond its edges; tiles are cross-faded over half of it.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True,
+              help="Inference precision. fp32 is the fast path on CPUs; fp16/bf16 on GPUs.")
+@click.option("-f", "--format", "fmt", type=click.Choice(FORMATS), default="same", show_default=True,
+              help="Output format; 'same' keeps each input's format.")
+@click.option("-q", "--quality", type=click.IntRange(1, 100), default=95, show_default=True,
+              help="JPEG/WebP quality.")
+@click.option("--suffix", default=None,
+              help="Added to output names. Default: '_x<scale>' beside the inputs, nothing with -o FOLDER.")
+@click.option("-r", "--recursive", is_flag=True, help="Walk folders recursively; the tree is mirrored under -o.")
+@click.option("--skip-existing", is_flag=True, help="Skip inputs whose output already exists.")
+@click.option("--overwrite", is_flag=True, help="Replace existing outputs (never an input).")
+@click.option("--fail-fast", is_flag=True, help="Stop at the first failure instead of carrying on.")
+@click.option("--shard", metavar="K/N", help="Process only every N-th input from the K-th (0-based), for job arrays.")
+@click.option("--quiet", is_flag=True, help="No progress bar or per-file lines; errors are still printed.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per run with every file's result.")
+@friendly_errors
+def upscale(inputs, output, scale, model, tile, tile_overlap, device, precision, fmt, quality, suffix,
+            recursive, skip_existing, overwrite, fail_fast, shard, quiet, as_json):
+    """Upscale images, folders or stdin (INPUT '-') to stdout.
+
+    Exit status: 0 when every image was written or skipped, 1 when any failed.
+    Existing outputs are never replaced without --overwrite.
+    """
+    if skip_existing and overwrite:
+        raise click.UsageError("--skip-existing and --overwrite exclude each other")
+    if scale <= 1:
+        raise click.BadParameter("must be greater than 1", param_hint="--scale")
+    tile_spec = parse_tile(tile)
+    from .upscale import Upscaler
+    if "-" in inputs:
+        if len(inputs) > 1 or (output not in (None, Path("-"))) or as_json:
+            raise click.UsageError("'-' reads stdin and writes stdout: give it alone, without -o or --json")
+        upscaler = Upscaler.create(model, scale, device=device, precision=precision, tile=tile_spec,
+                                   overlap=tile_overlap)
+        _upscale_stream(upscaler, fmt, quality)
+        return
+
+    from .batch import find_inputs, plan_jobs, run_jobs, shard as take_shard
+    found = take_shard(find_inputs(inputs, recursive=recursive), shard)
+    if not found:
+        raise click.ClickException("no images found in the inputs" + ("" if recursive else " (folders: try --recursive)"))
+    jobs = plan_jobs(found, output=output, fmt=fmt, suffix=suffix, scale=scale)
+    upscaler = Upscaler.create(model, scale, device=device, precision=precision, tile=tile_spec, overlap=tile_overlap)
+    existing = "skip" if skip_existing else "overwrite" if overwrite else "error"
+    results = _run_with_progress(jobs, upscaler, existing, quality, fail_fast, quiet)
+    failed = [r for r in results if r.status == "failed"]
+    if as_json:
+        summary = {"ok": sum(r.status == "ok" for r in results), "skipped": sum(r.status == "skipped" for r in results),
+                   "failed": len(failed), "scale": scale, "model": model, "results": [r.as_dict() for r in results]}
+        click.echo(json.dumps(summary, indent=2))
+    if failed:
+        click.echo(f"{len(failed)} of {len(results)} failed", err=True)
+        sys.exit(1)
+
+
+def _run_with_progress(jobs, upscaler, existing, quality, fail_fast, quiet):
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .batch import run_jobs
+    console = Console(stderr=True)
+    progress = Progress(TextColumn("[bold]upscale"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        TextColumn("{task.description}"), console=console, disable=quiet, transient=True)
+
+    def report(result):
+        progress.advance(task)
+        if result.status == "failed":
+            console.print(f"[red]failed[/red] {result.source}: {result.error}", highlight=False)
+        elif not quiet:
+            verb = "ok" if result.status == "ok" else "skipped"
+            timing = f" ({result.seconds:.2f}s)" if result.status == "ok" else ""
+            console.print(f"{verb} {result.source} -> {result.destination}{timing}", highlight=False)
+
+    with progress:
+        task = progress.add_task("", total=len(jobs))
+        return run_jobs(jobs, upscaler, existing=existing, quality=quality, fail_fast=fail_fast, on_result=report)
+
+
+def _upscale_stream(upscaler, fmt, quality):
+    from .imageio import ImageData, encode_image, read_image
+    data = sys.stdin.buffer.read()
+    if not data:
+        raise click.ClickException("no image data on stdin")
+    image = read_image(data)
+    out_format = (image.source_format or "png").lower() if fmt == "same" else fmt
+    out_format = {"jpeg": "jpg", "tif": "tiff"}.get(out_format, out_format)
+    if out_format not in FORMATS:
+        out_format = "png"
+    result = ImageData(pixels=upscaler(image.pixels), icc_profile=image.icc_profile, exif=image.exif,
+                       source_format=image.source_format)
+    sys.stdout.buffer.write(encode_image(result, format=out_format, quality=quality))
+    sys.stdout.buffer.flush()
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable list.")
+@click.option("--all", "show_all", is_flag=True, help="Also list named models whose weights are not installed.")
+@friendly_errors
+def models(as_json, show_all):
+    """List the models `--model` accepts: name, architecture, scale, parameters, recorded PSNR."""
+    from .registry import list_models
+    rows = []
+    for entry in list_models(include_missing=show_all):
+        row = {"name": entry.name, "scale": entry.scale, "arch": entry.name, "parameters": 0,
+               "psnr": None, "file": str(entry.path) if entry.path else None, "installed": entry.available}
+        if entry.path is not None and entry.available:
+            from .weights import load_model
+            loaded = load_model(entry.path, name=entry.name)
+            row.update(arch=loaded.arch, parameters=loaded.num_parameters,
+                       psnr=json.loads(loaded.metadata["psnr"]) if "psnr" in loaded.metadata else None)
+        rows.append(row)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+    table = Table("name", "scale", "arch", "parameters", "PSNR (Y, recorded)", "file")
+    for row in rows:
+        psnr = ", ".join(f"{k} {v:.2f}" for k, v in row["psnr"].items()) if isinstance(row["psnr"], dict) else "-"
+        table.add_row(row["name"], f"x{row['scale']}", row["arch"], f"{row['parameters']:,}" if row["parameters"] else "-",
+                      psnr, row["file"] or "(built in)" if row["installed"] else "(not installed)")
+    Console().print(table)
+
+
+def _register_optional_commands() -> None:
+    # Commands live in their own modules; each is registered here so the group stays one place.
+    for module, name in (("eval_cmd", "eval_command"), ("train_cmd", "train_command"), ("bench_cmd", "bench_command")):
+        try:
+            imported = __import__(f"sr_cli.commands.{module}", fromlist=[name])
+        except ModuleNotFoundError as exc:
+            if exc.name not in (f"sr_cli.commands.{module}", "sr_cli.commands"):
+                raise
+            continue
+        cli.add_command(getattr(imported, name))
+
+
+_register_optional_commands()
+
+
+def main() -> None:
+    cli(prog_name="sr")

@@ -1,0 +1,198 @@
+"""Upscaling: a model, tiled inference and image arrays put together.
+
+``upscale_tensor`` is the float core (NCHW [0, 1] in and out). ``upscale_pixels``
+works on HWC uint8/uint16 arrays and writes tiles straight into a preallocated
+output of the same dtype, so memory grows with the output's bytes, not with a
+float copy of it. ``upscale_image`` is the friendly entry point for PIL images
+and numpy arrays.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional, Union
+
+import numpy as np
+import torch
+
+from .model import SRModel
+from .tiling import tiled_apply
+
+DEFAULT_OVERLAP = 16
+MIN_TILE = 32
+TileSpec = Union[int, str, None]  # pixels, "auto", or None/0 for no tiling
+
+
+@dataclass
+class Upscaler:
+    """Everything needed to upscale by ``scale``: the chain of native models and run settings."""
+
+    models: list[SRModel]
+    scale: float
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    dtype: torch.dtype = torch.float32
+    tile: TileSpec = "auto"
+    overlap: int = DEFAULT_OVERLAP
+    batch_size: int = 1
+
+    @classmethod
+    def create(cls, model: str = "default", scale: float = 4, *, device: str = "auto",
+               precision: str = "fp32", tile: TileSpec = "auto", overlap: int = DEFAULT_OVERLAP,
+               batch_size: int = 1) -> "Upscaler":
+        from .registry import plan_passes, resolve_model
+        torch_device = pick_device(device)
+        dtype = pick_dtype(precision, torch_device)
+        models = [resolve_model(model, s).to(torch_device, dtype) for s in plan_passes(model, scale)]
+        return cls(models=models, scale=float(scale), device=torch_device, dtype=dtype,
+                   tile=tile, overlap=overlap, batch_size=batch_size)
+
+    def output_size(self, height: int, width: int) -> tuple[int, int]:
+        return max(1, round(height * self.scale)), max(1, round(width * self.scale))
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        return upscale_pixels(self, pixels)
+
+
+def pick_device(spec: str = "auto") -> torch.device:
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise ValueError(f"unknown device {spec!r} (auto, cpu, cuda, cuda:N, mps)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("CUDA was asked for but is not available here; use --device cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("MPS was asked for but is not available here; use --device cpu")
+    return device
+
+
+def pick_dtype(precision: str, device: torch.device) -> torch.dtype:
+    dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+    if precision not in dtypes:
+        raise ValueError(f"unknown precision {precision!r} (fp32, fp16, bf16)")
+    if device.type == "cpu" and precision == "fp16":
+        raise ValueError("fp16 is not supported on the CPU; use fp32 (the fast CPU path) or bf16")
+    return dtypes[precision]
+
+
+def auto_tile(model: SRModel, height: int, width: int, device: torch.device) -> Optional[int]:
+    """A tile size that keeps activations and the blending band within a memory budget."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        budget = free * 0.4
+    else:
+        budget = 768 * 2**20
+    # Rough live bytes per LR pixel: a few 64-channel fp32 feature maps plus the output.
+    per_pixel = 4 * (6 * 64 + 3 * model.scale**2 * 2)
+    tile = int((budget / per_pixel) ** 0.5)
+    if device.type == "cpu":
+        # The float blending band spans the full output width: keep it near 256 MB.
+        band_rows = (256 * 2**20) / (4 * 3 * width * model.scale**2)
+        tile = min(tile, 512, int(band_rows) - 2 * DEFAULT_OVERLAP)
+    tile = max(MIN_TILE, (tile // 8) * 8)
+    return None if tile >= max(height, width) else tile
+
+
+def upscale_tensor(model: SRModel, x: torch.Tensor, *, tile: TileSpec = "auto", overlap: int = DEFAULT_OVERLAP,
+                   device: Union[str, torch.device] = "cpu", dtype: torch.dtype = torch.float32,
+                   batch_size: int = 1, sink=None) -> Optional[torch.Tensor]:
+    """Run one native model over ``x`` (NCHW float [0, 1], on the CPU) with tiling.
+
+    A CUDA out-of-memory error halves the tile and starts again rather than failing.
+    """
+    device = torch.device(device) if isinstance(device, str) else device
+    height, width = x.shape[-2:]
+    tile_px = auto_tile(model, height, width, device) if tile == "auto" else (tile or None)
+
+    def run_tile(batch: torch.Tensor) -> torch.Tensor:
+        return model(batch.to(device, dtype)).float()
+
+    while True:
+        try:
+            return tiled_apply(run_tile, x, scale=model.scale, tile=tile_px, overlap=overlap,
+                               sink=sink, batch_size=batch_size)
+        except torch.cuda.OutOfMemoryError:
+            if device.type != "cuda":
+                raise
+            torch.cuda.empty_cache()
+            current = tile_px or max(height, width)
+            if current // 2 < MIN_TILE:
+                raise
+            tile_px = current // 2
+
+
+def upscale_pixels(upscaler: Upscaler, pixels: np.ndarray) -> np.ndarray:
+    """Upscale an H x W x C uint8/uint16 array (C: 1 grey, 2 grey+alpha, 3 RGB, 4 RGBA)."""
+    import cv2
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, None]
+    if pixels.dtype not in (np.uint8, np.uint16) or pixels.shape[2] not in (1, 2, 3, 4):
+        raise ValueError(f"expected H x W x 1-4 uint8/uint16 pixels, got {pixels.shape} {pixels.dtype}")
+    height, width, channels = pixels.shape
+    has_alpha = channels in (2, 4)
+    colour = pixels[:, :, : channels - 1] if has_alpha else pixels
+    out_h, out_w = upscaler.output_size(height, width)
+
+    for model in upscaler.models:
+        colour = _run_native(upscaler, model, colour)
+    if colour.shape[:2] != (out_h, out_w):
+        colour = _resize(colour, out_w, out_h)
+    if not has_alpha:
+        return colour
+    # Alpha masks are upscaled with plain bicubic: models are trained on photos, not masks.
+    alpha = _resize(pixels[:, :, channels - 1:], out_w, out_h, upscaling=cv2.INTER_CUBIC)
+    return np.concatenate([colour, alpha], axis=2)
+
+
+def _run_native(upscaler: Upscaler, model: SRModel, colour: np.ndarray) -> np.ndarray:
+    """One native pass; greyscale goes through the model as RGB and comes back as grey."""
+    height, width, channels = colour.shape
+    grey = channels == 1 and model.in_channels == 3
+    maximum = 65535.0 if colour.dtype == np.uint16 else 255.0
+    out = np.empty((height * model.scale, width * model.scale, channels), dtype=colour.dtype)
+    x = torch.from_numpy(np.ascontiguousarray(colour)).permute(2, 0, 1).unsqueeze(0).float().div_(maximum)
+    if grey:
+        x = x.expand(1, 3, height, width)
+
+    def write_rows(start: int, rows: torch.Tensor) -> None:
+        block = rows[0].mean(dim=0, keepdim=True) if grey else rows[0]
+        quantised = block.mul(maximum).add_(0.5).clamp_(0, maximum)
+        quantised = quantised.to(torch.uint8 if maximum == 255.0 else torch.int32)
+        out[start:start + block.shape[1]] = quantised.permute(1, 2, 0).numpy()
+
+    upscale_tensor(model, x, tile=upscaler.tile, overlap=upscaler.overlap, device=upscaler.device,
+                   dtype=upscaler.dtype, batch_size=upscaler.batch_size, sink=write_rows)
+    return out
+
+
+def _resize(pixels: np.ndarray, width: int, height: int, upscaling: Optional[int] = None) -> np.ndarray:
+    """Exact-size resize: area averaging when shrinking (antialiased), Lanczos-4 when growing."""
+    import cv2
+    shrinking = width < pixels.shape[1]
+    method = cv2.INTER_AREA if shrinking else (upscaling if upscaling is not None else cv2.INTER_LANCZOS4)
+    resized = cv2.resize(pixels, (width, height), interpolation=method)
+    return resized if resized.ndim == 3 else resized[:, :, None]
+
+
+def upscale_image(image: Any, *, scale: float = 4, model: str = "default", tile: TileSpec = "auto",
+                  overlap: int = DEFAULT_OVERLAP, device: str = "auto", precision: str = "fp32") -> Any:
+    """Upscale a PIL image or a numpy array (H x W [x C], uint8/uint16); returns the same kind.
+
+    >>> from sr_cli import upscale_image
+    >>> big = upscale_image(PIL.Image.open("in.png"), scale=4)
+    """
+    upscaler = Upscaler.create(model, scale, device=device, precision=precision, tile=tile, overlap=overlap)
+    if isinstance(image, np.ndarray):
+        squeeze = image.ndim == 2
+        result = upscaler(image)
+        return result[:, :, 0] if squeeze else result
+    from PIL import Image as PILImage
+    if not isinstance(image, PILImage.Image):
+        raise TypeError(f"expected a PIL image or a numpy array, got {type(image).__name__}")
+    from .imageio import pil_to_pixels, pixels_to_pil
+    pixels, mode = pil_to_pixels(image)
+    return pixels_to_pil(upscaler(pixels), mode)
