@@ -58,6 +58,6 @@ class SRModel:
             x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
         with torch.inference_mode():
             y = self.net(x)
-        if pad_h or pad_w:
-            y = y[..., : h * self.scale, : w * self.scale]
-        return y.clamp_(0.0, 1.0)
+            if pad_h or pad_w:
+                y = y[..., : h * self.scale, : w * self.scale]
+            return y.clamp(0.0, 1.0)
