@@ -6,6 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from sr_cli import registry
+from sr_cli.archs import build_arch
+from sr_cli.weights import save_model
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
@@ -21,3 +25,29 @@ def _seed_everything():
 def device() -> str:
     # Tests run on the CPU unless SR_TEST_DEVICE says otherwise (e.g. cuda on a GPU box).
     return os.environ.get("SR_TEST_DEVICE", "cpu")
+
+
+def smooth_image(h, w, c, dtype=np.uint8):
+    """A smooth synthetic H x W x C image (no data files needed)."""
+    y, x = np.mgrid[0:h, 0:w]
+    base = np.stack([np.sin(x / 5 + k) * np.cos(y / 7 - k) for k in range(c)], axis=2)
+    maximum = 65535 if dtype == np.uint16 else 255
+    return np.round((base * 0.5 + 0.5) * maximum).astype(dtype)
+
+
+@pytest.fixture
+def weights_dir(tmp_path, monkeypatch):
+    """A 'default' model per scale with random (non-trivial) weights: behaviour, not quality."""
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    monkeypatch.setattr(registry, "WEIGHTS_DIR", folder)
+    for scale in (2, 3, 4):
+        params = {"scale": scale, "num_feat": 8, "num_blocks": 1}
+        net = build_arch("litesr", **params)
+        with torch.no_grad():
+            for p in net.parameters():
+                p.normal_(0, 0.05)
+        save_model(net, folder / f"default_x{scale}.safetensors", arch="litesr", params=params)
+    return folder
+
+

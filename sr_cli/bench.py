@@ -1,0 +1,225 @@
+"""Honest speed and memory measurements of upscaling.
+
+Every figure is measured in the same process and run: wall time over repeats
+after warm-up, peak resident memory sampled while the work runs, FLOPs counted
+from the model's convolutions (not guessed), and the machine's own peak for a
+3x3 64->64 convolution as the yardstick.
+"""
+from __future__ import annotations
+
+import os
+import statistics
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .model import SRModel
+
+
+@dataclass
+class BenchResult:
+    model: str
+    arch: str
+    scale: float
+    size: str
+    tile: Optional[int]
+    device: str
+    precision: str
+    threads: int
+    parameters: int
+    median_s: float
+    min_s: float
+    max_s: float
+    output_mp_per_s: float
+    peak_rss_mb: float
+    cuda_max_allocated_mb: Optional[float]
+    flops_per_output_pixel: float
+    gflops_per_s: float
+    share_of_conv_peak: Optional[float]
+    runner: str = "sr"
+    extra: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def count_conv_flops(model: SRModel, height: int, width: int) -> float:
+    """FLOPs (2 per multiply-add) of all convolutions for one input of this size."""
+    if not isinstance(model.net, nn.Module):
+        return 0.0
+    total = 0.0
+
+    def hook(module: nn.Module, inputs, output):
+        nonlocal total
+        if isinstance(module, nn.Conv2d):
+            k = module.kernel_size[0] * module.kernel_size[1]
+            total += 2.0 * output.numel() * (module.in_channels // module.groups) * k
+        elif isinstance(module, nn.ConvTranspose2d):
+            k = module.kernel_size[0] * module.kernel_size[1]
+            total += 2.0 * inputs[0].numel() * (module.out_channels // module.groups) * k
+
+    handles = [m.register_forward_hook(hook) for m in model.net.modules()
+               if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    try:
+        param = next(model.net.parameters())
+        with torch.inference_mode():
+            model.net(torch.zeros(1, model.in_channels, height, width, device=param.device, dtype=param.dtype))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return total
+
+
+def conv_peak_gflops(device: torch.device, dtype: torch.dtype = torch.float32, seconds: float = 1.0) -> float:
+    """Achieved GFLOP/s of a bare 3x3 64->64 convolution on a 1x64x256x256 input."""
+    conv = nn.Conv2d(64, 64, 3, 1, 1).to(device, dtype).eval()
+    x = torch.rand(1, 64, 256, 256, device=device, dtype=dtype)
+    flops = 2.0 * 64 * 64 * 9 * 256 * 256
+    with torch.inference_mode():
+        for _ in range(2):
+            conv(x)
+        _sync(device)
+        runs, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds or runs < 3:
+            conv(x)
+            runs += 1
+        _sync(device)
+        elapsed = time.perf_counter() - start
+    return flops * runs / elapsed / 1e9
+
+
+class PeakRSS:
+    """Samples this process's resident memory on a thread; ``peak`` is the maximum seen."""
+
+    def __init__(self, interval: float = 0.005):
+        self.interval = interval
+        self.peak = current_rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, current_rss())
+            time.sleep(self.interval)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, current_rss())
+
+
+def current_rss() -> int:
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:  # not Linux: fall back to the lifetime peak
+        import resource
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def synthetic_image(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """A smooth random colour image: realistic enough, and needs no data files."""
+    rng = np.random.default_rng(seed)
+    small = rng.random((max(2, height // 16), max(2, width // 16), 3)).astype(np.float32)
+    import cv2
+    return np.clip(cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC) * 255, 0, 255).astype(np.uint8)
+
+
+def time_runs(run: Callable[[], object], *, warmup: int, repeat: int, device: torch.device) -> tuple[list[float], int]:
+    """Wall times of ``repeat`` runs after ``warmup``; also the peak RSS over the timed runs."""
+    for _ in range(warmup):
+        run()
+    _sync(device)
+    times = []
+    with PeakRSS() as rss:
+        for _ in range(repeat):
+            start = time.perf_counter()
+            run()
+            _sync(device)
+            times.append(time.perf_counter() - start)
+    return times, rss.peak
+
+
+def reference_tile_loop(model: SRModel, pixels: np.ndarray, *, tile: int, tile_pad: int = 10,
+                        device: torch.device, dtype: torch.dtype) -> np.ndarray:
+    """The common reference (Real-ESRGAN's RealESRGANer.tile_process): tiles padded by
+    ``tile_pad`` px of context, pasted without blending, output kept as one float32 tensor."""
+    img = torch.from_numpy(pixels).permute(2, 0, 1).unsqueeze(0).float().div(255).to(device, dtype)
+    _, channels, height, width = img.shape
+    scale = model.scale
+    output = img.new_zeros((1, channels, height * scale, width * scale))
+    for y in range(0, height, tile):
+        for x in range(0, width, tile):
+            x0, x1 = x, min(x + tile, width)
+            y0, y1 = y, min(y + tile, height)
+            px0, px1 = max(x0 - tile_pad, 0), min(x1 + tile_pad, width)
+            py0, py1 = max(y0 - tile_pad, 0), min(y1 + tile_pad, height)
+            with torch.no_grad():
+                out_tile = model.net(img[:, :, py0:py1, px0:px1])
+            ox0, oy0 = (x0 - px0) * scale, (y0 - py0) * scale
+            output[:, :, y0 * scale:y1 * scale, x0 * scale:x1 * scale] = \
+                out_tile[:, :, oy0:oy0 + (y1 - y0) * scale, ox0:ox0 + (x1 - x0) * scale]
+    out = output.squeeze(0).float().clamp_(0, 1).cpu().numpy()
+    out = np.transpose(out, (1, 2, 0))
+    return (out * 255.0).round().astype(np.uint8)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench_one(model_name: str, *, height: int, width: int, scale: float, tile, device: str = "auto",
+              precision: str = "fp32", warmup: int = 1, repeat: int = 3, conv_peak: Optional[float] = None,
+              reference: bool = False, overlap: int = 16) -> list[BenchResult]:
+    """Benchmark one combination (and, with ``reference``, the reference loop beside it)."""
+    from .upscale import Upscaler
+    upscaler = Upscaler.create(model_name, scale, device=device, precision=precision, tile=tile, overlap=overlap)
+    pixels = synthetic_image(height, width)
+    flops = 0.0
+    current = (height, width)
+    for model in upscaler.models:
+        flops += count_conv_flops(model, *current)
+        current = (current[0] * model.scale, current[1] * model.scale)
+    out_h, out_w = upscaler.output_size(height, width)
+    tile_label = tile if isinstance(tile, int) else None
+    if tile == "auto":
+        from .upscale import auto_tile
+        tile_label = auto_tile(upscaler.models[0], height, width, upscaler.device)
+
+    runners = [("sr", lambda: upscaler(pixels))]
+    if reference:
+        if len(upscaler.models) != 1:
+            raise ValueError("--compare-reference needs a native scale (one model pass)")
+        ref_tile = tile_label or max(height, width)
+        runners.append(("reference", lambda: reference_tile_loop(
+            upscaler.models[0], pixels, tile=ref_tile, device=upscaler.device, dtype=upscaler.dtype)))
+
+    results = []
+    for runner, run in runners:
+        if upscaler.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(upscaler.device)
+        times, peak = time_runs(run, warmup=warmup, repeat=repeat, device=upscaler.device)
+        median = statistics.median(times)
+        cuda_mb = (torch.cuda.max_memory_allocated(upscaler.device) / 2**20
+                   if upscaler.device.type == "cuda" else None)
+        results.append(BenchResult(
+            model=model_name, arch="+".join(m.arch for m in upscaler.models), scale=scale,
+            size=f"{width}x{height}", tile=tile_label, device=str(upscaler.device), precision=precision,
+            threads=torch.get_num_threads(), parameters=sum(m.num_parameters for m in upscaler.models),
+            median_s=median, min_s=min(times), max_s=max(times),
+            output_mp_per_s=out_h * out_w / 1e6 / median, peak_rss_mb=peak / 2**20,
+            cuda_max_allocated_mb=cuda_mb, flops_per_output_pixel=flops / (out_h * out_w),
+            gflops_per_s=flops / median / 1e9,
+            share_of_conv_peak=(flops / median / 1e9 / conv_peak) if conv_peak else None, runner=runner,
+        ))
+    return results

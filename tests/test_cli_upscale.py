@@ -1,0 +1,145 @@
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image, ImageCms
+
+from conftest import smooth_image
+from sr_cli.cli import cli
+
+
+def save(path, pixels, mode=None, **kwargs):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels.squeeze(), mode).save(path, **kwargs)
+    return path
+
+
+def run(*args, input=None):
+    return CliRunner().invoke(cli, ["upscale", *map(str, args)], input=input, catch_exceptions=False)
+
+
+def test_single_file_default_name_beside_input(weights_dir, tmp_path):
+    src = save(tmp_path / "a.png", smooth_image(10, 12, 3))
+    result = run(src, "--scale", 2, "--quiet")
+    assert result.exit_code == 0, result.output
+    assert Image.open(tmp_path / "a_x2.png").size == (24, 20)
+
+
+def test_output_file_and_non_integer_scale(weights_dir, tmp_path):
+    src = save(tmp_path / "a.png", smooth_image(10, 13, 3))
+    result = run(src, "-s", "1.5", "-o", tmp_path / "out.webp", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert Image.open(tmp_path / "out.webp").size == (round(13 * 1.5), 15)
+
+
+def test_recursive_tree_is_mirrored(weights_dir, tmp_path):
+    save(tmp_path / "in" / "top.png", smooth_image(8, 8, 3))
+    save(tmp_path / "in" / "sub" / "deep" / "low.jpg", smooth_image(8, 8, 3))
+    result = run(tmp_path / "in", "-o", tmp_path / "out", "-r", "-s", 2, "--quiet")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out" / "top.png").is_file()
+    assert Image.open(tmp_path / "out" / "sub" / "deep" / "low.jpg").size == (16, 16)
+    # without --recursive only the top level is taken
+    result = run(tmp_path / "in", "-o", tmp_path / "flat", "-s", 2, "--quiet")
+    assert sorted(p.name for p in (tmp_path / "flat").iterdir()) == ["top.png"]
+
+
+def test_bad_file_does_not_stop_the_batch(weights_dir, tmp_path):
+    save(tmp_path / "in" / "a.png", smooth_image(8, 8, 3))
+    (tmp_path / "in" / "b.png").write_bytes(b"not an image at all")
+    save(tmp_path / "in" / "c.png", smooth_image(8, 8, 3))
+    result = run(tmp_path / "in", "-o", tmp_path / "out", "-s", 2, "--json")
+    assert result.exit_code == 1
+    assert (tmp_path / "out" / "a.png").is_file() and (tmp_path / "out" / "c.png").is_file()
+    assert not (tmp_path / "out" / "b.png").exists()
+    summary = json.loads(result.stdout)
+    assert (summary["ok"], summary["failed"]) == (2, 1)
+    assert [r["status"] for r in summary["results"] if r["source"].endswith("b.png")] == ["failed"]
+    assert "b.png" in result.stderr and "Traceback" not in result.output
+
+
+def test_fail_fast_stops(weights_dir, tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.png").write_bytes(b"broken")
+    save(tmp_path / "in" / "b.png", smooth_image(8, 8, 3))
+    result = run(tmp_path / "in", "-o", tmp_path / "out", "-s", 2, "--fail-fast", "--quiet")
+    assert result.exit_code == 1 and not (tmp_path / "out" / "b.png").exists()
+
+
+def test_existing_outputs_are_never_overwritten_by_surprise(weights_dir, tmp_path):
+    src = save(tmp_path / "a.png", smooth_image(8, 8, 3))
+    dst = tmp_path / "a_x2.png"
+    dst.write_bytes(b"precious")
+    result = run(src, "-s", 2, "--quiet")
+    assert result.exit_code == 1 and dst.read_bytes() == b"precious" and "--overwrite" in result.stderr
+    result = run(src, "-s", 2, "--quiet", "--skip-existing")
+    assert result.exit_code == 0 and dst.read_bytes() == b"precious"
+    result = run(src, "-s", 2, "--quiet", "--overwrite")
+    assert result.exit_code == 0 and Image.open(dst).size == (16, 16)
+
+
+def test_input_is_never_overwritten(weights_dir, tmp_path):
+    src = save(tmp_path / "a.png", smooth_image(8, 8, 3))
+    before = src.read_bytes()
+    result = run(src, "-s", 2, "--suffix", "", "--overwrite", "--quiet")
+    assert result.exit_code == 1 and src.read_bytes() == before
+
+
+def test_failed_write_leaves_nothing_behind(weights_dir, tmp_path):
+    # JPEG cannot hold alpha: the job fails and neither an output nor a temp file is left.
+    src = save(tmp_path / "in" / "a.png", smooth_image(8, 8, 4), "RGBA")
+    result = run(src, "-s", 2, "-f", "jpg", "-o", tmp_path / "out", "--quiet")
+    assert result.exit_code == 1
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+
+
+def test_stdin_to_stdout(weights_dir, tmp_path):
+    buffer = io.BytesIO()
+    Image.fromarray(smooth_image(9, 11, 3)).save(buffer, format="PNG")
+    result = CliRunner().invoke(cli, ["upscale", "-", "-s", "2"], input=buffer.getvalue())
+    assert result.exit_code == 0, result.stderr
+    assert Image.open(io.BytesIO(result.stdout_bytes)).size == (22, 18)
+
+
+def test_shard_splits_sorted_inputs(weights_dir, tmp_path):
+    for name in "abcde":
+        save(tmp_path / "in" / f"{name}.png", smooth_image(6, 6, 3))
+    result = run(tmp_path / "in", "-o", tmp_path / "out", "-s", 2, "--shard", "1/2", "--quiet")
+    assert result.exit_code == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["b.png", "d.png"]
+
+
+def test_exif_orientation_applied_and_icc_kept(weights_dir, tmp_path):
+    pixels = smooth_image(8, 12, 3)  # 12 wide, 8 high; orientation 6 = rotate 90 CW to view
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    src = save(tmp_path / "a.jpg", pixels, exif=exif.tobytes(), icc_profile=icc, quality=95)
+    result = run(src, "-s", 2, "--quiet")
+    assert result.exit_code == 0, result.output
+    out = Image.open(tmp_path / "a_x2.jpg")
+    assert out.size == (16, 24)  # upright: 8 wide, 12 high, doubled
+    assert out.info.get("icc_profile") == icc
+    assert out.getexif().get(0x0112, 1) == 1
+
+
+def test_usage_errors_are_one_line(weights_dir, tmp_path):
+    src = save(tmp_path / "a.png", smooth_image(8, 8, 3))
+    result = CliRunner().invoke(cli, ["upscale", str(src), "-s", "0.5"])
+    assert result.exit_code == 2 and "greater than 1" in result.output
+    result = CliRunner().invoke(cli, ["upscale", str(src), "-m", "no-such-model"])
+    assert result.exit_code == 1 and "unknown model" in result.output and "Traceback" not in result.output
+    result = CliRunner().invoke(cli, ["upscale", str(tmp_path / "missing.png")])
+    assert result.exit_code == 1 and "no such file" in result.output
+    two = save(tmp_path / "b.png", smooth_image(8, 8, 3))
+    result = CliRunner().invoke(cli, ["upscale", str(src), str(two), "-o", str(tmp_path / "x.png")])
+    assert result.exit_code == 1 and "folder" in result.output
+
+
+def test_python_dash_m_entry_point():
+    result = subprocess.run([sys.executable, "-m", "sr_cli", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "upscale" in result.stdout

@@ -1,0 +1,82 @@
+import numpy as np
+import pytest
+import torch
+
+from sr_cli import registry
+from conftest import smooth_image
+from sr_cli.upscale import Upscaler, upscale_image, upscale_tensor
+
+
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4, 1.5, 3.5, 8, 2.5])
+@pytest.mark.parametrize("size", [(17, 23), (1, 1), (40, 9)])
+def test_output_size_is_round_input_times_scale(weights_dir, scale, size):
+    h, w = size
+    out = upscale_image(smooth_image(h, w, 3), scale=scale, device="cpu")
+    assert out.shape == (max(1, round(h * scale)), max(1, round(w * scale)), 3) and out.dtype == np.uint8
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_channels_and_bit_depth_are_kept(weights_dir, channels, dtype):
+    pixels = smooth_image(12, 10, channels, dtype)
+    out = upscale_image(pixels, scale=2, device="cpu")
+    assert out.shape == (24, 20, channels) and out.dtype == dtype
+
+
+def test_alpha_is_upscaled_not_dropped(weights_dir):
+    pixels = smooth_image(16, 16, 4)
+    pixels[:, :, 3] = 0
+    pixels[4:12, 4:12, 3] = 255
+    out = upscale_image(pixels, scale=2, device="cpu")
+    alpha = out[:, :, 3]
+    assert alpha[12:20, 12:20].min() == 255 and alpha[:4, :4].max() == 0
+
+
+def test_sixteen_bit_keeps_precision(weights_dir):
+    # A ramp with steps finer than 8 bits must come out with more than 256 levels.
+    ramp = np.tile(np.linspace(0, 65535, 64).astype(np.uint16)[None, :, None], (8, 1, 3))
+    out = upscale_image(ramp, scale=2, model="bicubic", device="cpu")
+    assert out.dtype == np.uint16 and len(np.unique(out[:, :, 0])) > 100
+
+
+def test_greyscale_stays_grey_and_2d_in_2d_out(weights_dir):
+    grey = smooth_image(10, 12, 1)[:, :, 0]
+    out = upscale_image(grey, scale=3, device="cpu")
+    assert out.shape == (30, 36)
+
+
+def test_tiled_pixels_equal_untiled(weights_dir):
+    pixels = smooth_image(70, 45, 3)
+    common = dict(device="cpu", scale=4)
+    full = Upscaler.create("default", tile=None, **common)(pixels)
+    model = Upscaler.create("default", tile=16, overlap=2 * 6 + 2, **common)
+    tiled = model(pixels)
+    assert np.abs(full.astype(int) - tiled.astype(int)).max() <= 1
+
+
+def test_bicubic_baseline_matches_matlab_resize(weights_dir):
+    from sr_cli.resize import imresize
+    x = torch.rand(1, 3, 9, 11)
+    out = upscale_tensor(registry.resolve_model("bicubic", 2), x, tile=None)
+    assert torch.allclose(out, imresize(x, 2).clamp(0, 1), atol=1e-6)
+
+
+def test_pil_in_pil_out(weights_dir):
+    from PIL import Image
+    for mode in ("RGB", "RGBA", "L", "LA"):
+        image = Image.new(mode, (9, 7))
+        out = upscale_image(image, scale=2, device="cpu")
+        assert out.size == (18, 14) and out.mode == mode
+
+
+def test_bad_requests_raise_value_error(weights_dir):
+    with pytest.raises(ValueError, match="fp16"):
+        Upscaler.create("default", 2, device="cpu", precision="fp16")
+    with pytest.raises(ValueError, match="unknown model"):
+        Upscaler.create("nope", 2, device="cpu")
+    with pytest.raises(ValueError, match="CUDA|cuda"):
+        if torch.cuda.is_available():
+            raise ValueError("cuda present: nothing to check")
+        Upscaler.create("default", 2, device="cuda")
