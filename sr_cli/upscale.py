@@ -80,28 +80,28 @@ def pick_dtype(precision: str, device: torch.device) -> torch.dtype:
 
 
 def auto_tile(model: SRModel, height: int, width: int, device: torch.device) -> Optional[int]:
-    """A tile size that keeps activations and the blending band within a memory budget."""
+    """A tile size that keeps activations and the float blending band within a memory budget."""
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
-        budget = free * 0.4
+        # Rough live bytes per LR pixel: a few 64-channel feature maps plus the output.
+        per_pixel = 4 * (6 * 64 + 3 * model.scale**2 * 2)
+        tile = int((free * 0.4 / per_pixel) ** 0.5)
     else:
-        budget = 768 * 2**20
-    # Rough live bytes per LR pixel: a few 64-channel fp32 feature maps plus the output.
-    per_pixel = 4 * (6 * 64 + 3 * model.scale**2 * 2)
-    tile = int((budget / per_pixel) ** 0.5)
-    if device.type == "cpu":
-        # The float blending band spans the full output width: keep it near 256 MB.
-        band_rows = (256 * 2**20) / (4 * 3 * width * model.scale**2)
-        tile = min(tile, 512, int(band_rows) - 2 * DEFAULT_OVERLAP)
+        # The float band spans the full output width and about one tile row: 512 px tiles
+        # while that stays under ~192 MB, else 256 (still efficient on CPUs).
+        band_bytes = (512 + DEFAULT_OVERLAP) * model.scale**2 * width * 3 * 4
+        tile = 512 if band_bytes <= 192 * 2**20 else 256
     tile = max(MIN_TILE, (tile // 8) * 8)
     return None if tile >= max(height, width) else tile
 
 
 def upscale_tensor(model: SRModel, x: torch.Tensor, *, tile: TileSpec = "auto", overlap: int = DEFAULT_OVERLAP,
                    device: Union[str, torch.device] = "cpu", dtype: torch.dtype = torch.float32,
-                   batch_size: int = 1, sink=None) -> Optional[torch.Tensor]:
-    """Run one native model over ``x`` (NCHW float [0, 1], on the CPU) with tiling.
+                   batch_size: int = 1, sink=None, input_max: float = 1.0) -> Optional[torch.Tensor]:
+    """Run one native model over ``x`` (NCHW on the CPU) with tiling.
 
+    ``x`` is float in [0, 1], or integer with ``input_max`` (255, 65535): integer
+    input is converted tile by tile, so no float copy of a large input is made.
     A CUDA out-of-memory error halves the tile and starts again rather than failing.
     """
     device = torch.device(device) if isinstance(device, str) else device
@@ -109,7 +109,10 @@ def upscale_tensor(model: SRModel, x: torch.Tensor, *, tile: TileSpec = "auto", 
     tile_px = auto_tile(model, height, width, device) if tile == "auto" else (tile or None)
 
     def run_tile(batch: torch.Tensor) -> torch.Tensor:
-        return model(batch.to(device, dtype)).float()
+        batch = batch.to(device).to(dtype)
+        if input_max != 1.0:
+            batch = batch.div_(input_max)
+        return model(batch).float()
 
     while True:
         try:
@@ -154,18 +157,22 @@ def _run_native(upscaler: Upscaler, model: SRModel, colour: np.ndarray) -> np.nd
     grey = channels == 1 and model.in_channels == 3
     maximum = 65535.0 if colour.dtype == np.uint16 else 255.0
     out = np.empty((height * model.scale, width * model.scale, channels), dtype=colour.dtype)
-    x = torch.from_numpy(np.ascontiguousarray(colour)).permute(2, 0, 1).unsqueeze(0).float().div_(maximum)
+    # Integer pixels go in as they are; tiles are converted to float one at a time.
+    x = torch.from_numpy(np.ascontiguousarray(colour)).permute(2, 0, 1).unsqueeze(0)
     if grey:
         x = x.expand(1, 3, height, width)
 
     def write_rows(start: int, rows: torch.Tensor) -> None:
-        block = rows[0].mean(dim=0, keepdim=True) if grey else rows[0]
-        quantised = block.mul(maximum).add_(0.5).clamp_(0, maximum)
-        quantised = quantised.to(torch.uint8 if maximum == 255.0 else torch.int32)
-        out[start:start + block.shape[1]] = quantised.permute(1, 2, 0).numpy()
+        # A few rows at a time, so the float temporaries stay small next to the output.
+        for offset in range(0, rows.shape[2], 64):
+            block = rows[0, :, offset:offset + 64]
+            block = block.mean(dim=0, keepdim=True) if grey else block
+            quantised = block.mul(maximum).add_(0.5).clamp_(0, maximum)
+            quantised = quantised.to(torch.uint8 if maximum == 255.0 else torch.int32)
+            out[start + offset:start + offset + block.shape[1]] = quantised.permute(1, 2, 0).numpy()
 
     upscale_tensor(model, x, tile=upscaler.tile, overlap=upscaler.overlap, device=upscaler.device,
-                   dtype=upscaler.dtype, batch_size=upscaler.batch_size, sink=write_rows)
+                   dtype=upscaler.dtype, batch_size=upscaler.batch_size, sink=write_rows, input_max=maximum)
     return out
 
 

@@ -70,12 +70,12 @@ def _print_table(results, peak):
     from rich.console import Console
     from rich.table import Table
     table = Table("model", "runner", "size", "tile", "median s", "min-max s", "out MP/s", "peak RSS MB",
-                  "GFLOP/px", "GFLOP/s", "% conv peak", title=f"3x3 64->64 conv peak: {peak:.1f} GFLOP/s")
+                  "kFLOP/out px", "GFLOP/s", "% conv peak", title=f"3x3 64->64 conv peak: {peak:.1f} GFLOP/s")
     for r in results:
         share = f"{100 * r.share_of_conv_peak:.0f}%" if r.share_of_conv_peak else "-"
         table.add_row(Path(r.model).name, r.runner, r.size, str(r.tile or "none"), f"{r.median_s:.3f}",
                       f"{r.min_s:.3f}-{r.max_s:.3f}", f"{r.output_mp_per_s:.3f}", f"{r.peak_rss_mb:.0f}",
-                      f"{r.flops_per_output_pixel / 1e9 * 1e3:.3f}e-3", f"{r.gflops_per_s:.1f}", share)
+                      f"{r.flops_per_output_pixel / 1e3:.1f}", f"{r.gflops_per_s:.1f}", share)
     import sys
     console = Console(width=None if sys.stdout.isatty() else 200)
     console.print(table)
