@@ -11,12 +11,29 @@ from typing import Callable
 
 import torch.nn as nn
 
+from .autoencoder import AutoencoderSR, VAESR
 from .compact import SRVGGNetCompact
+from .discriminators import UNetDiscriminatorSN, VGGDiscriminator
+from .edsr import EDSR, SRResNet
+from .espcn import ESPCN
 from .litesr import LiteSR
+from .rrdbnet import RRDBNet
 
 ARCHS: dict[str, Callable[..., nn.Module]] = {
     "srvgg": SRVGGNetCompact,
     "litesr": LiteSR,
+    "espcn": ESPCN,
+    "srresnet": SRResNet,
+    "edsr": EDSR,
+    "rrdbnet": RRDBNet,
+    "autoencoder": AutoencoderSR,
+    "vae": VAESR,
+}
+
+# Discriminators for GAN training (no ``scale``); forward(x, return_features=False).
+DISCRIMINATORS: dict[str, Callable[..., nn.Module]] = {
+    "vgg": VGGDiscriminator,
+    "unet": UNetDiscriminatorSN,
 }
 
 

@@ -1,0 +1,296 @@
+"""Training losses: pixel, adversarial, feature matching, VGG19 perceptual, and a spec parser.
+
+Everything takes NCHW float tensors (images in [0, 1]) and returns a scalar tensor.
+
+Adversarial losses work on raw logits (discriminator outputs without sigmoid)
+of any shape -- (N, 1) from the VGG discriminator, (N, 1, H, W) per-pixel from the
+U-Net one -- and serve both steps::
+
+    d_loss = gan_loss(kind, D(hr), D(sr.detach()), for_discriminator=True)
+    g_loss = gan_loss(kind, D(hr), D(sr), for_discriminator=False)
+
+``real_logits`` may be None in the generator step for "vanilla" and "lsgan"
+(only ragan needs them); in the generator step they are detached here.
+The discriminator loss is the mean of its real and fake terms (as ESRGAN's ragan).
+
+The perceptual loss builds VGG19's ``features`` layers itself, with the layer
+indices torchvision uses (``features.0`` = conv1_1 ... ``features.34`` =
+conv5_4), so a torchvision ``vgg19`` state dict file loads; nothing is downloaded.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Iterable, Mapping, Optional, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+# ---------------------------------------------------------------------------
+# pixel losses
+
+
+def l1_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return F.l1_loss(pred, target)
+
+
+def mse_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return F.mse_loss(pred, target)
+
+
+def charbonnier_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    """mean(sqrt((pred - target)^2 + eps^2)): a smooth L1; equals ``eps`` when pred == target."""
+    return torch.sqrt((pred - target).pow(2) + eps * eps).mean()
+
+
+PIXEL_LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "l1": l1_loss,
+    "mse": mse_loss,
+    "charbonnier": charbonnier_loss,
+}
+
+
+def build_pixel_loss(name: str, *, eps: float = 1e-3) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The pixel loss called ``name`` (l1, mse, charbonnier); ``eps`` is Charbonnier's."""
+    if name == "charbonnier":
+        return lambda pred, target: charbonnier_loss(pred, target, eps=eps)
+    try:
+        return PIXEL_LOSSES[name]
+    except KeyError:
+        raise ValueError(f"unknown pixel loss {name!r}; known: {', '.join(PIXEL_LOSSES)}") from None
+
+
+# ---------------------------------------------------------------------------
+# adversarial losses
+
+GAN_KINDS = ("vanilla", "lsgan", "ragan")
+
+
+def gan_loss(kind: str, real_logits: Optional[torch.Tensor], fake_logits: torch.Tensor, *,
+             for_discriminator: bool) -> torch.Tensor:
+    """Adversarial loss for the discriminator step or the generator step.
+
+    vanilla  BCE with logits; generator: non-saturating, -log D(G(z)).
+    lsgan    least squares with targets 1 (real) and 0 (fake).
+    ragan    relativistic average (ESRGAN): real vs. the mean fake and back.
+    """
+    if kind not in GAN_KINDS:
+        raise ValueError(f"unknown GAN loss {kind!r}; known: {', '.join(GAN_KINDS)}")
+    if kind == "ragan" or for_discriminator:
+        if real_logits is None:
+            raise ValueError(f"{kind} needs real_logits{' for the discriminator' if for_discriminator else ''}")
+        if not for_discriminator:
+            real_logits = real_logits.detach()
+
+    if kind == "ragan":
+        real_rel = real_logits - fake_logits.mean()
+        fake_rel = fake_logits - real_logits.mean()
+        real_target = for_discriminator  # D: real is "more real"; G: the reverse
+        return 0.5 * (_bce(real_rel, real_target) + _bce(fake_rel, not real_target))
+
+    term = _bce if kind == "vanilla" else _least_squares
+    if for_discriminator:
+        return 0.5 * (term(real_logits, True) + term(fake_logits, False))
+    return term(fake_logits, True)
+
+
+def _bce(logits: torch.Tensor, target_is_real: bool) -> torch.Tensor:
+    target = torch.ones_like(logits) if target_is_real else torch.zeros_like(logits)
+    return F.binary_cross_entropy_with_logits(logits, target)
+
+
+def _least_squares(logits: torch.Tensor, target_is_real: bool) -> torch.Tensor:
+    return (logits - (1.0 if target_is_real else 0.0)).pow(2).mean()
+
+
+def feature_matching_loss(real_features: Sequence[torch.Tensor],
+                          fake_features: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Mean over layers of L1(fake feature, real feature); real features are detached."""
+    if len(real_features) != len(fake_features) or not real_features:
+        raise ValueError(f"need equally many (>0) real and fake features, got "
+                         f"{len(real_features)} and {len(fake_features)}")
+    losses = [F.l1_loss(fake, real.detach()) for real, fake in zip(real_features, fake_features)]
+    return torch.stack(losses).mean()
+
+
+# ---------------------------------------------------------------------------
+# VGG19 perceptual loss
+
+_VGG19_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",
+              512, 512, 512, 512, "M", 512, 512, 512, 512, "M")
+
+
+def _vgg19_layer_names() -> list[str]:
+    names, block, conv = [], 1, 1
+    for item in _VGG19_CFG:
+        if item == "M":
+            names.append(f"pool{block}")
+            block, conv = block + 1, 1
+        else:
+            names += [f"conv{block}_{conv}", f"relu{block}_{conv}"]
+            conv += 1
+    return names
+
+
+VGG19_LAYER_NAMES: list[str] = _vgg19_layer_names()  # index i = torchvision's features[i]
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class VGG19Features(nn.Module):
+    """torchvision's ``vgg19().features`` (same indices, so ``features.N.weight`` keys),
+    truncated after ``last_layer`` (a name like "conv5_4" or "relu3_4").
+
+    ``forward(x, layers)`` returns ``{name: activation}`` for the requested layer names.
+    Activations after ReLUs are not taken in place, so pre-activation features stay intact.
+    """
+
+    def __init__(self, *, last_layer: str = "pool5"):
+        super().__init__()
+        if last_layer not in VGG19_LAYER_NAMES:
+            raise ValueError(f"unknown VGG19 layer {last_layer!r}")
+        layers: list[nn.Module] = []
+        channels = 3
+        for item in _VGG19_CFG:
+            if item == "M":
+                layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+            else:
+                layers += [nn.Conv2d(channels, item, 3, 1, 1), nn.ReLU(inplace=False)]
+                channels = item
+        self.features = nn.Sequential(*layers[: VGG19_LAYER_NAMES.index(last_layer) + 1])
+
+    def forward(self, x: torch.Tensor, layers: Iterable[str]) -> dict[str, torch.Tensor]:
+        wanted = set(layers)
+        out: dict[str, torch.Tensor] = {}
+        for index, layer in enumerate(self.features):
+            x = layer(x)
+            name = VGG19_LAYER_NAMES[index]
+            if name in wanted:
+                out[name] = x
+                if len(out) == len(wanted):
+                    break
+        return out
+
+    def load_vgg19_weights(self, path: str | Path) -> None:
+        """Load a torchvision VGG19 state dict (``.pth`` via torch.load(weights_only=True),
+        or ``.safetensors``). Keys with or without the ``features.`` prefix are
+        accepted; classifier keys are ignored; any missing conv weight raises."""
+        path = Path(path)
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            state = load_file(str(path))
+        else:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+            if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
+                state = state["state_dict"]
+        if not isinstance(state, Mapping):
+            raise ValueError(f"{path}: not a state dict")
+        own = self.state_dict()
+        picked = {}
+        for key in own:
+            for candidate in (key, key[len("features."):]):
+                if candidate in state:
+                    picked[key] = state[candidate]
+                    break
+            else:
+                raise ValueError(f"{path}: no {key!r} (nor without 'features.'); not a VGG19 state dict")
+            if picked[key].shape != own[key].shape:
+                raise ValueError(f"{path}: {key} has shape {tuple(picked[key].shape)}, "
+                                 f"expected {tuple(own[key].shape)}")
+        self.load_state_dict(picked, strict=True)
+
+
+class PerceptualLoss(nn.Module):
+    """Weighted distance between VGG19 features of prediction and target.
+
+    ``layer_weights`` maps VGG19 layer names to weights; the default
+    ``{"conv5_4": 1.0}`` is ESRGAN's (features before the activation). SRGAN-style
+    ``{"relu5_4": 1.0}`` or multi-layer mixes work the same. Inputs in [0, 1] are
+    normalised with the ImageNet mean/std (1-channel inputs are repeated to 3).
+    ``weights_path`` is a torchvision VGG19 state dict; with None, random weights
+    are used only if ``allow_random_init`` is set (tests), otherwise it raises.
+    The VGG is frozen: its parameters do not require gradients.
+    """
+
+    def __init__(self, *, weights_path: str | Path | None = None,
+                 layer_weights: Mapping[str, float] | None = None, criterion: str = "l1",
+                 normalize: bool = True, allow_random_init: bool = False):
+        super().__init__()
+        self.layer_weights = dict(layer_weights or {"conv5_4": 1.0})
+        unknown = [name for name in self.layer_weights if name not in VGG19_LAYER_NAMES]
+        if unknown or not self.layer_weights:
+            raise ValueError(f"unknown VGG19 layers {unknown}; known: {', '.join(VGG19_LAYER_NAMES)}")
+        if criterion not in ("l1", "mse"):
+            raise ValueError(f"unknown criterion {criterion!r} (l1, mse)")
+        self.criterion = F.l1_loss if criterion == "l1" else F.mse_loss
+        last = max(self.layer_weights, key=VGG19_LAYER_NAMES.index)
+        self.vgg = VGG19Features(last_layer=last)
+        if weights_path is not None:
+            self.vgg.load_vgg19_weights(weights_path)
+        elif not allow_random_init:
+            raise ValueError("the perceptual loss needs VGG19 weights (a torchvision vgg19 state dict path); "
+                             "random init only with allow_random_init=True")
+        self.vgg.requires_grad_(False)
+        self.vgg.eval()
+        self.normalize = normalize
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def train(self, mode: bool = True) -> "PerceptualLoss":
+        super().train(mode)
+        self.vgg.eval()  # no dropout/BN here, but keep the frozen net in eval regardless
+        return self
+
+    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] == 1:
+            x = x.repeat(1, 3, 1, 1)
+        return (x - self.mean) / self.std if self.normalize else x
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        pred_feats = self.vgg(self._prepare(pred), self.layer_weights)
+        with torch.no_grad():
+            target_feats = self.vgg(self._prepare(target), self.layer_weights)
+        total = pred.new_zeros(())
+        for name, weight in self.layer_weights.items():
+            total = total + weight * self.criterion(pred_feats[name], target_feats[name])
+        return total
+
+
+# ---------------------------------------------------------------------------
+# loss specs
+
+LOSS_NAMES = ("l1", "mse", "charbonnier", "perceptual", "gan", "feature_matching", "kl")
+
+
+def parse_loss_spec(items: Iterable[str] | str) -> dict[str, float]:
+    """Parse ``["l1=1", "perceptual=0.01"]`` (or ``"l1=1,perceptual=0.01"``) into weights.
+
+    Names: l1, mse, charbonnier, perceptual, gan, feature_matching, kl. Weights are
+    non-negative floats; unknown names, duplicates and malformed items raise ValueError.
+    """
+    if isinstance(items, str):
+        items = [items]
+    weights: dict[str, float] = {}
+    for item in items:
+        for part in item.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            name, sep, value = part.partition("=")
+            name = name.strip()
+            if not sep:
+                raise ValueError(f"loss term {part!r} is not NAME=WEIGHT")
+            if name not in LOSS_NAMES:
+                raise ValueError(f"unknown loss {name!r}; known: {', '.join(LOSS_NAMES)}")
+            if name in weights:
+                raise ValueError(f"loss {name!r} given twice")
+            try:
+                weight = float(value)
+            except ValueError:
+                raise ValueError(f"loss {name!r}: weight {value.strip()!r} is not a number") from None
+            if not weight >= 0 or weight == float("inf"):
+                raise ValueError(f"loss {name!r}: weight must be a finite number >= 0, got {value.strip()}")
+            weights[name] = weight
+    if not weights:
+        raise ValueError("empty loss spec")
+    return weights

@@ -1,0 +1,251 @@
+"""Every registered generator and discriminator, on tiny inputs and tiny widths."""
+import pytest
+import torch
+
+from sr_cli.archs import ARCHS, DISCRIMINATORS, build_arch
+from sr_cli.archs.discriminators import build_discriminator
+from sr_cli.archs.edsr import chain_radius
+from sr_cli.model import SRModel
+from sr_cli.weights import load_model, save_model
+
+# Tiny hyperparameters per architecture (shape/gradient/radius tests, not quality).
+TINY = {
+    "srvgg": {"num_feat": 8, "num_conv": 2},
+    "litesr": {"num_feat": 8, "num_blocks": 1},
+    "espcn": {"num_feat": 8, "num_feat2": 4},
+    "srresnet": {"num_feat": 8, "num_blocks": 1},
+    "edsr": {"num_feat": 8, "num_blocks": 1},
+    "rrdbnet": {"num_feat": 8, "num_block": 1, "num_grow_ch": 4},
+    "autoencoder": {"num_feat": 4, "num_down": 2, "num_blocks": 1},
+    "vae": {"num_feat": 4, "num_down": 2, "num_blocks": 1, "latent_channels": 2},
+}
+SCALES = (2, 3, 4, 8)
+CASES = [(name, scale) for name in ARCHS for scale in SCALES]
+
+# Parameter counts at default settings, x4 (EDSR-baseline 1.5M, SRResNet 1.5M and
+# RRDBNet 16.7M as in their papers / BasicSR).
+DEFAULT_X4_PARAMS = {
+    "espcn": 37_200,
+    "srresnet": 1_549_462,
+    "edsr": 1_517_571,
+    "rrdbnet": 16_697_987,
+    "autoencoder": 1_358_147,
+    "vae": 1_413_603,
+}
+
+
+def tiny(name, scale, **extra):
+    return build_arch(name, scale=scale, **TINY[name], **extra)
+
+
+def test_every_arch_has_tiny_settings():
+    assert set(TINY) == set(ARCHS)
+
+
+def _input_size(net, odd=(7, 9)):
+    m = getattr(net, "size_multiple", 1)
+    return odd if m == 1 else (2 * m, 3 * m)
+
+
+@pytest.mark.parametrize("name,scale", CASES)
+def test_shape_gradients_and_finite(name, scale):
+    net = tiny(name, scale).train()
+    h, w = _input_size(net)
+    x = torch.rand(2, net.in_channels, h, w)  # batch of 2: batch norm in training mode
+    y = net(x)
+    assert y.shape == (2, net.in_channels, h * scale, w * scale)
+    assert torch.isfinite(y).all()
+    loss = y.mean() + (net.last_kl if name == "vae" else 0)
+    loss.backward()
+    for pname, param in net.named_parameters():
+        assert param.grad is not None, f"{name}: no gradient for {pname}"
+        assert torch.isfinite(param.grad).all(), pname
+
+
+@pytest.mark.parametrize("name", [n for n in ARCHS if n not in ("srvgg", "litesr")])
+def test_default_parameter_counts_x4(name):
+    net = build_arch(name, scale=4)
+    assert sum(p.numel() for p in net.parameters()) == DEFAULT_X4_PARAMS[name]
+
+
+def _influence(net, x, i, j):
+    """LR distance (rows, cols) of the farthest output pixel changed by perturbing input (i, j)."""
+    scale = net.scale
+    with torch.no_grad():
+        y0 = net(x)
+        x2 = x.clone()
+        x2[..., i, j] += 1.0
+        changed = (net(x2) != y0).any(dim=1)[0].nonzero()
+    assert len(changed), "perturbation changed nothing"
+    lr = changed // scale  # the LR pixel each changed output pixel belongs to
+    return int((lr[:, 0] - i).abs().max()), int((lr[:, 1] - j).abs().max())
+
+
+@pytest.mark.parametrize("name,scale", CASES)
+def test_receptive_radius_is_a_close_upper_bound(name, scale):
+    torch.manual_seed(1)
+    net = tiny(name, scale).eval().double()
+    with torch.no_grad():  # some nets zero-init their tail (litesr): make every path live
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    r = net.receptive_radius
+    m = getattr(net, "size_multiple", 1)
+    side = -(-(2 * r + 2 * m + 3) // m) * m  # room for the whole influence region
+    x = torch.rand(1, net.in_channels, side, side, dtype=torch.float64)
+    reach = 0
+    for offset in range(m):  # each phase of a strided / unshuffling net
+        i = side // 2 + offset
+        dy, dx = _influence(net, x, i, i)
+        assert max(dy, dx) <= r, f"{name} x{scale}: influence reaches {dy, dx} > radius {r}"
+        reach = max(reach, dy, dx)
+    # Close, not just an upper bound (the radius is from an exact walk of the chain).
+    assert reach >= r - 1, f"{name} x{scale}: radius {r} but influence only reaches {reach}"
+
+
+def test_chain_radius_basics():
+    assert chain_radius([("conv", 5), ("conv", 3), ("conv", 3), ("up", 4)], 4) == 4
+    assert chain_radius([("up", 2), ("conv", 3)], 2) == 1  # one HR pixel reaches into the next LR pixel
+    assert chain_radius([("up", 4), ("conv", 9)], 4) == 1
+    assert chain_radius([("down", 2), ("conv", 3), ("up", 4)], 2) == 3
+
+
+def test_espcn_paper_layout():
+    net = build_arch("espcn", scale=3)
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.kernel_size[0], c.out_channels) for c in convs] == [(5, 64), (3, 32), (3, 27)]
+    assert isinstance(net.body[1], torch.nn.Tanh)
+    with pytest.raises(ValueError, match="activation"):
+        build_arch("espcn", scale=2, act_type="gelu")
+
+
+def test_rrdbnet_keys_match_real_esrgan():
+    keys = set(build_arch("rrdbnet", scale=4, num_block=2, num_feat=8, num_grow_ch=4).state_dict())
+    for key in ("conv_first.weight", "body.0.rdb1.conv1.weight", "body.0.rdb1.conv5.bias",
+                "body.1.rdb3.conv5.weight", "conv_body.weight", "conv_up1.weight", "conv_up2.weight",
+                "conv_hr.weight", "conv_last.weight", "conv_last.bias"):
+        assert key in keys
+    assert not any(k.startswith("conv_up3") for k in keys)
+    # x3 has exactly the x4 layout; x8 adds conv_up3 only.
+    x3 = build_arch("rrdbnet", scale=3, num_block=2, num_feat=8, num_grow_ch=4).state_dict()
+    assert {k: v.shape for k, v in x3.items()} == {
+        k: v.shape for k, v in build_arch("rrdbnet", scale=4, num_block=2, num_feat=8, num_grow_ch=4)
+        .state_dict().items()}
+    x8 = set(build_arch("rrdbnet", scale=8, num_block=2, num_feat=8, num_grow_ch=4).state_dict())
+    assert x8 - keys == {"conv_up3.weight", "conv_up3.bias"}
+
+
+@pytest.mark.parametrize("scale,multiple,in_ch", [(1, 4, 48), (2, 2, 12)])
+def test_rrdbnet_unshuffle_scales(scale, multiple, in_ch):
+    net = tiny("rrdbnet", scale)
+    assert net.size_multiple == multiple and net.conv_first.in_channels == in_ch
+    y = net(torch.rand(1, 3, 8, 12))
+    assert y.shape == (1, 3, 8 * scale, 12 * scale)
+    with pytest.raises(ValueError, match=f"multiples of {multiple}"):
+        net(torch.rand(1, 3, 8, 13))
+
+
+def test_unsupported_scales_raise():
+    for name in ("srresnet", "edsr", "rrdbnet", "autoencoder", "vae"):
+        with pytest.raises(ValueError, match="scale"):
+            tiny(name, 5)
+
+
+def test_edsr_mean_shift_and_rgb_range():
+    net = tiny("edsr", 2).eval()
+    assert "mean" not in net.state_dict()  # a fixed buffer, not a weight
+    x = torch.rand(1, 3, 5, 6)
+    scaled = tiny("edsr", 2, rgb_range=255.0).eval()
+    scaled.load_state_dict(net.state_dict())
+    with torch.no_grad():
+        # With zero biases the body is positively homogeneous, so rgb_range only rescales inside.
+        for module in (net, scaled):
+            for pname, p in module.named_parameters():
+                if pname.endswith("bias"):
+                    p.zero_()
+        assert torch.allclose(net(x), scaled(x), atol=1e-5)
+    assert "mean" in dict(net.named_buffers())
+
+
+def test_autoencoder_size_multiple_and_up_modes():
+    net = tiny("autoencoder", 2, up_mode="transpose", skips=False)
+    assert net.size_multiple == 4
+    assert net(torch.rand(1, 3, 8, 4)).shape == (1, 3, 16, 8)
+    with pytest.raises(ValueError, match="multiples of 4"):
+        net(torch.rand(1, 3, 6, 8))
+    with pytest.raises(ValueError, match="up_mode"):
+        tiny("autoencoder", 2, up_mode="bilinear")
+
+
+def test_vae_sampling_kl_and_eval_determinism():
+    net = tiny("vae", 2)
+    x = torch.rand(1, 3, 8, 8)
+    net.train()
+    a, b = net(x), net(x)
+    assert not torch.equal(a, b)  # reparameterised sample in training mode
+    kl = net.kl_divergence()
+    assert kl.ndim == 0 and kl.item() >= 0
+    kl.backward()
+    assert net.to_latent.weight.grad is not None
+    net.eval()
+    with torch.no_grad():
+        assert torch.equal(net(x), net(x))  # the mean in eval mode
+    assert net.last_kl is not None
+
+
+@pytest.mark.parametrize("name", ["espcn", "rrdbnet", "vae", "srresnet"])
+def test_save_load_round_trip(tmp_path, name):
+    params = {"scale": 2, **TINY[name]}
+    net = build_arch(name, **params).eval()
+    path = tmp_path / f"{name}.safetensors"
+    save_model(net, path, arch=name, params=params)
+    loaded = load_model(path)
+    assert isinstance(loaded, SRModel)
+    assert loaded.size_multiple == getattr(net, "size_multiple", 1)
+    assert loaded.receptive_radius == net.receptive_radius
+    x = torch.rand(1, 3, 6, 10)  # SRModel pads to the size multiple and crops
+    y = loaded(x)
+    assert y.shape == (1, 3, 12, 20)
+
+
+# --- discriminators ---------------------------------------------------------------
+
+
+def test_discriminators_registered():
+    assert set(DISCRIMINATORS) == {"vgg", "unet"}
+    with pytest.raises(ValueError, match="unknown discriminator"):
+        build_discriminator("patchgan")
+    with pytest.raises(ValueError, match="bad parameters"):
+        build_discriminator("vgg", scale=4)
+
+
+@pytest.mark.parametrize("size", [32, 40])
+def test_vgg_discriminator_shapes_and_features(size):
+    d = build_discriminator("vgg", num_feat=4, pool_size=2, dense_features=8)
+    x = torch.rand(2, 3, size, size)
+    logits, feats = d(x, return_features=True)
+    assert logits.shape == (2, 1) and len(feats) == 8
+    assert [f.shape[1] for f in feats] == [4, 4, 8, 8, 16, 16, 32, 32]
+    assert feats[-1].shape[-1] == -(-size // 16)
+    assert torch.equal(d.eval()(x), d(x))
+    logits.mean().backward()
+    assert all(p.grad is not None for p in d.parameters())
+
+
+def test_vgg_discriminator_default_matches_srgan():
+    d = build_discriminator("vgg")
+    assert d.classifier[0].in_features == 512 * 6 * 6 and d.classifier[0].out_features == 1024
+
+
+def test_unet_discriminator_shapes_keys_and_features():
+    d = build_discriminator("unet", num_feat=4)
+    x = torch.rand(2, 3, 16, 24)
+    logits, feats = d(x, return_features=True)
+    assert logits.shape == (2, 1, 16, 24) and len(feats) == 9
+    keys = set(d.state_dict())
+    assert {"conv0.weight", "conv1.weight_orig", "conv1.weight_u", "conv8.weight_v", "conv9.weight",
+            "conv9.bias"} <= keys
+    assert "conv1.bias" not in keys
+    logits.mean().backward()
+    assert all(p.grad is not None for p in d.parameters())
+    with pytest.raises(ValueError, match="multiples of 8"):
+        d(torch.rand(1, 3, 12, 16))

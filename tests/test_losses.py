@@ -1,0 +1,163 @@
+import math
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from sr_cli.losses import (
+    GAN_KINDS, VGG19_LAYER_NAMES, PerceptualLoss, VGG19Features, build_pixel_loss, charbonnier_loss,
+    feature_matching_loss, gan_loss, parse_loss_spec,
+)
+
+LN2 = math.log(2.0)
+VGG19_CONV_INDICES = [0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34]
+
+
+# --- pixel losses -------------------------------------------------------------
+
+
+def test_pixel_losses_known_values():
+    a = torch.zeros(1, 1, 2, 2)
+    b = torch.tensor([[[[1.0, -1.0], [2.0, 0.0]]]])
+    assert build_pixel_loss("l1")(a, b).item() == pytest.approx(1.0)
+    assert build_pixel_loss("mse")(a, b).item() == pytest.approx(1.5)
+    assert charbonnier_loss(a, a).item() == pytest.approx(1e-3, rel=1e-4)  # sqrt(0 + eps^2)
+    expected = (2 * math.sqrt(1 + 1e-6) + math.sqrt(4 + 1e-6) + 1e-3) / 4
+    assert build_pixel_loss("charbonnier")(a, b).item() == pytest.approx(expected, rel=1e-6)
+    assert build_pixel_loss("charbonnier", eps=0.5)(a, a).item() == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="unknown pixel loss"):
+        build_pixel_loss("l3")
+
+
+# --- adversarial losses -------------------------------------------------------------
+
+
+def test_gan_losses_known_values():
+    zero = torch.zeros(4, 1)
+    for kind in ("vanilla", "ragan"):
+        assert gan_loss(kind, zero, zero, for_discriminator=True).item() == pytest.approx(LN2)
+        assert gan_loss(kind, zero, zero, for_discriminator=False).item() == pytest.approx(LN2)
+    assert gan_loss("lsgan", zero, zero, for_discriminator=True).item() == pytest.approx(0.5)
+    assert gan_loss("lsgan", zero + 1, zero, for_discriminator=True).item() == pytest.approx(0.0)
+    assert gan_loss("lsgan", None, zero + 1, for_discriminator=False).item() == pytest.approx(0.0)
+    x = torch.full((3, 1, 2, 2), 1.5)  # per-pixel logits work too
+    assert gan_loss("vanilla", None, x, for_discriminator=False).item() == pytest.approx(
+        math.log1p(math.exp(-1.5)))
+
+
+@pytest.mark.parametrize("kind", GAN_KINDS)
+def test_gan_loss_signs(kind):
+    high, low = torch.full((4, 1), 3.0), torch.full((4, 1), -3.0)
+    # The discriminator is happier (lower loss) when it scores real high and fake low.
+    assert (gan_loss(kind, high, low, for_discriminator=True)
+            < gan_loss(kind, low, high, for_discriminator=True))
+    # The generator is happier when its fakes score high (relative to the reals for ragan).
+    real = torch.zeros(4, 1)
+    assert (gan_loss(kind, real, high, for_discriminator=False)
+            < gan_loss(kind, real, low, for_discriminator=False))
+    # Gradient descent on the generator loss pushes fake logits up.
+    fake = torch.zeros(4, 1, requires_grad=True)
+    gan_loss(kind, real, fake, for_discriminator=False).backward()
+    assert (fake.grad < 0).all()
+
+
+def test_gan_loss_generator_step_detaches_real_and_checks_arguments():
+    real = torch.randn(4, 1, requires_grad=True)
+    fake = torch.randn(4, 1, requires_grad=True)
+    gan_loss("ragan", real, fake, for_discriminator=False).backward()
+    assert real.grad is None and fake.grad is not None
+    with pytest.raises(ValueError, match="real_logits"):
+        gan_loss("ragan", None, fake, for_discriminator=False)
+    with pytest.raises(ValueError, match="real_logits"):
+        gan_loss("vanilla", None, fake, for_discriminator=True)
+    with pytest.raises(ValueError, match="unknown GAN loss"):
+        gan_loss("wgan", real, fake, for_discriminator=True)
+
+
+def test_feature_matching_loss():
+    real = [torch.zeros(1, 2, 4, 4), torch.ones(1, 3, 2, 2, requires_grad=True)]
+    fake = [torch.ones(1, 2, 4, 4, requires_grad=True), torch.ones(1, 3, 2, 2, requires_grad=True)]
+    loss = feature_matching_loss(real, fake)
+    assert loss.item() == pytest.approx(0.5)  # mean of L1 1 and L1 0
+    loss.backward()
+    assert real[1].grad is None and fake[0].grad is not None
+    assert feature_matching_loss(fake, fake).item() == 0
+    with pytest.raises(ValueError):
+        feature_matching_loss(real, fake[:1])
+
+
+# --- VGG19 perceptual -----------------------------------------------------------------
+
+
+def test_vgg19_keys_match_torchvision():
+    keys = list(VGG19Features().state_dict())
+    assert keys == [f"features.{i}.{p}" for i in VGG19_CONV_INDICES for p in ("weight", "bias")]
+    assert len(VGG19_LAYER_NAMES) == 37
+    assert VGG19_LAYER_NAMES[0] == "conv1_1" and VGG19_LAYER_NAMES[34] == "conv5_4"
+    assert VGG19_LAYER_NAMES[35] == "relu5_4" and VGG19_LAYER_NAMES[36] == "pool5"
+    assert VGG19_LAYER_NAMES[4] == "pool1" and VGG19_LAYER_NAMES[16] == "conv3_4"
+
+
+@pytest.mark.parametrize("prefixed,fmt", [(True, "pth"), (False, "safetensors")])
+def test_vgg19_weights_load_with_or_without_prefix(tmp_path, prefixed, fmt):
+    source = VGG19Features(last_layer="relu2_2")
+    state = {(k if prefixed else k[len("features."):]): v.clone() for k, v in source.state_dict().items()}
+    state["classifier.0.weight"] = torch.zeros(2, 2)  # a full torchvision file has these: ignored
+    path = tmp_path / f"vgg19.{fmt}"
+    if fmt == "pth":
+        torch.save(state, path)
+    else:
+        save_file(state, str(path))
+    loss = PerceptualLoss(weights_path=path, layer_weights={"relu2_2": 1.0})
+    for key, value in source.state_dict().items():
+        assert torch.equal(loss.vgg.state_dict()[key], value)
+    assert not any(p.requires_grad for p in loss.parameters())
+
+
+def test_vgg19_weights_missing_key_raises(tmp_path):
+    path = tmp_path / "bad.pth"
+    torch.save({"features.0.weight": torch.zeros(64, 3, 3, 3)}, path)
+    with pytest.raises(ValueError, match="features.0.bias"):
+        PerceptualLoss(weights_path=path, layer_weights={"conv1_2": 1.0})
+
+
+def test_perceptual_loss_needs_weights_unless_random_init_is_asked():
+    with pytest.raises(ValueError, match="allow_random_init"):
+        PerceptualLoss()
+    with pytest.raises(ValueError, match="unknown VGG19 layers"):
+        PerceptualLoss(layer_weights={"conv6_1": 1.0}, allow_random_init=True)
+
+
+def test_perceptual_loss_zero_for_identical_positive_otherwise():
+    loss = PerceptualLoss(layer_weights={"relu1_2": 0.5, "conv2_2": 1.0}, allow_random_init=True)
+    assert len(loss.vgg.features) == VGG19_LAYER_NAMES.index("conv2_2") + 1  # truncated
+    x = torch.rand(1, 3, 12, 12)
+    assert loss(x, x.clone()).item() == 0.0
+    pred = (x + 0.1 * torch.randn_like(x)).requires_grad_(True)
+    value = loss(pred, x)
+    assert value.item() > 0
+    value.backward()
+    assert pred.grad is not None and pred.grad.abs().sum() > 0
+    gray = torch.rand(1, 1, 12, 12)
+    assert loss(gray, gray).item() == 0.0 and loss(gray, 1 - gray).item() > 0
+
+
+def test_perceptual_loss_default_is_esrgan_conv5_4():
+    loss = PerceptualLoss(allow_random_init=True).train()
+    assert loss.layer_weights == {"conv5_4": 1.0} and not loss.vgg.training
+    assert len(loss.vgg.features) == 35  # up to features.34, before its ReLU
+    x = torch.rand(1, 3, 32, 32)
+    assert loss(x, x).item() == 0.0 and loss(x, x.flip(-1)).item() > 0
+
+
+# --- loss specs ---------------------------------------------------------------------
+
+
+def test_parse_loss_spec():
+    assert parse_loss_spec(["l1=1", "perceptual=0.01"]) == {"l1": 1.0, "perceptual": 0.01}
+    assert parse_loss_spec("charbonnier=1, gan=5e-3,kl=0") == {"charbonnier": 1.0, "gan": 0.005, "kl": 0.0}
+    for bad, message in [(["l2=1"], "unknown loss 'l2'"), (["l1"], "NAME=WEIGHT"),
+                         (["l1=x"], "not a number"), (["l1=-1"], ">= 0"), (["l1=nan"], ">= 0"),
+                         (["l1=1", "l1=2"], "twice"), ([], "empty")]:
+        with pytest.raises(ValueError, match=message):
+            parse_loss_spec(bad)
