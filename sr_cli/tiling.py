@@ -37,27 +37,33 @@ class Span:
     fade_after: int   # half-width of the cross-fade zone at core_end
 
 
-def plan_axis(length: int, tile: Optional[int], overlap: int) -> list[Span]:
-    """Split ``length`` pixels into near-equal cores of at most ``tile`` pixels."""
+def plan_axis(length: int, tile: Optional[int], overlap: int, multiple: int = 1) -> list[Span]:
+    """Split ``length`` pixels into near-equal cores of at most ``tile`` pixels.
+
+    Tile starts (and the context) are kept on multiples of ``multiple`` so that
+    networks that downsample internally see the same pixel grid as untiled.
+    """
     if length <= 0:
         raise ValueError("cannot tile an empty axis")
     if tile is None or tile >= length:
         return [Span(0, length, 0, length, 0, 0)]
-    if tile < 1 or overlap < 0:
-        raise ValueError("tile must be >= 1 and overlap >= 0")
+    if tile < 1 or overlap < 0 or multiple < 1:
+        raise ValueError("tile and multiple must be >= 1 and overlap >= 0")
+    overlap = -(-overlap // multiple) * multiple
     count = math.ceil(length / tile)
-    bounds = [round(i * length / count) for i in range(count + 1)]
+    bounds = sorted({0, length, *(round(i * length / count / multiple) * multiple for i in range(1, count))})
+    bounds = [b for b in bounds if 0 <= b <= length]
     smallest_core = min(b - a for a, b in zip(bounds, bounds[1:]))
     # Fade zones of neighbouring boundaries must not meet, hence the core // 2 cap.
     fade = min(overlap // 2, smallest_core // 2)
     spans = []
-    for k in range(count):
-        start, end = bounds[k], bounds[k + 1]
+    last = len(bounds) - 2
+    for k, (start, end) in enumerate(zip(bounds, bounds[1:])):
         spans.append(Span(
             core_start=start, core_end=end,
             read_start=max(0, start - overlap), read_end=min(length, end + overlap),
             fade_before=fade if k > 0 else 0,
-            fade_after=fade if k < count - 1 else 0,
+            fade_after=fade if k < last else 0,
         ))
     return spans
 
@@ -85,18 +91,19 @@ def _raised_cosine(n: int) -> torch.Tensor:
 
 
 def tiled_apply(fn: TileFn, x: torch.Tensor, *, scale: int, tile: Optional[int], overlap: int,
-                sink: Optional[RowSink] = None, batch_size: int = 1) -> Optional[torch.Tensor]:
+                sink: Optional[RowSink] = None, batch_size: int = 1, multiple: int = 1) -> Optional[torch.Tensor]:
     """Apply ``fn`` (NCHW -> NCHW at ``scale`` times the size) to ``x`` tile by tile.
 
     With ``sink`` given, finished output rows are passed to ``sink(row_start, rows)``
     in order (rows is N x C x h x W*scale float) and None is returned; otherwise
     the whole output tensor is returned. ``batch_size`` tiles of equal shape from
-    one tile row are stacked into one call of ``fn``.
+    one tile row are stacked into one call of ``fn``. ``multiple``: the network's
+    size multiple (tiles start on multiples of it).
     """
     if x.ndim != 4:
         raise ValueError(f"expected NCHW input, got shape {tuple(x.shape)}")
     height, width = x.shape[-2:]
-    rows, cols = plan_axis(height, tile, overlap), plan_axis(width, tile, overlap)
+    rows, cols = plan_axis(height, tile, overlap, multiple), plan_axis(width, tile, overlap, multiple)
     out_width = width * scale
     col_weights = [blend_weights(c, scale) for c in cols]
 

@@ -117,7 +117,7 @@ def upscale_tensor(model: SRModel, x: torch.Tensor, *, tile: TileSpec = "auto", 
     while True:
         try:
             return tiled_apply(run_tile, x, scale=model.scale, tile=tile_px, overlap=overlap,
-                               sink=sink, batch_size=batch_size)
+                               sink=sink, batch_size=batch_size, multiple=model.size_multiple)
         except torch.cuda.OutOfMemoryError:
             if device.type != "cuda":
                 raise

@@ -17,6 +17,8 @@ def random_net(arch: str, scale: int, **params):
 NETS = {
     "srvgg": lambda s: random_net("srvgg", s, num_feat=8, num_conv=2),
     "litesr": lambda s: random_net("litesr", s, num_feat=8, num_blocks=1),
+    "espcn": lambda s: random_net("espcn", s),
+    "edsr": lambda s: random_net("edsr", s, num_feat=8, num_blocks=1),
 }
 
 
@@ -35,10 +37,25 @@ def test_tiled_equals_untiled(height, width, tile, scale, arch, extra):
     assert (tiled - full).abs().max().item() <= 1 / 255
 
 
+@settings(max_examples=15, deadline=None)
+@given(height=st.integers(8, 40), width=st.integers(8, 40), tile=st.integers(8, 24), scale=st.sampled_from([2, 4]))
+def test_size_multiple_networks_tile_exactly(height, width, tile, scale):
+    # The autoencoder downsamples by 4 inside: tiles must start on multiples of 4.
+    from sr_cli.model import SRModel
+    net = build_arch("autoencoder", scale=scale, num_feat=8).eval()
+    model = SRModel.from_net(net, "autoencoder", {})
+    m = model.size_multiple
+    x = torch.rand(1, 3, height // m * m, width // m * m)
+    full = model(x)
+    tiled = tiled_apply(model, x, scale=scale, tile=tile, overlap=2 * model.receptive_radius, multiple=m)
+    assert (tiled - full).abs().max().item() <= 1 / 255
+
+
+@given(length=st.integers(1, 300), tile=st.integers(1, 100), overlap=st.integers(0, 40), scale=st.integers(1, 4),
+       multiple=st.sampled_from([1, 2, 4]))
 @settings(max_examples=60, deadline=None)
-@given(length=st.integers(1, 300), tile=st.integers(1, 100), overlap=st.integers(0, 40), scale=st.integers(1, 4))
-def test_blend_weights_partition_unity(length, tile, overlap, scale):
-    spans = plan_axis(length, tile, overlap)
+def test_blend_weights_partition_unity(length, tile, overlap, scale, multiple):
+    spans = plan_axis(length, tile, overlap, multiple)
     total = torch.zeros(length * scale)
     for span in spans:
         w = blend_weights(span, scale)
@@ -49,6 +66,7 @@ def test_blend_weights_partition_unity(length, tile, overlap, scale):
     # cores partition the axis
     assert spans[0].core_start == 0 and spans[-1].core_end == length
     assert all(a.core_end == b.core_start for a, b in zip(spans, spans[1:]))
+    assert all(s.read_start % multiple == 0 and s.core_start % multiple == 0 for s in spans)
 
 
 def test_rows_reach_sink_in_order_and_once():
