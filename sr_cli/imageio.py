@@ -1,0 +1,478 @@
+"""Image files <-> pixel arrays, keeping what makes an image look right.
+
+Pixels are H x W x C numpy arrays, uint8 or uint16, C = 1 grey, 2 grey+alpha,
+3 RGB, 4 RGBA (always 3-D). This is the only module that knows about integer
+pixels and HWC; the core sees NCHW float in [0, 1] (``to_tensor``/``from_tensor_rows``).
+
+Reading (``read_image``):
+  * L, LA, RGB, RGBA stay as they are; "1" -> L; palette -> RGB, or RGBA when it
+    has transparency; a transparent colour key on L/RGB -> LA/RGBA.
+  * CMYK -> RGB, through the embedded ICC profile to sRGB when there is one (the
+    CMYK profile is then dropped: the pixels are sRGB, which untagged means).
+  * 16-bit PNG/TIFF keep all 16 bits (Pillow reduces 16-bit colour to 8 bits, so
+    those are decoded with OpenCV). Mode I/F images become uint16: integers that
+    fit are kept as they are, floats with maximum <= 1 are scaled by 65535, and
+    anything else is stretched from min(0, lowest) .. highest to 0 .. 65535.
+  * The EXIF orientation is applied (as PIL.ImageOps.exif_transpose does) and
+    the EXIF kept with Orientation reset to 1; the ICC profile is kept.
+  * Animated or multi-page files: the first frame only.
+  * Files Pillow cannot identify (e.g. float RGB TIFF) are decoded by OpenCV,
+    without metadata.
+
+Writing (``write_image``/``encode_image``): png, jpg, webp, tiff, bmp.
+  * Atomic: the file is encoded in memory, written to a temporary file beside
+    the target and renamed over it, so a failure never leaves a partial output.
+  * JPEG and BMP cannot store alpha here: ValueError (use png/webp/tiff); we do
+    not silently flatten an image onto a background the user did not choose.
+  * 16-bit is written as 16-bit to PNG and TIFF; JPEG, WebP and BMP get
+    round(x / 257). WebP stores grey as RGB; quality 100 means lossless WebP.
+  * ICC and EXIF are kept in PNG (8 and 16-bit), JPEG, WebP and 8-bit TIFF;
+    16-bit TIFF keeps the ICC profile but not the EXIF; BMP keeps neither.
+  * 16-bit grey+alpha TIFF is written as RGBA (grey repeated): OpenCV has no
+    2-channel TIFF. Values are exact; read back it has 4 channels.
+"""
+from __future__ import annotations
+
+import io
+import os
+import secrets
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import cv2
+import numpy as np
+from PIL import Image, ImageCms, UnidentifiedImageError
+
+__all__ = ["ImageData", "ImageReadError", "read_image", "write_image", "encode_image",
+           "format_from_suffix", "to_tensor", "from_tensor_rows", "pil_to_pixels", "pixels_to_pil"]
+
+_SUFFIX_FORMATS = {".png": "png", ".jpg": "jpg", ".jpeg": "jpg", ".jpe": "jpg", ".webp": "webp",
+                   ".tif": "tiff", ".tiff": "tiff", ".bmp": "bmp"}
+_FORMAT_NAMES = {"png": "png", "jpg": "jpg", "jpeg": "jpg", "webp": "webp", "tif": "tiff",
+                 "tiff": "tiff", "bmp": "bmp"}
+_PIL_FORMATS = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP", "tiff": "TIFF", "bmp": "BMP"}
+_EXIF_PREFIX = b"Exif\x00\x00"
+_ORIENTATION = 0x0112
+# TIFF tags that describe the photo rather than the file's layout: what a TIFF's EXIF is made of.
+_TIFF_EXIF_TAGS = {269, 270, 271, 272, 274, 282, 283, 296, 305, 306, 315, 316, 318, 319, 33432,
+                   0x8769, 0x8825}
+_WEBP_MAX_SIDE = 16383
+
+
+class ImageReadError(ValueError):
+    """A file that cannot be read as an image; the message is one line naming the file."""
+
+
+@dataclass
+class ImageData:
+    """Pixels (H x W x C, uint8/uint16) and the metadata that travels with them.
+
+    ``exif`` is raw EXIF starting with ``b"Exif\\0\\0"``, its Orientation already 1
+    because the pixels are upright. ``source_format`` is Pillow's name ("PNG", "JPEG", ...).
+    """
+
+    pixels: np.ndarray
+    icc_profile: Optional[bytes] = None
+    exif: Optional[bytes] = None
+    source_format: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        shape, dtype = self.pixels.shape, self.pixels.dtype
+        if len(shape) != 3 or shape[2] not in (1, 2, 3, 4) or dtype not in (np.uint8, np.uint16):
+            raise ValueError(f"pixels must be H x W x 1-4 uint8/uint16, got {shape} {dtype}")
+
+    @property
+    def height(self) -> int:
+        return self.pixels.shape[0]
+
+    @property
+    def width(self) -> int:
+        return self.pixels.shape[1]
+
+    @property
+    def channels(self) -> int:
+        return self.pixels.shape[2]
+
+    @property
+    def bit_depth(self) -> int:
+        return 16 if self.pixels.dtype == np.uint16 else 8
+
+    @property
+    def has_alpha(self) -> bool:
+        return self.channels in (2, 4)
+
+    @property
+    def is_grey(self) -> bool:
+        return self.channels in (1, 2)
+
+
+# ----------------------------------------------------------------------------- reading
+
+def read_image(source: Union[str, os.PathLike, bytes]) -> ImageData:
+    """Read a file (or its bytes, e.g. from stdin) into upright pixels plus ICC/EXIF."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        name, data = "<bytes>", bytes(source)
+    else:
+        name = str(source)
+        try:
+            data = Path(source).read_bytes()
+        except OSError as exc:
+            raise ImageReadError(f"{name}: {exc.strerror or exc}") from exc
+    try:
+        return _decode(data)
+    except Exception as exc:  # any decoder failure on an untrusted file is "unreadable"
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise ImageReadError(f"{name}: cannot read image ({reason})") from exc
+
+
+def _decode(data: bytes) -> ImageData:
+    try:
+        im = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        return _decode_with_cv2_only(data)
+    with im:
+        pixels = _deep_pixels(data, im)
+        if pixels is None:
+            pixels = _pixels_from_pil(im)
+        tags = im.getexif()
+        orientation = tags.get(_ORIENTATION, 1)
+        icc = None if im.mode == "CMYK" else im.info.get("icc_profile") or None
+        exif = _exif_from_tiff(tags) if im.format == "TIFF" else _exif_upright(im.info.get("exif"))
+        source_format = "JPEG" if im.format == "MPO" else im.format  # MPO: a camera's multi-picture JPEG
+    pixels = np.require(_upright(pixels, orientation), requirements=["C", "W"])
+    return ImageData(pixels=pixels, icc_profile=icc, exif=exif, source_format=source_format)
+
+
+def _decode_with_cv2_only(data: bytes) -> ImageData:
+    decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if decoded is None:
+        raise ValueError("not a recognised image format")
+    is_tiff = data[:4] in (b"II*\x00", b"MM\x00*")
+    return ImageData(pixels=_from_cv2(decoded, grey_alpha=False), source_format="TIFF" if is_tiff else None)
+
+
+def _deep_pixels(data: bytes, im: Image.Image) -> Optional[np.ndarray]:
+    """16-bit colour PNG/TIFF at full depth (Pillow would give 8 bits); None where Pillow is exact."""
+    if im.mode not in ("LA", "RGB", "RGBA"):  # I;16 grey is exact in Pillow; CMYK etc. go through Pillow
+        return None
+    if im.format == "PNG":
+        deep, grey_alpha = data[24] == 16, data[25] == 4  # IHDR bit depth, colour type
+    elif im.format == "TIFF":
+        bits = im.tag_v2.get(258, 8)
+        deep, grey_alpha = max(bits if isinstance(bits, tuple) else (bits,)) > 8, im.mode == "LA"
+    else:
+        return None
+    if not deep:
+        return None
+    decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if decoded is None:
+        raise ValueError("OpenCV could not decode the 16-bit pixels")
+    return _from_cv2(decoded, grey_alpha=grey_alpha)
+
+
+def _from_cv2(decoded: np.ndarray, *, grey_alpha: bool) -> np.ndarray:
+    if decoded.ndim == 2:
+        pixels = decoded[:, :, None]
+    elif grey_alpha and decoded.shape[2] == 4:  # OpenCV expands grey+alpha to BGRA
+        pixels = decoded[:, :, [0, 3]]
+    elif decoded.shape[2] in (3, 4):
+        code = cv2.COLOR_BGR2RGB if decoded.shape[2] == 3 else cv2.COLOR_BGRA2RGBA
+        pixels = cv2.cvtColor(decoded, code, dst=decoded)  # in place: we own the buffer
+    else:
+        raise ValueError(f"unsupported channel count {decoded.shape[2]}")
+    return pixels if pixels.dtype in (np.uint8, np.uint16) else _as_uint16(pixels)
+
+
+def _pixels_from_pil(im: Image.Image) -> np.ndarray:
+    """Pillow image -> H x W x C uint8/uint16, converting modes we do not keep."""
+    mode = im.mode
+    if mode == "1":
+        im = im.convert("L")
+    elif mode in ("P", "PA"):
+        im = im.convert("RGBA" if mode == "PA" or "transparency" in im.info else "RGB")
+    elif mode in ("L", "RGB") and "transparency" in im.info:
+        im = im.convert(mode + "A")
+    elif mode == "CMYK":
+        im = _cmyk_to_rgb(im)
+    elif mode in ("RGBa", "La"):  # premultiplied alpha
+        im = im.convert(mode[:-1] + "A")
+    elif mode.startswith("I;16"):
+        return np.asarray(im).astype(np.uint16, copy=False)[:, :, None]  # I;16B is big-endian
+    elif mode in ("I", "F"):
+        return _as_uint16(np.asarray(im))[:, :, None]
+    elif mode not in ("L", "LA", "RGB", "RGBA"):  # YCbCr, HSV, RGBX, ...
+        im = im.convert("RGB")
+    pixels = np.asarray(im)
+    return pixels[:, :, None] if pixels.ndim == 2 else pixels
+
+
+def _cmyk_to_rgb(im: Image.Image) -> Image.Image:
+    icc = im.info.get("icc_profile")
+    if icc:
+        try:
+            return ImageCms.profileToProfile(im, ImageCms.ImageCmsProfile(io.BytesIO(icc)),
+                                             ImageCms.createProfile("sRGB"), outputMode="RGB")
+        except (ImageCms.PyCMSError, OSError, ValueError):
+            pass  # a broken profile: Pillow's plain conversion is better than refusing the image
+    return im.convert("RGB")
+
+
+def _as_uint16(values: np.ndarray) -> np.ndarray:
+    """Integer or float pixels of any range -> uint16 (the rules are in the module docstring)."""
+    if values.dtype.kind in "iu" and values.min(initial=0) >= 0 and values.max(initial=0) <= 65535:
+        return values.astype(np.uint16)
+    is_float = values.dtype.kind == "f"
+    values = np.nan_to_num(values.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    lowest, highest = min(values.min(initial=0.0), 0.0), values.max(initial=0.0)
+    if is_float and highest <= 1.0:  # the usual normalised float image
+        lowest, highest = 0.0, 1.0
+    scaled = (values - lowest) * (65535 / ((highest - lowest) or 1.0))
+    return np.round(np.clip(scaled, 0, 65535)).astype(np.uint16)
+
+
+def _upright(pixels: np.ndarray, orientation: Any) -> np.ndarray:
+    """Apply an EXIF orientation (1-8) as PIL.ImageOps.exif_transpose would; views, no copies."""
+    swapped = pixels.transpose(1, 0, 2)
+    return {2: pixels[:, ::-1], 3: pixels[::-1, ::-1], 4: pixels[::-1], 5: swapped,
+            6: swapped[:, ::-1], 7: swapped[::-1, ::-1], 8: swapped[::-1]}.get(orientation, pixels)
+
+
+def _exif_upright(raw: Optional[bytes]) -> Optional[bytes]:
+    """Raw EXIF with the "Exif\\0\\0" prefix and IFD0's Orientation set to 1, patched in place
+    so that every other byte (maker notes, thumbnails) survives untouched."""
+    if not raw:
+        return None
+    exif = bytearray(raw if raw.startswith(_EXIF_PREFIX) else _EXIF_PREFIX + raw)
+    try:
+        order = {b"II": "<", b"MM": ">"}[bytes(exif[6:8])]
+        (ifd,) = struct.unpack_from(order + "I", exif, 10)
+        (count,) = struct.unpack_from(order + "H", exif, 6 + ifd)
+        for entry in range(6 + ifd + 2, 6 + ifd + 2 + 12 * count, 12):
+            tag, kind = struct.unpack_from(order + "HH", exif, entry)
+            if tag == _ORIENTATION and kind == 3:  # SHORT, value stored inline
+                struct.pack_into(order + "H", exif, entry + 8, 1)
+    except (KeyError, struct.error):
+        pass  # not a TIFF structure we can walk: keep it as it came
+    return bytes(exif)
+
+
+def _exif_from_tiff(tags: Image.Exif) -> Optional[bytes]:
+    # A TIFF's "EXIF" is its own tag directory; keep the descriptive tags, not the file layout.
+    for tag in [tag for tag in tags if tag not in _TIFF_EXIF_TAGS]:
+        del tags[tag]
+    if not tags:
+        return None
+    if _ORIENTATION in tags:
+        tags[_ORIENTATION] = 1
+    try:
+        return tags.tobytes()
+    except Exception:  # odd tag types Pillow cannot write back: lose the EXIF, not the image
+        return None
+
+
+# ----------------------------------------------------------------------------- writing
+
+def format_from_suffix(path: Union[str, os.PathLike]) -> str:
+    """"png", "jpg", "webp", "tiff" or "bmp" from the file name; ValueError otherwise."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in _SUFFIX_FORMATS:
+        raise ValueError(f"{path}: unknown image suffix {suffix!r} (use .png, .jpg, .webp, .tiff or .bmp)")
+    return _SUFFIX_FORMATS[suffix]
+
+
+def write_image(path: Union[str, os.PathLike], image: ImageData, *, format: Optional[str] = None,
+                quality: int = 95) -> None:
+    """Write ``image`` atomically; the format comes from ``format`` or the suffix."""
+    path = Path(path)
+    parts = _encode_parts(image, format=format or format_from_suffix(path), quality=quality)
+    while True:
+        temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:  # os.open applies the umask, so the result gets the usual permissions (mkstemp: 0600)
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+            break
+        except FileExistsError:
+            continue
+    try:
+        with os.fdopen(fd, "wb") as file:
+            for part in parts:
+                file.write(part)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def encode_image(image: ImageData, *, format: str, quality: int = 95) -> bytes:
+    """The file's bytes, e.g. for stdout."""
+    return b"".join(_encode_parts(image, format=format, quality=quality))
+
+
+def _encode_parts(image: ImageData, *, format: str, quality: int) -> list:
+    """The encoded file as a list of buffers, so big outputs are never joined into one copy."""
+    fmt = _FORMAT_NAMES.get(format.lower())
+    if fmt is None:
+        raise ValueError(f"unknown image format {format!r} (use png, jpg, webp, tiff or bmp)")
+    if not 1 <= quality <= 100:
+        raise ValueError(f"quality must be 1-100, got {quality}")
+    if fmt in ("jpg", "bmp") and image.has_alpha:
+        raise ValueError(f"{_PIL_FORMATS[fmt]} cannot store alpha; use png, webp or tiff")
+    if fmt == "webp" and max(image.height, image.width) > _WEBP_MAX_SIDE:
+        raise ValueError(f"WebP is limited to {_WEBP_MAX_SIDE} pixels a side, the image is "
+                         f"{image.width}x{image.height}; use png or tiff")
+    if image.bit_depth == 16 and fmt == "png":
+        return _encode_png16(image)
+    if image.bit_depth == 16 and fmt == "tiff":
+        return _encode_tiff16(image)
+    return [_encode_with_pil(image, fmt=fmt, quality=quality)]
+
+
+def _encode_with_pil(image: ImageData, *, fmt: str, quality: int) -> memoryview:
+    pixels = image.pixels
+    if pixels.dtype == np.uint16:  # round(x / 257) in one pass, straight to uint8
+        pixels = cv2.convertScaleAbs(pixels, alpha=1 / 257).reshape(pixels.shape)
+    im = Image.fromarray(pixels[:, :, 0] if image.channels == 1 else pixels)
+    options: dict = {}
+    if fmt != "bmp":
+        options.update(icc_profile=image.icc_profile, exif=image.exif or b"")
+    if fmt == "png":
+        options.update(compress_level=6)
+    elif fmt == "jpg":
+        # 4:4:4 at high quality: halving chroma would blur the colour edges we just upscaled.
+        options.update(quality=quality, subsampling=0 if quality >= 90 else 2)
+    elif fmt == "webp":
+        options.update(quality=quality, lossless=quality == 100, exact=image.has_alpha)
+    elif fmt == "tiff":
+        options.update(compression="tiff_adobe_deflate")
+    buffer = io.BytesIO()
+    im.save(buffer, _PIL_FORMATS[fmt], **{k: v for k, v in options.items() if v is not None})
+    return buffer.getbuffer()
+
+
+def _bgr(pixels: np.ndarray) -> np.ndarray:
+    if pixels.shape[2] == 3:
+        return cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
+    if pixels.shape[2] == 4:
+        return cv2.cvtColor(pixels, cv2.COLOR_RGBA2BGRA)
+    return pixels
+
+
+def _encode_png16(image: ImageData) -> list:
+    metadata = []
+    if image.icc_profile:
+        metadata.append(_png_chunk(b"iCCP", b"ICC profile\x00\x00" + zlib.compress(image.icc_profile)))
+    if image.exif:
+        exif = image.exif
+        metadata.append(_png_chunk(b"eXIf", exif[len(_EXIF_PREFIX):] if exif.startswith(_EXIF_PREFIX) else exif))
+    if image.channels == 2:  # OpenCV writes only 1, 3 or 4 channels
+        header, body = _png16_grey_alpha(image.pixels)
+        return [header, *metadata, *body]
+    ok, encoded = cv2.imencode(".png", _bgr(image.pixels), [cv2.IMWRITE_PNG_COMPRESSION, 6])
+    if not ok or bytes(encoded.reshape(-1)[12:16]) != b"IHDR":
+        raise ValueError("OpenCV could not encode the 16-bit PNG")
+    encoded = encoded.reshape(-1)
+    after_ihdr = 8 + 25  # signature, then IHDR (length, type, 13 bytes, CRC)
+    return [encoded[:after_ihdr], *metadata, encoded[after_ihdr:]]
+
+
+def _png_chunk(kind: bytes, data: Any) -> bytes:
+    return struct.pack(">I", len(data)) + kind + bytes(data) + struct.pack(">I", zlib.crc32(data, zlib.crc32(kind)))
+
+
+def _png16_grey_alpha(pixels: np.ndarray) -> tuple[bytes, list]:
+    """A 16-bit grey+alpha PNG (signature+IHDR, then IDAT and IEND), every row with the Up filter."""
+    height, width, _ = pixels.shape
+    raw = pixels.astype(">u2").view(np.uint8).reshape(height, width * 4)
+    rows = np.empty((height, 1 + width * 4), np.uint8)
+    rows[:, 0] = 2  # filter type Up: byte minus the byte above, mod 256
+    rows[0, 1:] = raw[0]
+    np.subtract(raw[1:], raw[:-1], out=rows[1:, 1:])
+    header = b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, 4, 0, 0, 0))
+    return header, [_png_chunk(b"IDAT", zlib.compress(rows, 6)), _png_chunk(b"IEND", b"")]
+
+
+def _encode_tiff16(image: ImageData) -> list:
+    pixels = image.pixels
+    if image.channels == 2:  # no 2-channel TIFF in OpenCV: grey repeated as RGB is exact (and already "BGR")
+        pixels = pixels[:, :, [0, 0, 0, 1]]
+    else:
+        pixels = _bgr(pixels)
+    ok, encoded = cv2.imencode(".tiff", pixels)
+    if not ok:
+        raise ValueError("OpenCV could not encode the 16-bit TIFF")
+    return _tiff_with_tags(encoded.reshape(-1), icc=image.icc_profile, alpha=image.has_alpha)
+
+
+def _tiff_with_tags(tiff: np.ndarray, *, icc: Optional[bytes], alpha: bool) -> list:
+    """Add what OpenCV leaves out of a TIFF: the ICC profile, and ExtraSamples saying the 4th
+    channel is alpha. A copy of the first directory with the new tags is appended at the end
+    and the header pointed at it (the old directory stays behind as unused bytes)."""
+    head = bytes(tiff[:8])
+    order = {b"II*\x00": "<", b"MM\x00*": ">"}.get(head[:4])
+    if order is None:  # BigTIFF: leave it as it is
+        return [tiff]
+    (ifd,) = struct.unpack_from(order + "I", head, 4)
+    (count,) = struct.unpack_from(order + "H", tiff, ifd)
+    entries = {struct.unpack_from(order + "H", tiff, at)[0]: bytes(tiff[at: at + 12])
+               for at in range(ifd + 2, ifd + 2 + 12 * count, 12)}
+    next_ifd = bytes(tiff[ifd + 2 + 12 * count: ifd + 6 + 12 * count])
+    parts, end = [head[:4], None, tiff, b"\x00" * (len(tiff) % 2)], len(tiff) + len(tiff) % 2  # word-aligned
+    if alpha and 338 not in entries:  # ExtraSamples = 2: unassociated alpha
+        entries[338] = struct.pack(order + "HHIHH", 338, 3, 1, 2, 0)
+    if icc and 34675 not in entries:  # InterColorProfile, UNDEFINED bytes stored after the image
+        entries[34675] = struct.pack(order + "HHII", 34675, 7, len(icc), end)
+        parts += [icc, b"\x00" * (len(icc) % 2)]
+        end += len(icc) + len(icc) % 2
+    if len(entries) == count:
+        return [tiff]
+    parts[1] = struct.pack(order + "I", end)
+    parts[2] = tiff[8:]
+    parts.append(struct.pack(order + "H", len(entries)) + b"".join(entries[tag] for tag in sorted(entries)) + next_ifd)
+    return parts
+
+
+# ----------------------------------------------------------------------------- tensors and PIL
+
+def to_tensor(pixels: np.ndarray):
+    """H x W x C uint8/uint16 -> 1 x C x H x W float32 in [0, 1] (one float allocation)."""
+    import torch
+
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, None]
+    maximum = 65535.0 if pixels.dtype == np.uint16 else 255.0
+    planes = np.empty((pixels.shape[2], pixels.shape[0], pixels.shape[1]), np.float32)
+    planes[...] = pixels.transpose(2, 0, 1)
+    planes /= maximum
+    return torch.from_numpy(planes)[None]
+
+
+def from_tensor_rows(rows, dtype) -> np.ndarray:
+    """1 x C x h x W float in [0, 1] (any device) -> h x W x C ``dtype`` (uint8/uint16), rounded and clipped."""
+    import torch
+
+    maximum, target = (65535.0, torch.uint16) if np.dtype(dtype) == np.uint16 else (255.0, torch.uint8)
+    # float32 first: fp16 cannot hold 65535 * x exactly (or at all near 1).
+    values = rows[0].detach().to(torch.float32).mul(maximum)
+    values = values.nan_to_num_(0.0).round_().clamp_(0.0, maximum).to(target)
+    return values.permute(1, 2, 0).contiguous().cpu().numpy()
+
+
+def pil_to_pixels(image: Image.Image) -> tuple[np.ndarray, str]:
+    """A PIL image -> (H x W x C pixels, its original mode), converted as ``read_image`` does
+    (but with no EXIF rotation: the caller already holds the image it wants)."""
+    return np.require(_pixels_from_pil(image), requirements=["C", "W"]), image.mode
+
+
+def pixels_to_pil(pixels: np.ndarray, mode: str) -> Image.Image:
+    """Pixels -> a PIL image: L/LA/RGB/RGBA for uint8, I;16 for uint16 grey (mode "I" if
+    ``mode`` was "I"). PIL has no 16-bit colour or 16-bit alpha, so those become 8-bit."""
+    if pixels.dtype == np.uint16 and pixels.shape[2] == 1:
+        image = Image.fromarray(np.ascontiguousarray(pixels[:, :, 0]))
+        return image.convert("I") if mode == "I" else image
+    if pixels.dtype == np.uint16:
+        pixels = cv2.convertScaleAbs(pixels, alpha=1 / 257).reshape(pixels.shape)
+    return Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
