@@ -143,3 +143,35 @@ def test_usage_errors_are_one_line(weights_dir, tmp_path):
 def test_python_dash_m_entry_point():
     result = subprocess.run([sys.executable, "-m", "sr_cli", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "upscale" in result.stdout
+
+
+def test_sixteen_bit_png_stays_sixteen_bit(weights_dir, tmp_path):
+    import cv2
+    pixels = smooth_image(10, 12, 3, np.uint16)
+    src = tmp_path / "deep.png"
+    cv2.imwrite(str(src), pixels[:, :, ::-1])
+    result = run(src, "-s", 2, "--quiet")
+    assert result.exit_code == 0, result.output
+    out = cv2.imread(str(tmp_path / "deep_x2.png"), cv2.IMREAD_UNCHANGED)
+    assert out.dtype == np.uint16 and out.shape == (20, 24, 3)
+
+
+@pytest.mark.parametrize("mode, channels", [("L", 1), ("LA", 2), ("RGBA", 4), ("P", 3)])
+def test_modes_survive_the_cli(weights_dir, tmp_path, mode, channels):
+    source_mode = "RGB" if mode == "P" else "RGBA"  # a palette without transparency becomes RGB
+    image = Image.fromarray(smooth_image(9, 9, len(source_mode)), source_mode).convert(mode)
+    src = tmp_path / "m.png"
+    image.save(src)
+    result = run(src, "-s", 2, "--quiet")
+    assert result.exit_code == 0, result.output
+    out = np.asarray(Image.open(tmp_path / "m_x2.png"))
+    assert out.shape[:2] == (18, 18) and (out.shape[2] if out.ndim == 3 else 1) == channels
+
+
+def test_models_lists_installed_weights(weights_dir):
+    result = CliRunner().invoke(cli, ["models", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    default = {r["scale"]: r for r in rows if r["name"] == "default"}
+    assert set(default) == {2, 3, 4} and default[4]["arch"] == "litesr" and default[4]["parameters"] > 0
+    assert {"bicubic", "lanczos"} <= {r["name"] for r in rows}
