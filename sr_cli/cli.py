@@ -194,7 +194,8 @@ def models(as_json, show_all):
 
 def _register_optional_commands() -> None:
     # Commands live in their own modules; each is registered here so the group stays one place.
-    for module, name in (("eval_cmd", "eval_command"), ("train_cmd", "train_command"), ("bench_cmd", "bench_command")):
+    for module, name in (("eval_cmd", "eval_command"), ("train_cmd", "train_command"), ("bench_cmd", "bench_command"),
+                         ("convert_cmd", "convert_command"), ("convert_cmd", "export_command")):
         try:
             imported = __import__(f"sr_cli.commands.{module}", fromlist=[name])
         except ModuleNotFoundError as exc:

@@ -54,6 +54,9 @@ def native_scales(model: str) -> list[int]:
         return sorted(scales)
     path = Path(model)
     if path.is_file():
+        from .foreign import is_ours, native_scale
+        if not is_ours(path):  # .pth/.pt/.ckpt, or a .safetensors without our metadata: detected
+            return [native_scale(path)]
         from .weights import read_metadata
         metadata = read_metadata(path)
         if "scale" not in metadata:
@@ -100,8 +103,9 @@ def resolve_model(model: str, scale: int) -> SRModel:
     path = Path(model)
     if not path.is_file():
         raise ValueError(f"unknown model {model!r}: not a file, and not one of {', '.join(available_names())}")
+    from .foreign import is_ours, load_any
     from .weights import load_model
-    loaded = load_model(path)
+    loaded = load_model(path) if is_ours(path) else load_any(path)
     if loaded.scale != scale:
         raise ValueError(f"{path} is a x{loaded.scale} model, asked for x{scale}")
     return loaded
