@@ -78,6 +78,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--init", help="Start from these weights (same arch and params).")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -87,6 +88,9 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     params = {"scale": args.scale, **json.loads(args.params)}
     net = build_arch(args.arch, **params)
+    if args.init:
+        from sr_cli.weights import load_model
+        net.load_state_dict(load_model(args.init).net.state_dict())
     ema = copy.deepcopy(net).eval()
     optimiser = torch.optim.Adam(net.parameters(), lr=args.lr, betas=(0.9, 0.99))
     total_steps = int(args.minutes * 60 * args.steps_per_second)
@@ -98,7 +102,10 @@ def main() -> None:
     log = open(out / "log.jsonl", "a")
     step = 0
     while step < total_steps and time.time() - start < args.minutes * 60:
-        lr_now = 1e-6 + 0.5 * (args.lr - 1e-6) * (1 + math.cos(math.pi * step / total_steps))
+        # The schedule follows whichever runs out first, steps or wall time: on a shared CPU
+        # the step rate is unknown in advance, and the cosine must still reach its end.
+        progress = min(1.0, max(step / total_steps, (time.time() - start) / (args.minutes * 60)))
+        lr_now = 1e-6 + 0.5 * (args.lr - 1e-6) * (1 + math.cos(math.pi * progress))
         for group in optimiser.param_groups:
             group["lr"] = lr_now
         hr = random_batch(images, rng, args.batch, hr_patch)
@@ -112,7 +119,7 @@ def main() -> None:
             decay = min(0.999, (1 + step) / (10 + step))
             for p_ema, p in zip(ema.parameters(), net.parameters()):
                 p_ema.lerp_(p, 1 - decay)
-        if step % 500 == 0 or step == total_steps:
+        if step % 500 == 0 or progress >= 1.0:
             psnr = validate(ema, val_images, args.scale)
             record = {"step": step, "loss": loss.item(), "lr": lr_now, "val_psnr_set5": psnr,
                       "elapsed_s": round(time.time() - start, 1)}
@@ -125,6 +132,9 @@ def main() -> None:
                     "steps": str(step), "val_psnr_set5": f"{psnr:.3f}", "data": "T91+BSDS200 (291 images)",
                     "trainer": "weights/bootstrap_train.py", "args": json.dumps(vars(args))})
     psnr = validate(ema, val_images, args.scale)
+    save_model(ema, out / "last.safetensors", arch=args.arch, params=params, extra={
+        "steps": str(step), "val_psnr_set5": f"{psnr:.3f}", "trainer": "weights/bootstrap_train.py",
+        "args": json.dumps(vars(args))})
     print(json.dumps({"final_step": step, "val_psnr_set5": psnr, "best": best}), flush=True)
 
 

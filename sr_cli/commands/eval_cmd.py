@@ -1,0 +1,115 @@
+"""`sr eval`: PSNR/SSIM of models on benchmark sets, side by side, the literature's way."""
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import click
+
+CSV_COLUMNS = ("model", "dataset", "image", "scale", "convention", "channel", "crop_border", "psnr", "ssim")
+
+
+@click.command("eval")
+@click.argument("datasets", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("-s", "--scale", type=click.IntRange(1), required=True, help="Upscaling factor (2, 3, 4, ...).")
+@click.option("-m", "--model", "models", multiple=True, default=["bicubic"], show_default=True,
+              help="Model name, baseline (bicubic, lanczos) or weights file; repeat to compare.")
+@click.option("--lr-dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Read LR inputs from here instead of making them by MATLAB bicubic. Files are matched "
+                   "to HR files by stem, ignoring tags such as x4, _LR, _HR; with several datasets, "
+                   "LR_DIR/<dataset folder name>/ is used where it exists.")
+@click.option("--save-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Save the SR outputs as SAVE_DIR/<model>/<dataset>/<name>.png.")
+@click.option("--json", "as_json", is_flag=True, help="Print results as JSON on stdout.")
+@click.option("--csv", "as_csv", is_flag=True,
+              help="Print results as CSV on stdout: one row per model and dataset (image empty), "
+                   "plus one per image with --per-image.")
+@click.option("--per-image", is_flag=True, help="Also report every image's scores.")
+@click.option("--convention", type=click.Choice(["matlab", "basicsr"]), default="matlab", show_default=True,
+              help="Y channel as MATLAB's rgb2ycbcr (rounded to integers, as the published tables) "
+                   "or BasicSR's (float Y, ~0.02 dB higher).")
+@click.option("--rgb", is_flag=True, help="Score all RGB channels instead of the Y (luma) channel.")
+@click.option("--crop-border", type=click.IntRange(0), default=None,
+              help="Pixels left out on each side before scoring [default: the scale].")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
+@click.option("--tile", type=click.IntRange(0), default=0, show_default=True,
+              help="Tile size in LR pixels for inference, 0 for whole images.")
+@click.option("--tile-overlap", type=click.IntRange(0), default=16, show_default=True,
+              help="Context per tile side, in LR pixels.")
+def eval_command(datasets, scale, models, lr_dir, save_dir, as_json, as_csv, per_image, convention, rgb,
+                 crop_border, device, tile, tile_overlap):
+    """Score models on HR image folders (e.g. Set5 Set14 BSD100): PSNR and SSIM.
+
+    LR inputs are made from the HR images as the literature does (mod-crop, MATLAB
+    bicubic downscale, uint8), unless --lr-dir gives them. Scores are on the Y
+    channel with a border of SCALE pixels left out, unless told otherwise.
+    """
+    if as_json and as_csv:
+        raise click.UsageError("choose one of --json and --csv")
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ..evaluate import evaluate
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("evaluating", total=None)
+
+        def progress(done: int, total: int, what: str) -> None:
+            bar.update(task, completed=done, total=total, description=what)
+
+        try:
+            report = evaluate(list(datasets), scale=scale, models=list(models), lr_dir=lr_dir, save_dir=save_dir,
+                              convention=convention, crop_border=crop_border, rgb=rgb, device=device,
+                              tile=tile or None, overlap=tile_overlap, progress=progress)
+        except (ValueError, OSError) as exc:
+            raise click.ClickException(str(exc)) from None
+
+    if as_json:
+        click.echo(json.dumps(report.to_dict(per_image=per_image), indent=2))
+    elif as_csv:
+        _write_csv(report, per_image=per_image)
+    else:
+        _print_table(report, per_image=per_image)
+
+
+def _write_csv(report, *, per_image: bool) -> None:
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    settings = (report.scale, report.convention, "y" if report.y_channel else "rgb", report.crop_border)
+    for model in report.models:
+        for dataset in report.datasets:
+            score = report.scores[model][dataset]
+            writer.writerow((model, dataset, "", *settings, f"{score.psnr:.4f}", f"{score.ssim:.5f}"))
+            if per_image:
+                for image in score.images:
+                    writer.writerow((model, dataset, image.name, *settings, f"{image.psnr:.4f}", f"{image.ssim:.5f}"))
+
+
+def _print_table(report, *, per_image: bool) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    channel = "Y" if report.y_channel else "RGB"
+    convention = {"matlab": "MATLAB convention (Y rounded to integers)",
+                  "basicsr": "BasicSR convention (float Y)"}[report.convention]
+    caption = (f"PSNR (dB) / SSIM on {channel}, {report.crop_border} px border left out"
+               + (f", {convention}" if report.y_channel else "")
+               + f"; LR: {report.lr_source}; {report.seconds:.1f} s")
+    table = Table(title=f"sr eval x{report.scale}", caption=caption)
+    table.add_column("dataset")
+    for model in report.models:
+        table.add_column(f"{model}\nPSNR", justify="right")
+        table.add_column(f"{model}\nSSIM", justify="right")
+    for dataset in report.datasets:
+        scores = [report.scores[m][dataset] for m in report.models]
+        table.add_row(f"{dataset} ({len(scores[0].images)})",
+                      *(v for s in scores for v in (f"{s.psnr:.2f}", f"{s.ssim:.4f}")), style="bold")
+        if per_image:
+            for i, image in enumerate(scores[0].images):
+                table.add_row(f"  {image.name}", *(v for s in scores for v in (f"{s.images[i].psnr:.2f}",
+                                                                             f"{s.images[i].ssim:.4f}")))
+            table.add_section()
+    Console(width=None if sys.stdout.isatty() else 200).print(table)

@@ -1,0 +1,281 @@
+"""Benchmark evaluation: PSNR/SSIM of models on HR image folders, the literature's way.
+
+For each HR image: mod-crop to a multiple of ``scale``; make the LR input with
+MATLAB bicubic ``imresize(hr, 1/scale)`` quantised to uint8 (round half up, clip),
+or read it from ``lr_dir``; upscale it with each model; quantise the output to
+uint8; score it against the HR with ``metrics`` (Y channel, border = scale, by
+default).
+
+Images are read with PIL: mode L/LA/1 stay greyscale, everything else becomes RGB
+(alpha dropped); 16-bit and float images are refused. A greyscale image is scored
+on its single channel. A model that takes 3 channels gets the grey replicated to
+RGB and its output averaged back to one channel; a 1-channel model on RGB runs on
+each channel separately.
+
+Paired LR files (``lr_dir``) are matched to HR files by stem, after removing any
+of these trailing tags (case-insensitive, optionally preceded by ``_``, ``-`` or
+``.``): ``x2``/``x3``/..., ``LR``, ``HR``, ``LRBI``, ``bicubic``, ``SRF_2``/...
+So ``baby.png`` matches ``babyx4.png``, ``baby_LR.png`` or ``baby_x4_LR.png``.
+With several datasets, ``lr_dir/<dataset folder name>/`` is used where it
+exists, else ``lr_dir`` itself.
+"""
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .metrics import CONVENTIONS, calculate_psnr, calculate_ssim
+from .resize import imresize, modcrop
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+DEFAULT_OVERLAP = 16
+ProgressFn = Callable[[int, int, str], None]  # (done, total, what was just scored)
+
+_TAG = re.compile(r"[_.\-]?(x\d+|lrbi|lr|hr|bicubic|srf_\d+)$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class ImageScore:
+    name: str
+    psnr: float
+    ssim: float
+
+
+@dataclass
+class DatasetScore:
+    """One model on one dataset: per-image scores and their means."""
+
+    model: str
+    dataset: str
+    images: list[ImageScore] = field(default_factory=list)
+
+    @property
+    def psnr(self) -> float:
+        return float(np.mean([i.psnr for i in self.images]))
+
+    @property
+    def ssim(self) -> float:
+        return float(np.mean([i.ssim for i in self.images]))
+
+
+@dataclass
+class EvalReport:
+    """Scores of every model on every dataset, with the settings that produced them."""
+
+    scale: int
+    convention: str
+    crop_border: int
+    y_channel: bool
+    lr_source: str
+    models: list[str]
+    datasets: list[str]
+    scores: dict[str, dict[str, DatasetScore]]  # model -> dataset -> score
+    seconds: float
+
+    def to_dict(self, *, per_image: bool = False) -> dict:
+        def dataset_dict(score: DatasetScore) -> dict:
+            out = {"psnr": score.psnr, "ssim": score.ssim, "images": len(score.images)}
+            if per_image:
+                out["per_image"] = [{"name": i.name, "psnr": i.psnr, "ssim": i.ssim} for i in score.images]
+            return out
+
+        return {
+            "scale": self.scale, "convention": self.convention, "crop_border": self.crop_border,
+            "channel": "y" if self.y_channel else "rgb", "lr_source": self.lr_source,
+            "seconds": round(self.seconds, 3),
+            "results": {m: {d: dataset_dict(self.scores[m][d]) for d in self.datasets} for m in self.models},
+        }
+
+
+def evaluate(datasets: Sequence[Union[str, Path]], *, scale: int, models: Sequence[str] = ("bicubic",),
+             lr_dir: Optional[Union[str, Path]] = None, save_dir: Optional[Union[str, Path]] = None,
+             convention: str = "matlab", crop_border: Optional[int] = None, rgb: bool = False,
+             device: str = "cpu", tile: Optional[int] = None, overlap: int = DEFAULT_OVERLAP,
+             progress: Optional[ProgressFn] = None) -> EvalReport:
+    """Score ``models`` on each dataset (a folder of HR images, or one image) at ``scale``.
+
+    ``crop_border`` defaults to ``scale``; ``rgb`` scores all channels instead of Y;
+    ``tile`` (LR pixels, None = whole image) and ``overlap`` go to tiled inference;
+    ``save_dir`` receives the SR outputs as ``<model>/<dataset>/<stem>.png``.
+    """
+    from .registry import resolve_model
+    from .upscale import pick_device
+
+    started = time.perf_counter()
+    if int(scale) != scale or scale < 1:
+        raise ValueError(f"scale must be a positive integer, got {scale}")
+    scale = int(scale)
+    if convention not in CONVENTIONS:
+        raise ValueError(f"unknown convention {convention!r}; use one of {', '.join(CONVENTIONS)}")
+    crop_border = scale if crop_border is None else crop_border
+    if crop_border < 0:
+        raise ValueError(f"crop border must be >= 0, got {crop_border}")
+    models = list(dict.fromkeys(models))  # a model named twice is run once
+    if not models:
+        raise ValueError("no models to evaluate")
+
+    folders = [Path(d) for d in datasets]
+    labels = _dataset_labels(folders)
+    images = {label: _list_images(folder) for label, folder in zip(labels, folders)}
+    torch_device = pick_device(device)
+    loaded = {name: resolve_model(name, scale).to(torch_device) for name in models}
+
+    scores = {m: {d: DatasetScore(model=m, dataset=d) for d in labels} for m in models}
+    total, done = sum(len(v) for v in images.values()) * len(models), 0
+    for label, folder in zip(labels, folders):
+        lr_folder = _lr_folder(Path(lr_dir), folder, several=len(folders) > 1) if lr_dir is not None else None
+        lr_files = _index_lr_files(lr_folder) if lr_folder is not None else None
+        for path in images[label]:
+            hr = _read_image(path)
+            if lr_files is None:
+                hr = modcrop(hr, scale)
+                lr = bicubic_downscale(hr, scale)
+            else:
+                lr, hr = _paired_lr(path, hr, lr_files, lr_folder, scale)
+            for name, model in loaded.items():
+                sr = run_model(model, lr, tile=tile, overlap=overlap, device=torch_device)
+                if sr.shape != hr.shape:
+                    raise ValueError(f"{name} made a {sr.shape} image from {path.name}, expected {hr.shape}")
+                if save_dir is not None:
+                    _save(sr, Path(save_dir) / _safe_name(name) / _safe_name(label) / f"{path.stem}.png")
+                kwargs = dict(crop_border=crop_border, test_y_channel=not rgb, convention=convention)
+                scores[name][label].images.append(ImageScore(
+                    name=path.name, psnr=calculate_psnr(sr, hr, **kwargs), ssim=calculate_ssim(sr, hr, **kwargs)))
+                done += 1
+                if progress is not None:
+                    progress(done, total, f"{name} {label}/{path.name}")
+
+    return EvalReport(scale=scale, convention=convention, crop_border=crop_border, y_channel=not rgb,
+                      lr_source=str(lr_dir) if lr_dir is not None else "bicubic (MATLAB imresize)",
+                      models=models, datasets=labels, scores=scores, seconds=time.perf_counter() - started)
+
+
+def bicubic_downscale(hr: np.ndarray, scale: int) -> np.ndarray:
+    """uint8 HR (HW or HWC, sides multiples of ``scale``) -> uint8 LR, as MATLAB's imresize on uint8.
+
+    Resized on the 0..255 values in float64, then rounded half up and clipped like
+    MATLAB's conversion back to uint8 (the same as resizing [0, 1] and scaling,
+    without the extra rounding steps).
+    """
+    return _quantise(imresize(_to_nchw(hr, torch.float64), 1 / scale), like=hr)
+
+
+def run_model(model, lr: np.ndarray, *, tile: Optional[int], overlap: int, device) -> np.ndarray:
+    """Upscale a uint8 HW/HWC image with an SRModel; returns uint8 of the same layout."""
+    from .upscale import upscale_tensor
+
+    x = _to_nchw(lr, torch.float32) / 255.0
+    channels = x.shape[1]
+    if model.in_channels == channels:
+        y = upscale_tensor(model, x, tile=tile, overlap=overlap, device=device).cpu()
+    elif model.in_channels == 3 and channels == 1:
+        # Grey in, grey out: averaged in float64 so identical channels come back exactly.
+        y = upscale_tensor(model, x.repeat(1, 3, 1, 1), tile=tile, overlap=overlap, device=device).cpu()
+        y = y.double().mean(dim=1, keepdim=True)
+    elif model.in_channels == 1:
+        per_channel = x.transpose(0, 1)  # channels as a batch of greyscale images
+        y = upscale_tensor(model, per_channel, tile=tile, overlap=overlap, device=device).cpu().transpose(0, 1)
+    else:
+        raise ValueError(f"model {model.name or model.arch!r} takes {model.in_channels} channels; "
+                         f"the image has {channels}")
+    return _quantise(y.double() * 255.0, like=lr)
+
+
+def match_key(stem: str) -> str:
+    """The part of a file stem that pairs HR and LR files (tags like x4, _LR, _HR removed)."""
+    key = stem
+    while True:
+        shorter = _TAG.sub("", key)
+        if shorter == key or not shorter:
+            return key.lower()
+        key = shorter
+
+
+def _to_nchw(img: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+    hwc = img[..., None] if img.ndim == 2 else img
+    return torch.tensor(hwc.transpose(2, 0, 1), dtype=dtype).unsqueeze(0)
+
+
+def _quantise(x: torch.Tensor, *, like: np.ndarray) -> np.ndarray:
+    """1xCxHxW float on the 0..255 scale -> uint8 HWC, or HW if ``like`` is HW. Rounds half up, like MATLAB."""
+    pixels = torch.floor(x.double() + 0.5).clamp_(0, 255).to(torch.uint8)
+    hwc = pixels[0].permute(1, 2, 0).numpy()
+    return hwc[..., 0] if like.ndim == 2 else hwc
+
+
+def _read_image(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+            raise ValueError(f"{path}: {image.mode} (16-bit or float) images are not supported for evaluation")
+        image = image.convert("L") if image.mode in ("L", "LA", "1") else image.convert("RGB")
+        return np.asarray(image)
+
+
+def _list_images(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise FileNotFoundError(f"dataset {path} does not exist")
+    found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not found:
+        raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {path}")
+    return found
+
+
+def _dataset_labels(folders: list[Path]) -> list[str]:
+    names = [f.stem if f.is_file() else (f.resolve().name or str(f)) for f in folders]
+    # Two folders with the same name (e.g. a/HR and b/HR) are told apart by their paths.
+    return [str(f) if names.count(n) > 1 else n for f, n in zip(folders, names)]
+
+
+def _lr_folder(lr_dir: Path, dataset: Path, *, several: bool) -> Path:
+    if several and (lr_dir / dataset.resolve().name).is_dir():
+        return lr_dir / dataset.resolve().name
+    if not lr_dir.is_dir():
+        raise FileNotFoundError(f"LR folder {lr_dir} does not exist")
+    return lr_dir
+
+
+def _index_lr_files(folder: Path) -> dict[str, list[Path]]:
+    index: dict[str, list[Path]] = {}
+    for path in _list_images(folder):
+        index.setdefault(match_key(path.stem), []).append(path)
+    return index
+
+
+def _paired_lr(hr_path: Path, hr: np.ndarray, lr_files: dict[str, list[Path]], lr_folder: Path,
+               scale: int) -> tuple[np.ndarray, np.ndarray]:
+    """The LR image paired with ``hr_path``, and the HR cropped to exactly ``scale`` times its size."""
+    candidates = lr_files.get(match_key(hr_path.stem), [])
+    if not candidates:
+        raise ValueError(f"no LR image for {hr_path.name} in {lr_folder} (matched by stem, e.g. "
+                         f"{hr_path.stem}x{scale}.png or {hr_path.stem}_LR.png)")
+    if len(candidates) > 1:
+        raise ValueError(f"several LR images match {hr_path.name}: {', '.join(p.name for p in candidates)}")
+    lr = _read_image(candidates[0])
+    if lr.ndim != hr.ndim:
+        raise ValueError(f"{candidates[0].name} and {hr_path.name} differ in colour (greyscale vs RGB)")
+    h, w = lr.shape[0] * scale, lr.shape[1] * scale
+    if h > hr.shape[0] or w > hr.shape[1] or h <= hr.shape[0] - scale or w <= hr.shape[1] - scale:
+        raise ValueError(f"{candidates[0].name} is {lr.shape[1]}x{lr.shape[0]}; x{scale} of it does not fit "
+                         f"{hr_path.name} ({hr.shape[1]}x{hr.shape[0]}) after mod-crop")
+    return lr, hr[:h, :w]
+
+
+def _safe_name(name: str) -> str:
+    """A model name or path as one folder name."""
+    path = Path(name)
+    base = path.stem if path.suffix == ".safetensors" else name
+    return re.sub(r"[^A-Za-z0-9._+-]+", "_", base).strip("._") or "model"
+
+
+def _save(img: np.ndarray, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(img).save(path)

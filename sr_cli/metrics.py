@@ -1,0 +1,117 @@
+"""PSNR and SSIM as the super-resolution literature computes them (BasicSR ``metrics/psnr_ssim.py``).
+
+Inputs are HWC (or HW) uint8 RGB arrays. By default both are compared on the
+BT.601 luma (Y) channel, ``crop_border`` pixels shaved off each side first.
+Two conventions for Y:
+
+- ``matlab`` (default): Y rounded to integers, as MATLAB's ``rgb2ycbcr`` on uint8
+  does; the classic published tables were computed this way.
+- ``basicsr``: Y kept as float (BasicSR); about 0.02 dB higher on Set5.
+
+Greyscale images (HW or HWx1) are compared on their single channel as is, with no
+conversion, as both MATLAB scripts and BasicSR do. Everything is float64.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+CONVENTIONS = ("matlab", "basicsr")
+
+# ITU-R BT.601 for RGB in [0, 1], Y in [16, 235].
+_Y_WEIGHTS = np.array([65.481, 128.553, 24.966])
+_Y_OFFSET = 16.0
+
+_SSIM_WINDOW = 11
+_SSIM_SIGMA = 1.5
+_SSIM_C1 = (0.01 * 255) ** 2
+_SSIM_C2 = (0.03 * 255) ** 2
+
+
+def rgb_to_y(img: np.ndarray, *, round_y: bool) -> np.ndarray:
+    """BT.601 luma of an HWC RGB image: Y = 16 + 65.481 R + 128.553 G + 24.966 B for RGB in [0, 1].
+
+    ``img`` is uint8 (0..255) or float in [0, 1]. Returns HW float64 in the 0..255
+    range (16..235). ``round_y`` rounds half up, as MATLAB's conversion to uint8 does.
+    """
+    if img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f"expected an HxWx3 RGB image, got shape {img.shape}")
+    rgb = img.astype(np.float64)
+    if np.issubdtype(img.dtype, np.integer):
+        rgb /= 255.0
+    y = rgb @ _Y_WEIGHTS + _Y_OFFSET
+    return np.floor(y + 0.5) if round_y else y
+
+
+def calculate_psnr(sr: np.ndarray, hr: np.ndarray, *, crop_border: int, test_y_channel: bool = True,
+                   convention: str = "matlab") -> float:
+    """PSNR in dB (peak 255) over the cropped image; inf for identical images.
+
+    With ``test_y_channel`` False, the mean squared error is over all channels.
+    """
+    a, b = _prepare(sr, hr, crop_border=crop_border, test_y_channel=test_y_channel, convention=convention)
+    mse = np.mean((a - b) ** 2)
+    if mse == 0:
+        return float("inf")
+    return float(10.0 * np.log10(255.0**2 / mse))
+
+
+def calculate_ssim(sr: np.ndarray, hr: np.ndarray, *, crop_border: int, test_y_channel: bool = True,
+                   convention: str = "matlab") -> float:
+    """SSIM (Wang et al. 2004): 11x11 Gaussian window (sigma 1.5), C1 = (0.01*255)^2,
+    C2 = (0.03*255)^2, means over the valid region only (no padding). With
+    ``test_y_channel`` False, the mean over channels. 1.0 for identical images.
+    """
+    a, b = _prepare(sr, hr, crop_border=crop_border, test_y_channel=test_y_channel, convention=convention)
+    if min(a.shape[:2]) < _SSIM_WINDOW:
+        raise ValueError(f"SSIM needs at least {_SSIM_WINDOW}x{_SSIM_WINDOW} pixels after cropping, "
+                         f"got {a.shape[0]}x{a.shape[1]}")
+    return float(np.mean([_ssim_one_channel(a[..., c], b[..., c]) for c in range(a.shape[2])]))
+
+
+def _prepare(sr: np.ndarray, hr: np.ndarray, *, crop_border: int, test_y_channel: bool,
+             convention: str) -> tuple[np.ndarray, np.ndarray]:
+    """Check, crop and (maybe) convert to Y: two HxWxC float64 arrays."""
+    if convention not in CONVENTIONS:
+        raise ValueError(f"unknown convention {convention!r}; use one of {', '.join(CONVENTIONS)}")
+    if sr.shape != hr.shape:
+        raise ValueError(f"images differ in shape: {sr.shape} vs {hr.shape}")
+    for img in (sr, hr):
+        if img.dtype != np.uint8:
+            raise TypeError(f"expected uint8 images, got {img.dtype}")
+        if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] not in (1, 3)):
+            raise ValueError(f"expected HW, HWx1 or HWx3 images, got shape {img.shape}")
+    if crop_border < 0:
+        raise ValueError(f"crop_border must be >= 0, got {crop_border}")
+    h, w = hr.shape[:2]
+    if 2 * crop_border >= min(h, w):
+        raise ValueError(f"crop_border {crop_border} leaves nothing of a {h}x{w} image")
+
+    def prepare(img: np.ndarray) -> np.ndarray:
+        img = img[crop_border:h - crop_border, crop_border:w - crop_border]
+        if img.ndim == 2:
+            img = img[..., None]
+        if test_y_channel and img.shape[2] == 3:
+            return rgb_to_y(img, round_y=convention == "matlab")[..., None]
+        return img.astype(np.float64)
+
+    return prepare(sr), prepare(hr)
+
+
+def _ssim_one_channel(a: np.ndarray, b: np.ndarray) -> float:
+    kernel = cv2.getGaussianKernel(_SSIM_WINDOW, _SSIM_SIGMA).astype(np.float64)
+
+    def local_mean(img: np.ndarray) -> np.ndarray:
+        # Correlation; the border mode is irrelevant because only the valid region is kept.
+        filtered = cv2.sepFilter2D(img, cv2.CV_64F, kernel, kernel, borderType=cv2.BORDER_REFLECT)
+        r = _SSIM_WINDOW // 2
+        return filtered[r:-r, r:-r]
+
+    a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
+    mu_a, mu_b = local_mean(a), local_mean(b)
+    var_a = local_mean(a * a) - mu_a**2
+    var_b = local_mean(b * b) - mu_b**2
+    cov = local_mean(a * b) - mu_a * mu_b
+    ssim_map = ((2 * mu_a * mu_b + _SSIM_C1) * (2 * cov + _SSIM_C2)) / (
+        (mu_a**2 + mu_b**2 + _SSIM_C1) * (var_a + var_b + _SSIM_C2))
+    return float(ssim_map.mean())
