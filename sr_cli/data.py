@@ -1,0 +1,194 @@
+"""Training and validation data: folders of HR images -> (LR, HR) pairs.
+
+``HRPatchDataset`` decodes every HR image once and keeps it in memory as uint8
+(the 291-image set is ~110 MB). Each item is a random HR crop of ``patch * scale``
+pixels, randomly flipped / transposed (the 8 dihedral transforms), with its LR made
+on the fly by MATLAB bicubic (``resize.imresize``) and quantised to uint8 levels, as
+real LR files are.
+
+The LR patch equals the same pixels of the LR image made from the whole
+(modcropped) HR image: crops start on the scale grid and are resized with a margin
+of context that is cut off afterwards, so the crop's edges are not mirrored
+artificially.
+
+Randomness comes only from ``(seed, index)``: item ``i`` is the same whatever the
+worker, the number of workers or what ran before. ``index`` may run past
+``len(dataset)`` (the "virtual epoch"); a training loop feeding global sample
+numbers ``step * batch + k`` therefore resumes exactly (see ``SampleRange``).
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from .resize import imresize, modcrop
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
+# LR pixels of context resized with a crop and then cut off. MATLAB's shrinking
+# kernel reaches 2 LR pixels each side; one more for safety.
+_LR_MARGIN = 3
+
+
+def find_images(folders: Iterable[str | Path]) -> list[Path]:
+    """Image files (png/jpg/jpeg/bmp, any case) under ``folders``, recursively, sorted per folder."""
+    found: list[Path] = []
+    for folder in folders:
+        folder = Path(folder)
+        if folder.is_file():
+            found.append(folder)
+            continue
+        if not folder.is_dir():
+            raise ValueError(f"no such folder: {folder}")
+        found += sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    return found
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """Decode an image file to HWC uint8 RGB (greyscale becomes RGB, alpha is dropped)."""
+    data = np.fromfile(str(path), dtype=np.uint8)
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if img is None:
+        raise ValueError(f"cannot decode image {path}")
+    return np.ascontiguousarray(img[:, :, ::-1])
+
+
+def to_tensor(img: np.ndarray) -> torch.Tensor:
+    """HWC uint8 -> CHW float32 in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float().div_(255.0)
+
+
+def quantise(x: torch.Tensor) -> torch.Tensor:
+    """Round float [0, 1] values to the 256 uint8 levels (still float in [0, 1])."""
+    return x.mul(255.0).round_().clamp_(0.0, 255.0).div_(255.0)
+
+
+def bicubic_lr(hr: torch.Tensor, scale: int) -> torch.Tensor:
+    """LR of an (N)CHW float HR tensor by MATLAB bicubic, quantised to uint8 levels."""
+    return quantise(imresize(hr, 1.0 / scale))
+
+
+class HRPatchDataset(Dataset):
+    """Random (LR, HR) patch pairs from folders of HR images, as float CHW tensors in [0, 1].
+
+    ``patch`` is the LR patch size; HR patches are ``patch * scale``. Images smaller
+    than that are skipped (listed in ``skipped``); no usable image raises.
+    ``epoch_length`` is the virtual epoch (default: the number of images).
+    """
+
+    def __init__(self, folders: Sequence[str | Path], *, scale: int, patch: int, seed: int = 0,
+                 epoch_length: int | None = None, augment: bool = True):
+        if scale < 1 or patch < 1:
+            raise ValueError(f"scale and patch must be >= 1, got scale={scale}, patch={patch}")
+        self.scale, self.patch, self.seed, self.augment = int(scale), int(patch), int(seed), augment
+        paths = find_images(folders)
+        if not paths:
+            raise ValueError(f"no images (png/jpg/jpeg/bmp) in {', '.join(map(str, folders))}")
+        hr_patch = self.patch * self.scale
+        self.images: list[np.ndarray] = []
+        self.paths: list[Path] = []
+        self.skipped: list[Path] = []
+        for path in paths:
+            img = modcrop(read_rgb(path), self.scale)
+            if img.shape[0] < hr_patch or img.shape[1] < hr_patch:
+                self.skipped.append(path)
+                continue
+            self.images.append(img)
+            self.paths.append(path)
+        if not self.images:
+            raise ValueError(f"all {len(paths)} images are smaller than the HR patch ({hr_patch}x{hr_patch}); "
+                             f"use a smaller patch")
+        self.epoch_length = int(epoch_length or len(self.images))
+        if self.epoch_length < 1:
+            raise ValueError("epoch_length must be >= 1")
+
+    def __len__(self) -> int:
+        return self.epoch_length
+
+    @property
+    def nbytes(self) -> int:
+        return sum(img.nbytes for img in self.images)
+
+    def _image_index(self, index: int) -> int:
+        # Each run of len(images) consecutive samples visits every image once, in a seeded order.
+        n = len(self.images)
+        cycle, position = divmod(index, n)
+        order = np.random.default_rng([self.seed, 1, cycle]).permutation(n)
+        return int(order[position])
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if index < 0:
+            raise IndexError(index)
+        rng = np.random.default_rng([self.seed, 0, int(index)])
+        img = self.images[self._image_index(int(index))]
+        s, p, m = self.scale, self.patch, _LR_MARGIN
+        lr_h, lr_w = img.shape[0] // s, img.shape[1] // s
+        top, left = int(rng.integers(0, lr_h - p + 1)), int(rng.integers(0, lr_w - p + 1))  # in LR pixels
+        # Resize the crop with up to m LR pixels of real context on each side, then cut the context off.
+        t0, l0 = max(top - m, 0), max(left - m, 0)
+        t1, l1 = min(top + p + m, lr_h), min(left + p + m, lr_w)
+        region = to_tensor(img[t0 * s:t1 * s, l0 * s:l1 * s])
+        lr = bicubic_lr(region, s)[:, top - t0:top - t0 + p, left - l0:left - l0 + p]
+        hr = region[:, (top - t0) * s:(top - t0 + p) * s, (left - l0) * s:(left - l0 + p) * s]
+        if self.augment:
+            code = int(rng.integers(0, 8))
+            lr, hr = (_augment_chw(t, code) for t in (lr, hr))
+        return lr.contiguous(), hr.contiguous()
+
+
+def _augment_chw(t: torch.Tensor, code: int) -> torch.Tensor:
+    if code & 1:
+        t = t.flip(-1)
+    if code & 2:
+        t = t.flip(-2)
+    if code & 4:
+        t = t.transpose(-1, -2)
+    return t
+
+
+class SampleRange(Sampler[int]):
+    """Global sample numbers ``start .. stop - 1``: feed a dataset whose items depend only on index."""
+
+    def __init__(self, start: int, stop: int):
+        self.start, self.stop = int(start), int(stop)
+
+    def __iter__(self):
+        return iter(range(self.start, self.stop))
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+
+def worker_init(worker_id: int) -> None:
+    """DataLoader worker setup: one thread each, and per-worker seeds for any other randomness."""
+    torch.set_num_threads(1)
+    cv2.setNumThreads(0)
+    seed = torch.initial_seed() % 2**32  # torch gives each worker base_seed + worker_id
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+@dataclass
+class ValImage:
+    name: str
+    lr: torch.Tensor  # 1CHW float [0, 1], uint8 levels
+    hr: np.ndarray    # HWC uint8, modcropped
+
+
+def load_validation(folder: str | Path, *, scale: int) -> list[ValImage]:
+    """Full validation images: HR modcropped to the scale, LR by MATLAB bicubic quantised to uint8."""
+    paths = find_images([folder])
+    if not paths:
+        raise ValueError(f"no validation images in {folder}")
+    out = []
+    for path in paths:
+        hr = modcrop(read_rgb(path), scale)
+        lr = bicubic_lr(to_tensor(hr), scale).unsqueeze(0)
+        out.append(ValImage(path.stem, lr, hr))
+    return out

@@ -1,0 +1,92 @@
+import cv2
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from sr_cli.data import HRPatchDataset, SampleRange, bicubic_lr, find_images, load_validation, to_tensor, worker_init
+
+
+def write_images(folder, count, size=(40, 48), seed=0, grey=()):
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        small = rng.integers(0, 256, (size[0] // 4, size[1] // 4, 3), dtype=np.uint8)
+        img = cv2.resize(small, (size[1], size[0]), interpolation=cv2.INTER_CUBIC)
+        if i in grey:
+            img = img[:, :, 0]
+        cv2.imwrite(str(folder / f"img{i}.png"), img)
+    return folder
+
+
+def test_find_images_recursive_and_filtered(tmp_path):
+    write_images(tmp_path / "a", 2)
+    write_images(tmp_path / "a" / "deep", 1)
+    (tmp_path / "a" / "notes.txt").write_text("x")
+    cv2.imwrite(str(tmp_path / "a" / "up.JPG"), np.zeros((8, 8, 3), np.uint8))
+    found = find_images([tmp_path / "a"])
+    assert sorted(p.name for p in found) == ["img0.png", "img0.png", "img1.png", "up.JPG"]
+    with pytest.raises(ValueError):
+        find_images([tmp_path / "missing"])
+
+
+def test_items_shapes_range_and_determinism(tmp_path):
+    folder = write_images(tmp_path / "hr", 3, grey={1})
+    ds = HRPatchDataset([folder], scale=2, patch=8, seed=3, epoch_length=10)
+    assert len(ds) == 10
+    for i in (0, 1, 2, 25):  # indices past the virtual epoch are fine
+        lr, hr = ds[i]
+        assert lr.shape == (3, 8, 8) and hr.shape == (3, 16, 16)
+        assert lr.dtype == hr.dtype == torch.float32
+        assert 0 <= float(lr.min()) and float(lr.max()) <= 1
+        assert torch.equal(lr * 255, (lr * 255).round())  # uint8 levels
+    again = HRPatchDataset([folder], scale=2, patch=8, seed=3)
+    assert all(torch.equal(a, b) for a, b in zip(ds[5], again[5]))
+    other = HRPatchDataset([folder], scale=2, patch=8, seed=4)
+    assert not torch.equal(ds[5][1], other[5][1])
+    # every image visited once per cycle of len(images) samples
+    assert sorted(ds._image_index(i) for i in range(3, 6)) == [0, 1, 2]
+
+
+def test_lr_patch_matches_lr_of_whole_image(tmp_path):
+    folder = write_images(tmp_path / "hr", 1, size=(60, 64))
+    ds = HRPatchDataset([folder], scale=3, patch=6, augment=False)
+    img = ds.images[0]
+    full_lr = bicubic_lr(to_tensor(img), 3)
+    full_hr = to_tensor(img)
+    for i in range(12):
+        lr, hr = ds[i]
+        # find where the HR patch came from, then compare LR with the whole image's LR there
+        hits = [(y, x) for y in range(0, 60 - 18 + 1, 3) for x in range(0, 63 - 18 + 1, 3)
+                if torch.equal(full_hr[:, y:y + 18, x:x + 18], hr)]
+        assert hits
+        y, x = hits[0]
+        assert torch.allclose(full_lr[:, y // 3:y // 3 + 6, x // 3:x // 3 + 6], lr, atol=1e-6)
+
+
+def test_small_images_skipped_or_error(tmp_path):
+    folder = write_images(tmp_path / "hr", 2, size=(40, 48))
+    write_images(tmp_path / "hr" / "small", 1, size=(12, 12))
+    ds = HRPatchDataset([folder], scale=2, patch=8)
+    assert len(ds.images) == 2 and len(ds.skipped) == 1
+    with pytest.raises(ValueError, match="smaller"):
+        HRPatchDataset([folder], scale=4, patch=16)
+
+
+def test_workers_give_the_same_batches(tmp_path):
+    folder = write_images(tmp_path / "hr", 3)
+    ds = HRPatchDataset([folder], scale=2, patch=8)
+
+    def batches(workers):
+        loader = DataLoader(ds, batch_size=4, sampler=SampleRange(4, 16), num_workers=workers,
+                            worker_init_fn=worker_init if workers else None)
+        return [hr for _, hr in loader]
+    serial, parallel = batches(0), batches(2)
+    assert len(serial) == 3 and all(torch.equal(a, b) for a, b in zip(serial, parallel))
+
+
+def test_load_validation(tmp_path):
+    folder = write_images(tmp_path / "val", 2, size=(41, 50))
+    items = load_validation(folder, scale=4)
+    assert [i.name for i in items] == ["img0", "img1"]
+    assert items[0].hr.shape == (40, 48, 3) and items[0].lr.shape == (1, 3, 10, 12)
