@@ -22,7 +22,7 @@ NETS = {
 }
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(height=st.integers(1, 48), width=st.integers(1, 48), tile=st.integers(4, 64),
        scale=st.sampled_from([2, 3, 4]), arch=st.sampled_from(sorted(NETS)), extra=st.integers(0, 6))
 def test_tiled_equals_untiled(height, width, tile, scale, arch, extra):
@@ -37,7 +37,7 @@ def test_tiled_equals_untiled(height, width, tile, scale, arch, extra):
     assert (tiled - full).abs().max().item() <= 1 / 255
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=8, deadline=None)
 @given(height=st.integers(8, 40), width=st.integers(8, 40), tile=st.integers(8, 24), scale=st.sampled_from([2, 4]))
 def test_size_multiple_networks_tile_exactly(height, width, tile, scale):
     # The autoencoder downsamples by 4 inside: tiles must start on multiples of 4.
