@@ -80,19 +80,37 @@ def pick_dtype(precision: str, device: torch.device) -> torch.dtype:
 
 
 def auto_tile(model: SRModel, height: int, width: int, device: torch.device) -> Optional[int]:
-    """A tile size that keeps activations and the float blending band within a memory budget."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        # Rough live bytes per LR pixel: a few 64-channel feature maps plus the output.
-        per_pixel = 4 * (6 * 64 + 3 * model.scale**2 * 2)
-        tile = int((free * 0.4 / per_pixel) ** 0.5)
-    else:
-        # The float band spans the full output width and about one tile row: 512 px tiles
-        # while that stays under ~192 MB, else 256 (still efficient on CPUs).
-        band_bytes = (512 + DEFAULT_OVERLAP) * model.scale**2 * width * 3 * 4
-        tile = 512 if band_bytes <= 192 * 2**20 else 256
-    tile = max(MIN_TILE, (tile // 8) * 8)
+    """The largest tile (512, 256, 128 or 64) whose working memory fits in a share of free memory.
+
+    Working memory: the tile's activations (a few feature maps at LR size plus the
+    upscaled output) and the float blending band, one tile row high and the full
+    output wide. On CPUs tiles beyond 512 px buy no speed, so 512 is the cap.
+    """
+    free = _free_memory(device)
+    budget = free * (0.5 if device.type == "cuda" else 0.25)
+    cap = 2048 if device.type == "cuda" else 512
+    tile = cap
+    while tile > 64:
+        read = tile + 2 * DEFAULT_OVERLAP
+        activations = read * read * 4 * (6 * 64 + 4 * 3 * model.scale**2)
+        band = (tile + DEFAULT_OVERLAP) * model.scale**2 * width * 3 * 4
+        if activations + band <= budget:
+            break
+        tile //= 2
     return None if tile >= max(height, width) else tile
+
+
+def _free_memory(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 * 2**30  # unknown: assume a modest machine
 
 
 def upscale_tensor(model: SRModel, x: torch.Tensor, *, tile: TileSpec = "auto", overlap: int = DEFAULT_OVERLAP,
@@ -119,13 +137,12 @@ def upscale_tensor(model: SRModel, x: torch.Tensor, *, tile: TileSpec = "auto", 
             return tiled_apply(run_tile, x, scale=model.scale, tile=tile_px, overlap=overlap,
                                sink=sink, batch_size=batch_size, multiple=model.size_multiple)
         except torch.cuda.OutOfMemoryError:
-            if device.type != "cuda":
-                raise
-            torch.cuda.empty_cache()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
             current = tile_px or max(height, width)
-            if current // 2 < MIN_TILE:
+            if current <= MIN_TILE:
                 raise
-            tile_px = current // 2
+            tile_px = max(MIN_TILE, current // 2)
 
 
 def upscale_pixels(upscaler: Upscaler, pixels: np.ndarray) -> np.ndarray:

@@ -80,3 +80,33 @@ def test_bad_requests_raise_value_error(weights_dir):
         if torch.cuda.is_available():
             raise ValueError("cuda present: nothing to check")
         Upscaler.create("default", 2, device="cuda")
+
+
+def test_out_of_memory_halves_the_tile_and_retries():
+    from sr_cli.model import SRModel
+    seen = []
+
+    def picky_net(x):
+        seen.append(x.shape[-1])
+        if max(x.shape[-2:]) > 40:  # pretend anything bigger does not fit on the GPU
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        return torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest")
+
+    model = SRModel(net=picky_net, arch="picky", scale=2)
+    x = torch.rand(1, 3, 100, 100)
+    out = upscale_tensor(model, x, tile=None, overlap=4)
+    assert out.shape == (1, 3, 200, 200)
+    assert seen[0] == 100 and max(seen[-4:]) <= 40
+    expected = torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest")
+    assert torch.allclose(out, expected, atol=1e-6)
+
+
+def test_auto_tile_shrinks_when_memory_is_short(monkeypatch):
+    import sr_cli.upscale as up
+    from sr_cli.model import SRModel
+    model = SRModel(net=lambda x: x, arch="x", scale=4)
+    monkeypatch.setattr(up, "_free_memory", lambda device: 64 * 2**30)
+    assert up.auto_tile(model, 4000, 4000, torch.device("cpu")) == 512
+    assert up.auto_tile(model, 300, 300, torch.device("cpu")) is None  # fits in one tile
+    monkeypatch.setattr(up, "_free_memory", lambda device: 1 * 2**30)
+    assert up.auto_tile(model, 4000, 4000, torch.device("cpu")) < 512
