@@ -143,6 +143,12 @@ def _run_with_progress(jobs, upscaler, existing, quality, fail_fast, quiet):
 
     with progress:
         task = progress.add_task("", total=len(jobs))
+        tiles = progress.add_task("tiles", total=None, visible=False)
+
+        def tile_done(done, total):
+            progress.update(tiles, completed=done, total=total, visible=total > 1,
+                            description=f"tile {done}/{total}")
+        upscaler.on_tile = tile_done
         return run_jobs(jobs, upscaler, existing=existing, quality=quality, fail_fast=fail_fast, on_result=report)
 
 

@@ -91,14 +91,16 @@ def _raised_cosine(n: int) -> torch.Tensor:
 
 
 def tiled_apply(fn: TileFn, x: torch.Tensor, *, scale: int, tile: Optional[int], overlap: int,
-                sink: Optional[RowSink] = None, batch_size: int = 1, multiple: int = 1) -> Optional[torch.Tensor]:
+                sink: Optional[RowSink] = None, batch_size: int = 1, multiple: int = 1,
+                on_tile: Optional[Callable[[int, int], None]] = None) -> Optional[torch.Tensor]:
     """Apply ``fn`` (NCHW -> NCHW at ``scale`` times the size) to ``x`` tile by tile.
 
     With ``sink`` given, finished output rows are passed to ``sink(row_start, rows)``
     in order (rows is N x C x h x W*scale float) and None is returned; otherwise
     the whole output tensor is returned. ``batch_size`` tiles of equal shape from
     one tile row are stacked into one call of ``fn``. ``multiple``: the network's
-    size multiple (tiles start on multiples of it).
+    size multiple (tiles start on multiples of it). ``on_tile(done, total)`` is
+    called after each tile, for progress bars.
     """
     if x.ndim != 4:
         raise ValueError(f"expected NCHW input, got shape {tuple(x.shape)}")
@@ -106,6 +108,7 @@ def tiled_apply(fn: TileFn, x: torch.Tensor, *, scale: int, tile: Optional[int],
     rows, cols = plan_axis(height, tile, overlap, multiple), plan_axis(width, tile, overlap, multiple)
     out_width = width * scale
     col_weights = [blend_weights(c, scale) for c in cols]
+    total_tiles, done_tiles = len(rows) * len(cols), 0
 
     collected: list[torch.Tensor] = []
     emit = sink if sink is not None else (lambda start, block: collected.append(block.clone()))
@@ -133,6 +136,9 @@ def tiled_apply(fn: TileFn, x: torch.Tensor, *, scale: int, tile: Optional[int],
             weight = row_w.to(y.device) * col_weights[j][lo:hi].to(y.device)
             band[:, :, band_top - carry_top:, left + lo:left + hi].addcmul_(y[:, :, y_rows, lo:hi], weight)
             del y
+            done_tiles += 1
+            if on_tile is not None:
+                on_tile(done_tiles, total_tiles)
         assert band is not None
         done_until = band_bottom if i == len(rows) - 1 else (rows[i + 1].core_start - rows[i + 1].fade_before) * scale
         emit(carry_top, band[:, :, : done_until - carry_top])

@@ -9,7 +9,7 @@ and numpy arrays.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 import torch
@@ -33,6 +33,7 @@ class Upscaler:
     tile: TileSpec = "auto"
     overlap: int = DEFAULT_OVERLAP
     batch_size: int = 1
+    on_tile: Optional[Callable[[int, int], None]] = None  # progress within one image
 
     @classmethod
     def create(cls, model: str = "default", scale: float = 4, *, device: str = "auto",
@@ -115,7 +116,7 @@ def _free_memory(device: torch.device) -> int:
 
 def upscale_tensor(model: SRModel, x: torch.Tensor, *, tile: TileSpec = "auto", overlap: int = DEFAULT_OVERLAP,
                    device: Union[str, torch.device] = "cpu", dtype: torch.dtype = torch.float32,
-                   batch_size: int = 1, sink=None, input_max: float = 1.0) -> Optional[torch.Tensor]:
+                   batch_size: int = 1, sink=None, input_max: float = 1.0, on_tile=None) -> Optional[torch.Tensor]:
     """Run one native model over ``x`` (NCHW on the CPU) with tiling.
 
     ``x`` is float in [0, 1], or integer with ``input_max`` (255, 65535): integer
@@ -135,7 +136,7 @@ def upscale_tensor(model: SRModel, x: torch.Tensor, *, tile: TileSpec = "auto", 
     while True:
         try:
             return tiled_apply(run_tile, x, scale=model.scale, tile=tile_px, overlap=overlap,
-                               sink=sink, batch_size=batch_size, multiple=model.size_multiple)
+                               sink=sink, batch_size=batch_size, multiple=model.size_multiple, on_tile=on_tile)
         except torch.cuda.OutOfMemoryError:
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
@@ -189,7 +190,8 @@ def _run_native(upscaler: Upscaler, model: SRModel, colour: np.ndarray) -> np.nd
             out[start + offset:start + offset + block.shape[1]] = quantised.permute(1, 2, 0).numpy()
 
     upscale_tensor(model, x, tile=upscaler.tile, overlap=upscaler.overlap, device=upscaler.device,
-                   dtype=upscaler.dtype, batch_size=upscaler.batch_size, sink=write_rows, input_max=maximum)
+                   dtype=upscaler.dtype, batch_size=upscaler.batch_size, sink=write_rows, input_max=maximum,
+                   on_tile=upscaler.on_tile)
     return out
 
 
