@@ -174,27 +174,35 @@ def _upscale_stream(upscaler, fmt, quality):
 @friendly_errors
 def models(as_json, show_all):
     """List the models `--model` accepts: name, architecture, scale, parameters, recorded PSNR."""
-    from .registry import list_models
+    from .registry import BASELINES, list_models
     rows = []
     for entry in list_models(include_missing=show_all):
-        row = {"name": entry.name, "scale": entry.scale, "arch": entry.name, "parameters": 0,
-               "psnr": None, "file": str(entry.path) if entry.path else None, "installed": entry.available}
-        if entry.path is not None and entry.available:
+        if entry.path is None:
+            continue
+        row = {"name": entry.name, "scale": entry.scale, "arch": None, "parameters": None, "psnr": None,
+               "file": str(entry.path), "installed": entry.available}
+        if entry.available:
             from .weights import load_model
             loaded = load_model(entry.path, name=entry.name)
             row.update(arch=loaded.arch, parameters=loaded.num_parameters,
                        psnr=json.loads(loaded.metadata["psnr"]) if "psnr" in loaded.metadata else None)
         rows.append(row)
+    rows += [{"name": name, "scale": "any", "arch": name, "parameters": 0, "psnr": None, "file": None,
+              "installed": True} for name in BASELINES]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     from rich.console import Console
     from rich.table import Table
-    table = Table("name", "scale", "arch", "parameters", "PSNR (Y, recorded)", "file")
+    table = Table("name", "scale", "arch", "parameters", "PSNR Set5 / Set14 / BSD100 (Y)", "file",
+                  caption="Use any of these with --model NAME, or give a weights file path.")
     for row in rows:
-        psnr = ", ".join(f"{k} {v:.2f}" for k, v in row["psnr"].items()) if isinstance(row["psnr"], dict) else "-"
-        table.add_row(row["name"], f"x{row['scale']}", row["arch"], f"{row['parameters']:,}" if row["parameters"] else "-",
-                      psnr, row["file"] or "(built in)" if row["installed"] else "(not installed)")
+        psnr = row["psnr"] or {}
+        scores = " / ".join(f"{psnr[k]:.2f}" if k in psnr else "-" for k in ("Set5", "Set14", "BSD100"))
+        file = Path(row["file"]).name if row["file"] else "(built in)"
+        table.add_row(row["name"], f"x{row['scale']}" if row["scale"] != "any" else "any",
+                      row["arch"] or "-", f"{row['parameters']:,}" if row["parameters"] else "-",
+                      scores if psnr else "-", file if row["installed"] else f"{file} (not installed)")
     Console().print(table)
 
 

@@ -174,4 +174,4 @@ def test_models_lists_installed_weights(weights_dir):
     rows = json.loads(result.stdout)
     default = {r["scale"]: r for r in rows if r["name"] == "default"}
     assert set(default) == {2, 3, 4} and default[4]["arch"] == "litesr" and default[4]["parameters"] > 0
-    assert {"bicubic", "lanczos"} <= {r["name"] for r in rows}
+    assert {("bicubic", "any"), ("lanczos", "any")} <= {(r["name"], r["scale"]) for r in rows}
