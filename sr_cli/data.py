@@ -15,6 +15,11 @@ Randomness comes only from ``(seed, index)``: item ``i`` is the same whatever th
 worker, the number of workers or what ran before. ``index`` may run past
 ``len(dataset)`` (the "virtual epoch"); a training loop feeding global sample
 numbers ``step * batch + k`` therefore resumes exactly (see ``SampleRange``).
+
+With ``degradation`` (a preset of ``sr_cli.degrade``, e.g. "realesrgan") the LR
+patch is made by that random pipeline instead of bicubic, from the same crop with
+context; its randomness is drawn from ``(seed, 2, index)``, so it is as
+reproducible as the crops.
 """
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from .degrade import Pipeline, degrade, get_pipeline
 from .resize import imresize, modcrop
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
@@ -80,13 +86,19 @@ class HRPatchDataset(Dataset):
     ``patch`` is the LR patch size; HR patches are ``patch * scale``. Images smaller
     than that are skipped (listed in ``skipped``); no usable image raises.
     ``epoch_length`` is the virtual epoch (default: the number of images).
+    ``degradation``: None or "bicubic" (MATLAB bicubic, the default), a preset name
+    of ``sr_cli.degrade.PRESETS`` or a ``Pipeline``.
     """
 
     def __init__(self, folders: Sequence[str | Path], *, scale: int, patch: int, seed: int = 0,
-                 epoch_length: int | None = None, augment: bool = True):
+                 epoch_length: int | None = None, augment: bool = True,
+                 degradation: str | Pipeline | None = None):
         if scale < 1 or patch < 1:
             raise ValueError(f"scale and patch must be >= 1, got scale={scale}, patch={patch}")
         self.scale, self.patch, self.seed, self.augment = int(scale), int(patch), int(seed), augment
+        if isinstance(degradation, str):
+            degradation = None if degradation == "bicubic" else get_pipeline(degradation)
+        self.degradation: Pipeline | None = degradation
         paths = find_images(folders)
         if not paths:
             raise ValueError(f"no images (png/jpg/jpeg/bmp) in {', '.join(map(str, folders))}")
@@ -134,7 +146,13 @@ class HRPatchDataset(Dataset):
         t0, l0 = max(top - m, 0), max(left - m, 0)
         t1, l1 = min(top + p + m, lr_h), min(left + p + m, lr_w)
         region = to_tensor(img[t0 * s:t1 * s, l0 * s:l1 * s])
-        lr = bicubic_lr(region, s)[:, top - t0:top - t0 + p, left - l0:left - l0 + p]
+        if self.degradation is None:
+            lr = bicubic_lr(region, s)
+        else:
+            hwc = np.ascontiguousarray(region.permute(1, 2, 0).numpy())
+            lr = torch.from_numpy(degrade(hwc, scale=s, rng=np.random.default_rng([self.seed, 2, int(index)]),
+                                          pipeline=self.degradation).transpose(2, 0, 1).copy())
+        lr = lr[:, top - t0:top - t0 + p, left - l0:left - l0 + p]
         hr = region[:, (top - t0) * s:(top - t0 + p) * s, (left - l0) * s:(left - l0 + p) * s]
         if self.augment:
             code = int(rng.integers(0, 8))
@@ -153,16 +171,36 @@ def _augment_chw(t: torch.Tensor, code: int) -> torch.Tensor:
 
 
 class SampleRange(Sampler[int]):
-    """Global sample numbers ``start .. stop - 1``: feed a dataset whose items depend only on index."""
+    """Global sample numbers ``start .. stop - 1``: feed a dataset whose items depend only on index.
 
-    def __init__(self, start: int, stop: int):
+    For data parallel training (``world_size`` > 1) each global batch of ``batch``
+    consecutive sample numbers is cut into ``world_size`` equal shards and this
+    sampler yields shard ``rank`` of each; a loader over it takes
+    ``batch // world_size`` per step. The ranks together see exactly the samples
+    one process would, so the data do not depend on the number of processes.
+    ``start`` and ``stop`` must then be multiples of ``batch``.
+    """
+
+    def __init__(self, start: int, stop: int, *, batch: int = 1, rank: int = 0, world_size: int = 1):
         self.start, self.stop = int(start), int(stop)
+        self.batch, self.rank, self.world_size = int(batch), int(rank), int(world_size)
+        if not 0 <= self.rank < self.world_size:
+            raise ValueError(f"rank {rank} out of range for world size {world_size}")
+        if self.world_size > 1:
+            if self.batch % self.world_size:
+                raise ValueError(f"the batch ({batch}) must be a multiple of the number of processes ({world_size})")
+            if self.start % self.batch or self.stop % self.batch:
+                raise ValueError("start and stop must be multiples of the batch when sharding")
+        self.shard = self.batch // self.world_size
 
     def __iter__(self):
-        return iter(range(self.start, self.stop))
+        if self.world_size == 1:
+            return iter(range(self.start, self.stop))
+        offset = self.rank * self.shard
+        return (b + offset + k for b in range(self.start, self.stop, self.batch) for k in range(self.shard))
 
     def __len__(self) -> int:
-        return max(0, self.stop - self.start)
+        return max(0, self.stop - self.start) // self.world_size
 
 
 def worker_init(worker_id: int) -> None:

@@ -90,3 +90,35 @@ def test_load_validation(tmp_path):
     items = load_validation(folder, scale=4)
     assert [i.name for i in items] == ["img0", "img1"]
     assert items[0].hr.shape == (40, 48, 3) and items[0].lr.shape == (1, 3, 10, 12)
+
+
+def test_degraded_items(tmp_path):
+    folder = write_images(tmp_path / "hr", 2, size=(40, 48))
+    plain = HRPatchDataset([folder], scale=2, patch=8, seed=1)
+    ds = HRPatchDataset([folder], scale=2, patch=8, seed=1, degradation="realesrgan")
+    again = HRPatchDataset([folder], scale=2, patch=8, seed=1, degradation="realesrgan")
+    for i in (0, 3, 17):
+        lr, hr = ds[i]
+        assert lr.shape == (3, 8, 8) and hr.shape == (3, 16, 16)
+        assert torch.equal(hr, plain[i][1])  # the same crop; only the LR differs
+        assert 0 <= float(lr.min()) and float(lr.max()) <= 1
+        assert torch.equal(lr, again[i][0])  # deterministic per sample number
+    assert any(not torch.equal(ds[i][0], plain[i][0]) for i in range(4))
+    assert HRPatchDataset([folder], scale=2, patch=8, degradation="bicubic").degradation is None
+    with pytest.raises(ValueError, match="degradation"):
+        HRPatchDataset([folder], scale=2, patch=8, degradation="jpeg-only")
+
+
+def test_sharded_sample_range_covers_each_batch_once():
+    world, batch = 3, 6
+    shards = [list(SampleRange(12, 30, batch=batch, rank=r, world_size=world)) for r in range(world)]
+    assert all(len(s) == len(SampleRange(12, 30, batch=batch, rank=r, world_size=world)) == 6
+               for r, s in enumerate(shards))
+    for step in range(3):  # each global batch is split between the ranks, in order
+        merged = [n for s in shards for n in s[step * 2:step * 2 + 2]]
+        assert merged == list(range(12 + step * batch, 12 + (step + 1) * batch))
+    assert list(SampleRange(4, 8)) == [4, 5, 6, 7]
+    with pytest.raises(ValueError, match="multiple"):
+        SampleRange(0, 10, batch=5, rank=0, world_size=2)
+    with pytest.raises(ValueError, match="rank"):
+        SampleRange(0, 10, batch=4, rank=2, world_size=2)

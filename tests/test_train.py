@@ -120,3 +120,241 @@ def test_cli(images, tmp_path):
 def test_parse_value():
     assert parse_value("3") == 3 and parse_value("0.5") == 0.5 and parse_value("true") is True
     assert parse_value("relu") == "relu"
+
+
+# ---------------------------------------------------------------------------
+# every generator family, GAN mode, pretrained generator, config files
+
+FAMILIES = {
+    "espcn": {"num_feat": 8, "num_feat2": 4},
+    "srresnet": {"num_feat": 8, "num_blocks": 1},
+    "edsr": {"num_feat": 8, "num_blocks": 1},
+    "rrdbnet": {"num_feat": 8, "num_block": 1, "num_grow_ch": 4},
+    "autoencoder": {"num_feat": 8, "num_down": 1, "num_blocks": 1},
+    "vae": {"num_feat": 8, "num_down": 1, "num_blocks": 1, "latent_channels": 4},
+    "srvgg": {"num_feat": 8, "num_conv": 2},
+    "litesr": {"num_feat": 8, "num_blocks": 1},
+}
+
+
+def fixed_batch(images, n=8):
+    from sr_cli.data import HRPatchDataset
+    ds = HRPatchDataset([images], scale=2, patch=8, seed=99)
+    lr, hr = zip(*(ds[i] for i in range(n)))
+    return torch.stack(lr), torch.stack(hr)
+
+
+def l1_on(net, batch):
+    net.eval()
+    with torch.no_grad():
+        return float(torch.nn.functional.l1_loss(net(batch[0]), batch[1]))
+
+
+@pytest.mark.parametrize("arch", list(FAMILIES))
+def test_each_generator_family_learns(arch, images, tmp_path):
+    from sr_cli.archs import ARCHS, build_arch
+    assert set(FAMILIES) == set(ARCHS)  # a new family gets a case here
+    loss = {"l1": 1.0, "kl": 0.01} if arch == "vae" else {"l1": 1.0}
+    run = train(config(images, tmp_path / arch, arch=arch, arch_params=FAMILIES[arch], iters=12, lr=3e-3, ema=0.0,
+                       loss=loss, log_every=4), on_log=lambda r: None)
+    batch = fixed_batch(images)
+    torch.manual_seed(0)  # train() seeds the same way before building the network
+    before = l1_on(build_arch(arch, scale=2, **FAMILIES[arch]), batch)
+    after = l1_on(load_model(run / "model.safetensors").net, batch)
+    assert after < 0.95 * before, (before, after)  # litesr starts close (a bicubic skip): ~0.91
+    records = [r for r in read_log(run) if "loss" in r]
+    assert all(np.isfinite(r["loss"]) for r in records)
+    if arch == "vae":
+        assert all(r["losses"]["kl"] >= 0 for r in records)
+
+
+def test_kl_needs_a_kl_term(images, tmp_path):
+    with pytest.raises(ValueError, match="KL"):
+        train(config(images, tmp_path / "r", loss={"l1": 1.0, "kl": 0.1}), on_log=lambda r: None)
+
+
+GAN_CASES = {
+    "vgg-ragan": dict(gan="ragan", disc="vgg", disc_params={"num_feat": 4, "dense_features": 8, "pool_size": 2},
+                      loss={"l1": 0.1, "perceptual": 1.0, "feature_matching": 1.0},
+                      perceptual_layers={"conv2_2": 1.0}, vgg_random_init=True),
+    "unet-lsgan": dict(gan="lsgan", disc="unet", disc_params={"num_feat": 4}, loss={"l1": 1.0}, d_steps=2),
+    "vgg-vanilla": dict(gan="vanilla", disc="vgg", disc_params={"num_feat": 4, "dense_features": 8, "pool_size": 2},
+                        loss={"l1": 1.0}, gan_weight=0.5, d_lr=5e-4),
+}
+
+
+def read_checkpoint(run, prefix):
+    tensors = load_file(str(run / "checkpoint.safetensors"))
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+@pytest.mark.parametrize("case", list(GAN_CASES))
+def test_gan_mode_updates_generator_and_discriminator(case, images, tmp_path):
+    settings = GAN_CASES[case]
+    start = train(config(images, tmp_path / "start", iters=1, lr=0.0, ema=0.0, **settings), on_log=lambda r: None)
+    run = train(config(images, tmp_path / "gan", iters=6, lr=1e-3, ema=0.0, log_every=2, **settings),
+                on_log=lambda r: None)
+    records = [r for r in read_log(run) if "loss" in r]
+    assert len(records) == 3
+    for r in records:
+        assert set(r["losses"]) == set(settings["loss"]) | {"gan"}
+        assert all(np.isfinite(v) for v in [r["loss"], r["d_loss"], r["d_real"], r["d_fake"], *r["losses"].values()])
+    for prefix in ("model.", "disc."):
+        before, after = read_checkpoint(start, prefix), read_checkpoint(run, prefix)
+        assert before and before.keys() == after.keys()
+        changed = [k for k in before if before[k].is_floating_point() and not torch.equal(before[k], after[k])]
+        assert len(changed) > len(before) // 2, prefix
+    assert any(k.startswith("doptim.") for k in load_file(str(run / "checkpoint.safetensors")))
+    meta = read_metadata(run / "model.safetensors")
+    assert meta["gan"] == settings["gan"] and meta["disc"] == settings["disc"]
+    assert json.loads(meta["loss"])["gan"] == settings.get("gan_weight", 0.1)
+
+
+def test_gan_resume_is_exact(images, tmp_path):
+    settings = dict(GAN_CASES["unet-lsgan"], gan="ragan", loss={"l1": 1.0, "feature_matching": 0.5},
+                    degradation="simple", save_every=3, iters=6)
+    straight = train(config(images, tmp_path / "a", **settings), on_log=lambda r: None)
+
+    class Crash(Exception):
+        pass
+
+    def crash_after_3(record):
+        if record.get("step") == 4:
+            raise Crash
+    with pytest.raises(Crash):
+        train(config(images, tmp_path / "b", **settings), on_log=crash_after_3)
+    resumed = train(config(images, tmp_path / "b", resume=True, **settings), on_log=lambda r: None)
+    a, b = load_file(str(straight / "checkpoint.safetensors")), load_file(str(resumed / "checkpoint.safetensors"))
+    assert a.keys() == b.keys()
+    assert {k.split(".")[0] for k in a} == {"model", "ema", "optim", "disc", "doptim"}
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
+    with pytest.raises(ValueError, match="gan"):
+        train(config(images, tmp_path / "b", resume=True, **{**settings, "gan": "lsgan"}), on_log=lambda r: None)
+
+
+def test_gan_config_checks(images, tmp_path):
+    base = dict(arch="litesr", scale=2, data=["x"], out="y")
+    assert TrainConfig(**base, gan="ragan").loss == {"l1": 1.0, "gan": 0.1}
+    assert TrainConfig(**base, gan="ragan", loss={"l1": 1.0, "gan": 0.3}).gan_weight == 0.3
+    with pytest.raises(ValueError, match="twice"):
+        TrainConfig(**base, gan="ragan", loss={"l1": 1.0, "gan": 0.3}, gan_weight=0.2)
+    with pytest.raises(ValueError, match="GAN"):
+        TrainConfig(**base, loss={"l1": 1.0, "feature_matching": 1.0})
+    with pytest.raises(ValueError, match="discriminator"):
+        TrainConfig(**base, gan="ragan", disc="patch")
+    with pytest.raises(ValueError, match="VGG19 weights"):
+        TrainConfig(**base, loss={"l1": 1.0, "perceptual": 1.0})
+    with pytest.raises(ValueError, match="degradation"):
+        TrainConfig(**base, degradation="bsrgan")
+    with pytest.raises(ValueError, match="multiples of 8"):
+        train(config(images, tmp_path / "r", patch=6, gan="lsgan", disc="unet", disc_params={"num_feat": 4}),
+              on_log=lambda r: None)
+
+
+def test_pretrained_generator(images, tmp_path):
+    psnr = train(config(images, tmp_path / "psnr", iters=2), on_log=lambda r: None)
+    logs = []
+    run = train(config(images, tmp_path / "ft", iters=1, lr=0.0, ema=0.0, pretrained_g=str(psnr / "model.safetensors")),
+                on_log=logs.append)
+    assert any("generator: " in r.get("message", "") for r in logs)
+    src, dst = load_file(str(psnr / "model.safetensors")), load_file(str(run / "model.safetensors"))
+    assert src.keys() == dst.keys() and all(torch.equal(src[k], dst[k]) for k in src)
+    with pytest.raises(ValueError, match="num_feat"):
+        train(config(images, tmp_path / "bad", arch_params={"num_feat": 4, "num_blocks": 1},
+                     pretrained_g=str(psnr / "model.safetensors")), on_log=lambda r: None)
+    with pytest.raises(ValueError, match="x2 litesr"):
+        train(config(images, tmp_path / "bad3", scale=3, pretrained_g=str(psnr / "model.safetensors")),
+              on_log=lambda r: None)
+
+
+def test_pretrained_generator_from_a_real_esrgan_pth(images, tmp_path):
+    from sr_cli.archs import build_arch
+    from sr_cli.train import read_generator
+    torch.manual_seed(5)
+    source = build_arch("rrdbnet", scale=2, **FAMILIES["rrdbnet"])
+    path = tmp_path / "RealESRGAN_x2_tiny.pth"
+    torch.save({"params_ema": source.state_dict()}, path)  # Real-ESRGAN's layout and container
+    arch, params, _ = read_generator(path)
+    assert arch == "rrdbnet" and params == {"scale": 2, "in_channels": 3, "out_channels": 3, **FAMILIES["rrdbnet"]}
+    run = train(config(images, tmp_path / "ft", arch="rrdbnet", arch_params=FAMILIES["rrdbnet"], iters=1, lr=0.0,
+                       ema=0.0, pretrained_g=str(path)), on_log=lambda r: None)
+    out = load_file(str(run / "model.safetensors"))
+    assert all(torch.equal(out[k], v) for k, v in source.state_dict().items())
+
+
+def test_cli_gan_from_pretrained_and_config_file(images, tmp_path):
+    psnr = train(config(images, tmp_path / "psnr", iters=1), on_log=lambda r: None)
+    toml = tmp_path / "gan.toml"
+    toml.write_text(f"""
+data = ["{images}"]
+pretrained_g = "{psnr / 'model.safetensors'}"
+gan = "ragan"
+disc = "unet"
+disc-opt = {{num_feat = 4}}
+loss = {{l1 = 1, feature_matching = 0.5}}
+gan-weight = 0.05
+patch = 8
+batch = 2
+iters = 2
+workers = 0
+threads = 1
+log-every = 1
+csv = true
+""")
+    runner = CliRunner()
+    result = runner.invoke(train_command, ["--config", str(toml), "--out", str(tmp_path / "gan"), "--iters", "3"])
+    assert result.exit_code == 0, result.output
+    assert "step       3" in result.output and " D " in result.output
+    saved = json.loads((tmp_path / "gan" / "config.json").read_text())
+    assert (saved["arch"], saved["scale"], saved["arch_params"]) == ("litesr", 2, TINY)  # from the pretrained file
+    assert saved["iters"] == 3 and saved["loss"] == {"l1": 1.0, "feature_matching": 0.5, "gan": 0.05}
+    assert saved["disc_params"] == {"num_feat": 4}
+    rows = (tmp_path / "gan" / "log.csv").read_text().splitlines()
+    assert rows[0].startswith("step,loss,loss_l1") and "d_loss" in rows[0] and len(rows) == 4
+
+    toml.write_text('arch = "litesr"\nitres = 3\n')  # a typo is an error, not a silent default
+    bad = runner.invoke(train_command, ["--config", str(toml), "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "unknown key 'itres' (did you mean 'iters'?)" in bad.output
+    toml.write_text('arch = "litesr"\niters = [\n')
+    bad = runner.invoke(train_command, ["--config", str(toml), "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "gan.toml" in bad.output
+    toml.write_text('lr = "fast"\n')
+    bad = runner.invoke(train_command, ["--config", str(toml), "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "fast" in bad.output
+
+
+def test_config_defaults_mapping():
+    from sr_cli.commands.train_cmd import config_defaults
+    out = config_defaults(train_command, {"arch_opt": {"num_feat": 8, "skips": False}, "milestones": [10, 20],
+                                          "data": "a", "perceptual-layers": {"conv5_4": 1}, "resume": True}, "f")
+    assert out == {"arch_opts": ["num_feat=8", "skips=false"], "milestones": "10,20", "data": ["a"],
+                   "perceptual_layers": "conv5_4=1", "resume": True}
+    for key in ("config", "list-archs", "typo"):
+        with pytest.raises(Exception, match="unknown key"):
+            config_defaults(train_command, {key: 1}, "f")
+
+
+def test_cli_choices_match_the_core():
+    from sr_cli.archs import DISCRIMINATORS
+    from sr_cli.commands import train_cmd
+    from sr_cli.degrade import PRESETS
+    from sr_cli.losses import GAN_KINDS
+    assert train_cmd.GAN_KINDS == GAN_KINDS and set(train_cmd.DISCRIMINATORS) == set(DISCRIMINATORS)
+    assert set(train_cmd.DEGRADATIONS) == {"bicubic", *PRESETS}
+
+
+def test_amp_is_ignored_on_cpu(images, tmp_path):
+    logs = []
+    train(config(images, tmp_path / "amp", iters=1, amp="fp16", device="cpu"), on_log=logs.append)
+    assert any("amp" in r.get("message", "") for r in logs)
+
+
+def test_cli_live_display(images, tmp_path):
+    args = ["--arch", "litesr", "--arch-opt", "num_feat=8", "--arch-opt", "num_blocks=1", "--data", str(images),
+            "--scale", "2", "--out", str(tmp_path / "run"), "--patch", "8", "--batch", "2", "--iters", "2",
+            "--workers", "0", "--threads", "1", "--log-every", "1", "--val", str(images), "--val-every", "1",
+            "--display", "live"]
+    result = CliRunner().invoke(train_command, args)
+    assert result.exit_code == 0, result.output
+    assert "2/2" in result.output and "loss " in result.output and "val PSNR" in result.output
+    assert "data: 4 images" in result.output and "done: " in result.output

@@ -1,0 +1,281 @@
+"""Synthetic real-world degradations for training "blind" models (Real-ESRGAN style).
+
+``degrade(hr, scale=s, rng=rng, pipeline=PRESETS["realesrgan"])`` turns an HR image
+(HWC float32 RGB in [0, 1]) into an LR image of exactly ``(H // s, W // s)``,
+quantised to uint8 levels. Every random choice is drawn from ``rng``, so the
+same generator state gives the same LR image: the dataset seeds it from
+``(seed, sample number)`` (see ``sr_cli.data``), which keeps training resumable
+exactly.
+
+One ``Stage`` is what Real-ESRGAN calls one order of degradation:
+
+  blur     (probability ``blur_prob``) a random kernel of odd size 7..21: isotropic or
+           anisotropic Gaussian, their generalised (exp(-d^beta/2)) and plateau
+           (1/(1+d^beta)) forms, or (``sinc_prob``) a circular low-pass "sinc"
+           kernel that gives ringing
+  resize   up, down or keep (``resize_probs``) by a factor drawn from
+           ``resize_range``, with area, bilinear or bicubic interpolation
+  noise    Gaussian (``gaussian_noise_prob``; sigma in ``noise_range``, /255) or
+           Poisson (scale in ``poisson_scale_range``), the same in all channels
+           with probability ``gray_noise_prob``
+  JPEG     re-compression at a quality in ``jpeg_range`` (OpenCV's encoder)
+
+``PRESETS["realesrgan"]`` is Real-ESRGAN's second-order pipeline with the ranges
+of its x4plus training options (Wang et al. 2021): stage 1 on the HR image,
+stage 2 (blur with probability 0.8) relative to the LR size, then the final
+resize to the LR size combined with a sinc filter (probability 0.8) and the last
+JPEG, in random order. ``PRESETS["simple"]`` is one milder round: blur, resize to
+the LR size, noise, JPEG. Not reproduced from Real-ESRGAN: the unsharp masking
+of the ground truth, and its GPU batch pool (the images of a batch are degraded
+independently here, in the data loader's workers).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Optional
+
+import cv2
+import numpy as np
+
+KERNEL_KINDS = ("iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso", "plateau_aniso")
+RESIZE_MODES = {"area": cv2.INTER_AREA, "bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC}
+MAX_KERNEL = 21
+
+
+@dataclass(frozen=True, kw_only=True)
+class Stage:
+    """One round of degradation; probabilities in [0, 1], ranges (low, high)."""
+
+    blur_prob: float = 1.0
+    kernel_probs: dict[str, float] = field(default_factory=lambda: {
+        "iso": 0.45, "aniso": 0.25, "generalized_iso": 0.12, "generalized_aniso": 0.03,
+        "plateau_iso": 0.12, "plateau_aniso": 0.03})
+    blur_sigma: tuple[float, float] = (0.2, 3.0)
+    betag_range: tuple[float, float] = (0.5, 4.0)
+    betap_range: tuple[float, float] = (1.0, 2.0)
+    sinc_prob: float = 0.1
+    resize_probs: tuple[float, float, float] = (0.2, 0.7, 0.1)  # up, down, keep
+    resize_range: tuple[float, float] = (0.15, 1.5)
+    gaussian_noise_prob: float = 0.5
+    noise_range: tuple[float, float] = (1.0, 30.0)
+    poisson_scale_range: tuple[float, float] = (0.05, 3.0)
+    gray_noise_prob: float = 0.4
+    jpeg_range: tuple[int, int] = (30, 95)
+
+    def __post_init__(self):
+        unknown = sorted(set(self.kernel_probs) - set(KERNEL_KINDS))
+        if unknown:
+            raise ValueError(f"unknown blur kernels {unknown}; known: {', '.join(KERNEL_KINDS)}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Pipeline:
+    """``first`` runs on the HR image; ``second`` (None: one round) relative to the LR size."""
+
+    first: Stage
+    second: Optional[Stage] = None
+    final_sinc_prob: float = 0.8
+
+
+PRESETS: dict[str, Pipeline] = {
+    "realesrgan": Pipeline(
+        first=Stage(),
+        second=Stage(blur_prob=0.8, blur_sigma=(0.2, 1.5), resize_probs=(0.3, 0.4, 0.3), resize_range=(0.3, 1.2),
+                      noise_range=(1.0, 25.0), poisson_scale_range=(0.05, 2.5)),
+        final_sinc_prob=0.8,
+    ),
+    "simple": Pipeline(
+        first=Stage(blur_sigma=(0.2, 2.0), sinc_prob=0.0, resize_probs=(0.0, 0.0, 1.0), noise_range=(1.0, 10.0),
+                    poisson_scale_range=(0.05, 1.0), jpeg_range=(60, 95)),
+        final_sinc_prob=0.0,
+    ),
+}
+
+
+def get_pipeline(name: str) -> Pipeline:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown degradation {name!r}; known: bicubic, {', '.join(PRESETS)}") from None
+
+
+# ---------------------------------------------------------------------------
+# kernels (sum to 1, odd size, centred)
+
+
+def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+    if size % 2 != 1 or size < 1:
+        raise ValueError(f"kernel size must be odd and positive, got {size}")
+    r = np.arange(size, dtype=np.float64) - size // 2
+    return np.meshgrid(r, r, indexing="xy")
+
+
+def gaussian_kernel(size: int, sigma_x: float, sigma_y: float, theta: float = 0.0, *,
+                    beta: float = 1.0, plateau: bool = False) -> np.ndarray:
+    """Anisotropic (rotated by ``theta``) Gaussian; ``beta`` != 1 gives the generalised form
+    exp(-q^beta / 2), and ``plateau`` 1 / (1 + q^beta), q being the Mahalanobis distance squared."""
+    x, y = _grid(size)
+    c, s = math.cos(theta), math.sin(theta)
+    u, v = c * x + s * y, -s * x + c * y  # coordinates along the kernel's axes
+    q = (u / sigma_x) ** 2 + (v / sigma_y) ** 2
+    k = 1.0 / (1.0 + q ** beta) if plateau else np.exp(-0.5 * q ** beta)
+    return (k / k.sum()).astype(np.float32)
+
+
+def _bessel_j1(x: np.ndarray) -> np.ndarray:
+    # J1(x) = 1/pi * integral_0^pi cos(t - x sin t) dt; the trapezoid rule on this periodic
+    # integrand converges exponentially (|x| < 40 here; 128 nodes give ~1e-12).
+    t = np.linspace(0.0, math.pi, 129)
+    weights = np.full(t.size, t[1] - t[0])
+    weights[[0, -1]] *= 0.5
+    values = np.cos(t[:, None] - np.asarray(x, np.float64).ravel()[None, :] * np.sin(t[:, None]))
+    return (weights @ values).reshape(np.shape(x)) / math.pi
+
+
+def sinc_kernel(size: int, cutoff: float) -> np.ndarray:
+    """Circular low-pass filter with cut-off frequency ``cutoff`` (radians, (0, pi]): ringing."""
+    x, y = _grid(size)
+    r = np.hypot(x, y)
+    safe = np.where(r == 0, 1.0, r)
+    k = np.where(r == 0, cutoff ** 2 / (4 * math.pi), cutoff * _bessel_j1(cutoff * safe) / (2 * math.pi * safe))
+    return (k / k.sum()).astype(np.float32)
+
+
+def random_kernel(rng: np.random.Generator, stage: Stage) -> np.ndarray:
+    """A blur kernel as Real-ESRGAN draws them (size 7..21, odd)."""
+    size = int(rng.choice(np.arange(7, MAX_KERNEL + 1, 2)))
+    if rng.random() < stage.sinc_prob:
+        cutoff = rng.uniform(math.pi / 3, math.pi) if size < 13 else rng.uniform(math.pi / 5, math.pi)
+        return sinc_kernel(size, cutoff)
+    kinds = list(stage.kernel_probs)
+    probs = np.array([stage.kernel_probs[k] for k in kinds], np.float64)
+    kind = kinds[int(rng.choice(len(kinds), p=probs / probs.sum()))]
+    sigma_x = rng.uniform(*stage.blur_sigma)
+    if kind.endswith("_iso") or kind == "iso":
+        sigma_y, theta = sigma_x, 0.0
+    else:
+        sigma_y, theta = rng.uniform(*stage.blur_sigma), rng.uniform(-math.pi, math.pi)
+    beta, plateau = 1.0, kind.startswith("plateau")
+    if kind.startswith("generalized") or plateau:
+        low, high = stage.betap_range if plateau else stage.betag_range
+        beta = rng.uniform(low, 1.0) if rng.random() < 0.5 and low < 1.0 else rng.uniform(max(low, 1.0), high)
+    return gaussian_kernel(size, sigma_x, sigma_y, theta, beta=beta, plateau=plateau)
+
+
+# ---------------------------------------------------------------------------
+# operations on HWC float32 images in [0, 1]
+
+
+def blur(img: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """Filter with ``kernel`` (reflected borders, as Real-ESRGAN's padding)."""
+    return cv2.filter2D(img, -1, kernel, borderType=cv2.BORDER_REFLECT_101)
+
+
+def resize(img: np.ndarray, size: tuple[int, int], mode: str) -> np.ndarray:
+    """Resize to ``size`` = (height, width) with area, bilinear or bicubic interpolation."""
+    h, w = max(int(size[0]), 1), max(int(size[1]), 1)
+    out = cv2.resize(img, (w, h), interpolation=RESIZE_MODES[mode])
+    return out[:, :, None] if out.ndim == 2 else out
+
+
+def gaussian_noise(img: np.ndarray, rng: np.random.Generator, sigma: float, *, gray: bool) -> np.ndarray:
+    """Add N(0, sigma^2) noise (sigma on the [0, 1] scale); ``gray``: the same in every channel."""
+    shape = img.shape[:2] + ((1,) if gray else img.shape[2:])
+    return img + (rng.standard_normal(shape) * sigma).astype(np.float32)
+
+
+def poisson_noise(img: np.ndarray, rng: np.random.Generator, scale: float, *, gray: bool) -> np.ndarray:
+    """Add scaled Poisson (shot) noise; the photon count follows the image's number of levels."""
+    src = np.clip(img, 0.0, 1.0)
+    if gray and src.shape[2] == 3:
+        src = cv2.cvtColor(src, cv2.COLOR_RGB2GRAY)[:, :, None]
+    src = np.round(src * 255.0) / 255.0
+    vals = 2.0 ** math.ceil(math.log2(max(len(np.unique(src)), 2)))
+    noise = rng.poisson(src * vals) / vals - src
+    return img + (noise * scale).astype(np.float32)
+
+
+def jpeg(img: np.ndarray, quality: int) -> np.ndarray:
+    """JPEG re-compression at ``quality`` (1-100) with OpenCV; the result has uint8 levels."""
+    u8 = np.clip(np.round(img * 255.0), 0, 255).astype(np.uint8)
+    bgr = u8[:, :, ::-1] if u8.shape[2] == 3 else u8
+    ok, data = cv2.imencode(".jpg", np.ascontiguousarray(bgr), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise RuntimeError("JPEG encoding failed")
+    out = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    out = out[:, :, ::-1] if out.ndim == 3 else out[:, :, None]
+    return np.ascontiguousarray(out).astype(np.float32) / 255.0
+
+
+# ---------------------------------------------------------------------------
+# the pipeline
+
+
+def _noise(img: np.ndarray, rng: np.random.Generator, stage: Stage) -> np.ndarray:
+    gray = bool(rng.random() < stage.gray_noise_prob)
+    if rng.random() < stage.gaussian_noise_prob:
+        return gaussian_noise(img, rng, rng.uniform(*stage.noise_range) / 255.0, gray=gray)
+    return poisson_noise(img, rng, rng.uniform(*stage.poisson_scale_range), gray=gray)
+
+
+def _random_factor(rng: np.random.Generator, stage: Stage) -> float:
+    way = int(rng.choice(3, p=np.asarray(stage.resize_probs, np.float64) / sum(stage.resize_probs)))
+    if way == 0:
+        return rng.uniform(1.0, stage.resize_range[1])
+    if way == 1:
+        return rng.uniform(stage.resize_range[0], 1.0)
+    return 1.0
+
+
+def _random_mode(rng: np.random.Generator) -> str:
+    return list(RESIZE_MODES)[int(rng.integers(len(RESIZE_MODES)))]
+
+
+def _jpeg(img: np.ndarray, rng: np.random.Generator, stage: Stage) -> np.ndarray:
+    return jpeg(np.clip(img, 0.0, 1.0), int(rng.integers(stage.jpeg_range[0], stage.jpeg_range[1] + 1)))
+
+
+def degrade(hr: np.ndarray, *, scale: int, rng: np.random.Generator, pipeline: Pipeline) -> np.ndarray:
+    """LR image (H // scale, W // scale), HWC float32 quantised to uint8 levels in [0, 1]."""
+    if hr.ndim != 3 or hr.dtype != np.float32:
+        raise ValueError(f"expected an HWC float32 image, got {hr.dtype} {hr.shape}")
+    h, w = hr.shape[0] // scale, hr.shape[1] // scale
+    if h < 1 or w < 1:
+        raise ValueError(f"image {hr.shape[:2]} is smaller than the scale {scale}")
+    first, second = pipeline.first, pipeline.second
+    out = hr
+    # first order, on the HR image
+    if rng.random() < first.blur_prob:
+        out = blur(out, random_kernel(rng, first))
+    if second is None:  # one round: straight to the LR size
+        out = resize(out, (h, w), _random_mode(rng))
+    else:
+        factor = _random_factor(rng, first)
+        out = resize(out, (round(hr.shape[0] * factor), round(hr.shape[1] * factor)), _random_mode(rng))
+    out = _noise(out, rng, first)
+    out = _jpeg(out, rng, first)
+    if second is not None:
+        if rng.random() < second.blur_prob:
+            out = blur(out, random_kernel(rng, second))
+        factor = _random_factor(rng, second)
+        out = resize(out, (int(h * factor), int(w * factor)), _random_mode(rng))
+        out = _noise(out, rng, second)
+        # final: resize to the LR size + sinc filter, and JPEG, in random order
+        if rng.random() < pipeline.final_sinc_prob:
+            size = int(rng.choice(np.arange(7, MAX_KERNEL + 1, 2)))
+            kernel: Optional[np.ndarray] = sinc_kernel(size, rng.uniform(math.pi / 3, math.pi))
+        else:
+            kernel = None
+        if rng.random() < 0.5:
+            out = resize(out, (h, w), _random_mode(rng))
+            out = blur(out, kernel) if kernel is not None else out
+            out = _jpeg(out, rng, second)
+        else:
+            out = _jpeg(out, rng, second)
+            out = resize(out, (h, w), _random_mode(rng))
+            out = blur(out, kernel) if kernel is not None else out
+    if out.shape[:2] != (h, w):  # only when a round ended elsewhere (never with the presets)
+        out = resize(out, (h, w), "area")
+    return (np.clip(np.round(out * 255.0), 0, 255) / 255.0).astype(np.float32)
+
