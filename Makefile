@@ -6,7 +6,7 @@ TORCH_SPEC ?= torch>=2.3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.sr-installed
 
-.PHONY: install demo test clean
+.PHONY: install demo test test-community clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -29,3 +29,38 @@ test: install
 
 clean:
 	rm -rf $(VENV) out .pytest_cache
+
+# Community architectures through spandrel need torchvision, which does not import beside the
+# CPU-only torch 2.13 wheel; torch 2.14.1 + torchvision 0.29.1 do (a CUDA build, several GB), so
+# this target builds its own environment.
+COMMUNITY_VENV ?= .venv-community
+COMMUNITY_TORCH ?= torch==2.14.1 torchvision==0.29.1
+
+test-community:
+	test -x $(COMMUNITY_VENV)/bin/python || $(PYTHON) -m venv $(COMMUNITY_VENV)
+	$(COMMUNITY_VENV)/bin/python -m pip install -q $(COMMUNITY_TORCH)
+	$(COMMUNITY_VENV)/bin/python -m pip install -q -e ".[test,export,community]"
+	$(COMMUNITY_VENV)/bin/python -m pytest tests/test_foreign.py tests/test_export.py -rs
+
+# OpenCV's dnn_superres models (shared/peers/opencv_dnn_superres) timed beside ours. They need the
+# opencv-contrib build, which cannot share an environment with the project's opencv-python-headless
+# (both own the cv2 package), so this target builds its own: `make bench-peers BENCH_PEERS_ARGS="--psnr"`.
+PEERS_VENV ?= .venv-peers
+PEERS_PY := $(PEERS_VENV)/bin/python
+PEERS_STAMP := $(PEERS_VENV)/.peers-installed
+BENCH_PEERS_ARGS ?=
+
+.PHONY: bench-peers
+
+$(PEERS_STAMP): pyproject.toml
+	test -x $(PEERS_PY) || $(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_PY) -m pip install -q --upgrade pip
+	$(PEERS_PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PEERS_PY) -m pip install -q -e .
+	$(PEERS_PY) -m pip uninstall -q -y opencv-python-headless
+	$(PEERS_PY) -m pip install -q --force-reinstall --no-deps opencv-contrib-python-headless
+	$(PEERS_PY) -c "import cv2; cv2.dnn_superres.DnnSuperResImpl_create()"
+	touch $(PEERS_STAMP)
+
+bench-peers: $(PEERS_STAMP)
+	$(PEERS_PY) benchmarks/opencv_peers.py $(BENCH_PEERS_ARGS)
