@@ -4,7 +4,6 @@ torch is imported inside commands so that `sr --help` stays fast.
 """
 from __future__ import annotations
 
-import functools
 import json
 import sys
 from pathlib import Path
@@ -12,21 +11,9 @@ from pathlib import Path
 import click
 
 from . import __version__
+from .errors import friendly_errors
 
 FORMATS = ["same", "png", "jpg", "webp", "tiff", "bmp"]
-
-
-def friendly_errors(command):
-    """Turn the core's exceptions into one-line CLI errors (exit code 1, no traceback)."""
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except click.ClickException:
-            raise
-        except (ValueError, OSError, RuntimeError) as exc:
-            raise click.ClickException(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
-    return wrapper
 
 
 def parse_tile(value: str) -> object:

@@ -38,11 +38,16 @@ DISCRIMINATORS: dict[str, Callable[..., nn.Module]] = {
 
 
 def build_arch(name: str, **params) -> nn.Module:
-    """Build a registered architecture; unknown names and parameters raise."""
+    """Build a registered generator; unknown names and parameters raise."""
+    return build_from(ARCHS, "architecture", name, params)
+
+
+def build_from(registry: dict, kind: str, name: str, params: dict) -> nn.Module:
+    """Build ``registry[name](**params)``; a typo in a name or a parameter must fail, not vanish."""
     try:
-        constructor = ARCHS[name]
+        constructor = registry[name]
     except KeyError:
-        raise ValueError(f"unknown architecture {name!r}; known: {', '.join(sorted(ARCHS))}") from None
+        raise ValueError(f"unknown {kind} {name!r}; known: {', '.join(sorted(registry))}") from None
     try:
         return constructor(**params)
     except TypeError as exc:

@@ -9,6 +9,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .layers import activation
+
 
 class SRVGGNetCompact(nn.Module):
     def __init__(self, *, scale: int = 4, in_channels: int = 3, out_channels: int = 3,
@@ -19,7 +21,7 @@ class SRVGGNetCompact(nn.Module):
         self.out_channels = out_channels
         self.body = nn.ModuleList([nn.Conv2d(in_channels, num_feat, 3, 1, 1)])
         for i in range(num_conv + 1):
-            self.body.append(_activation(act_type, num_feat))
+            self.body.append(activation(act_type, num_feat, leaky_slope=0.1))
             if i < num_conv:
                 self.body.append(nn.Conv2d(num_feat, num_feat, 3, 1, 1))
         self.body.append(nn.Conv2d(num_feat, out_channels * scale * scale, 3, 1, 1))
@@ -33,12 +35,3 @@ class SRVGGNetCompact(nn.Module):
         out = self.upsampler(out)
         return out + F.interpolate(x, scale_factor=self.scale, mode="nearest")
 
-
-def _activation(kind: str, channels: int) -> nn.Module:
-    if kind == "relu":
-        return nn.ReLU(inplace=True)
-    if kind == "prelu":
-        return nn.PReLU(num_parameters=channels)
-    if kind == "leakyrelu":
-        return nn.LeakyReLU(negative_slope=0.1, inplace=True)
-    raise ValueError(f"unknown activation {kind!r} (relu, prelu, leakyrelu)")

@@ -109,13 +109,6 @@ def _up(x: torch.Tensor) -> torch.Tensor:
 
 def build_discriminator(name: str, **params) -> nn.Module:
     """Build a discriminator registered in ``sr_cli.archs.DISCRIMINATORS``; unknown names/params raise."""
-    from . import DISCRIMINATORS
+    from . import DISCRIMINATORS, build_from
 
-    try:
-        constructor = DISCRIMINATORS[name]
-    except KeyError:
-        raise ValueError(f"unknown discriminator {name!r}; known: {', '.join(sorted(DISCRIMINATORS))}") from None
-    try:
-        return constructor(**params)
-    except TypeError as exc:
-        raise ValueError(f"bad parameters for {name}: {exc}") from None
+    return build_from(DISCRIMINATORS, "discriminator", name, params)

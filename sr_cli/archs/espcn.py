@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from .layers import activation
+
 
 class ESPCN(nn.Module):
     def __init__(self, *, scale: int = 4, in_channels: int = 3, num_feat: int = 64,
@@ -23,8 +25,8 @@ class ESPCN(nn.Module):
         self.scale = scale
         self.in_channels = in_channels
         self.body = nn.Sequential(
-            nn.Conv2d(in_channels, num_feat, 5, 1, 2), _activation(act_type, num_feat),
-            nn.Conv2d(num_feat, num_feat2, 3, 1, 1), _activation(act_type, num_feat2),
+            nn.Conv2d(in_channels, num_feat, 5, 1, 2), activation(act_type, num_feat, leaky_slope=0.2),
+            nn.Conv2d(num_feat, num_feat2, 3, 1, 1), activation(act_type, num_feat2, leaky_slope=0.2),
             nn.Conv2d(num_feat2, in_channels * scale * scale, 3, 1, 1),
         )
         self.shuffle = nn.PixelShuffle(scale)
@@ -33,14 +35,3 @@ class ESPCN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.shuffle(self.body(x))
 
-
-def _activation(kind: str, channels: int) -> nn.Module:
-    if kind == "tanh":
-        return nn.Tanh()
-    if kind == "relu":
-        return nn.ReLU(inplace=True)
-    if kind == "prelu":
-        return nn.PReLU(num_parameters=channels)
-    if kind == "leakyrelu":
-        return nn.LeakyReLU(negative_slope=0.2, inplace=True)
-    raise ValueError(f"unknown activation {kind!r} (tanh, relu, prelu, leakyrelu)")

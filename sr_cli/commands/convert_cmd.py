@@ -1,34 +1,22 @@
 """`sr convert` (community model files -> our safetensors) and `sr export` (ONNX / TorchScript)."""
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import click
 
+from ..errors import friendly_errors
+
 EXPORT_SUFFIXES = {".onnx": "onnx", ".pt": "torchscript", ".ts": "torchscript", ".torchscript": "torchscript"}
 
 
-def _one_line_errors(command):
-    # The core raises; the user sees one line and exit status 1 (as cli.friendly_errors, which this
-    # module cannot import at load time: cli imports this module while it is being defined).
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except click.ClickException:
-            raise
-        except (ValueError, OSError, RuntimeError) as exc:
-            text = str(exc).strip()
-            raise click.ClickException(text.splitlines()[0] if text else type(exc).__name__)
-    return wrapper
 
 
 @click.command("convert")
 @click.argument("source", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("output", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
-@_one_line_errors
+@friendly_errors
 def convert_command(source, output, overwrite):
     """Rewrite a model file (.pth/.pt/.ckpt/.safetensors: Real-ESRGAN, ESRGAN, EDSR, ours) as our
     .safetensors, with its architecture, scale, hyperparameters and where it came from, so later
@@ -52,7 +40,7 @@ def convert_command(source, output, overwrite):
               help="Run the exported file on a random image and compare with PyTorch "
                    "(ONNX: when onnxruntime is installed).")
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
-@_one_line_errors
+@friendly_errors
 def export_command(output, model, scale, fmt, opset, check, overwrite):
     """Export a model to OUTPUT as ONNX (dynamic height and width) or TorchScript.
 
