@@ -54,6 +54,8 @@ def cli():
               help="Tile size in input pixels, 0 for none, or 'auto' (from free memory). Bounds memory use.")
 @click.option("--tile-overlap", type=click.IntRange(0), default=16, show_default=True,
               help="Context pixels each tile reads beyond its edges; tiles are cross-faded over half of it.")
+@click.option("--tile-batch", type=click.IntRange(1), default=1, show_default=True,
+              help="Tiles of equal size run together; more keeps a GPU busy (CPUs gain nothing).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True,
               help="Inference precision. fp32 is the fast path on CPUs; fp16/bf16 on GPUs.")
@@ -71,7 +73,7 @@ def cli():
 @click.option("--quiet", is_flag=True, help="No progress bar or per-file lines; errors are still printed.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per run with every file's result.")
 @friendly_errors
-def upscale(inputs, output, scale, model, tile, tile_overlap, device, precision, fmt, quality, suffix,
+def upscale(inputs, output, scale, model, tile, tile_overlap, tile_batch, device, precision, fmt, quality, suffix,
             recursive, skip_existing, overwrite, fail_fast, shard, quiet, as_json):
     """Upscale images, folders or stdin (INPUT '-') to stdout.
 
@@ -88,7 +90,7 @@ def upscale(inputs, output, scale, model, tile, tile_overlap, device, precision,
         if len(inputs) > 1 or (output not in (None, Path("-"))) or as_json:
             raise click.UsageError("'-' reads stdin and writes stdout: give it alone, without -o or --json")
         upscaler = Upscaler.create(model, scale, device=device, precision=precision, tile=tile_spec,
-                                   overlap=tile_overlap)
+                                   overlap=tile_overlap, batch_size=tile_batch)
         _upscale_stream(upscaler, fmt, quality)
         return
 
@@ -97,7 +99,8 @@ def upscale(inputs, output, scale, model, tile, tile_overlap, device, precision,
     if not found:
         raise click.ClickException("no images found in the inputs" + ("" if recursive else " (folders: try --recursive)"))
     jobs = plan_jobs(found, output=output, fmt=fmt, suffix=suffix, scale=scale)
-    upscaler = Upscaler.create(model, scale, device=device, precision=precision, tile=tile_spec, overlap=tile_overlap)
+    upscaler = Upscaler.create(model, scale, device=device, precision=precision, tile=tile_spec,
+                               overlap=tile_overlap, batch_size=tile_batch)
     existing = "skip" if skip_existing else "overwrite" if overwrite else "error"
     results = _run_with_progress(jobs, upscaler, existing, quality, fail_fast, quiet)
     failed = [r for r in results if r.status == "failed"]

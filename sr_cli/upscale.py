@@ -42,6 +42,8 @@ class Upscaler:
         from .registry import plan_passes, resolve_model
         torch_device = pick_device(device)
         dtype = pick_dtype(precision, torch_device)
+        if torch_device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # tiles repeat a few shapes: tuned kernels pay off
         models = [resolve_model(model, s).to(torch_device, dtype) for s in plan_passes(model, scale)]
         return cls(models=models, scale=float(scale), device=torch_device, dtype=dtype,
                    tile=tile, overlap=overlap, batch_size=batch_size)

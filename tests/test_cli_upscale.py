@@ -175,3 +175,14 @@ def test_models_lists_installed_weights(weights_dir):
     default = {r["scale"]: r for r in rows if r["name"] == "default"}
     assert set(default) == {2, 3, 4} and default[4]["arch"] == "litesr" and default[4]["parameters"] > 0
     assert {("bicubic", "any"), ("lanczos", "any")} <= {(r["name"], r["scale"]) for r in rows}
+
+
+def test_tile_options_give_the_same_image(weights_dir, tmp_path):
+    src = save(tmp_path / "a.png", smooth_image(40, 52, 3))
+    outputs = []
+    for args in (["--tile", "0"], ["--tile", "16", "--tile-overlap", "14", "--tile-batch", "3"]):
+        dst = tmp_path / f"out{len(outputs)}.png"
+        result = run(src, "-s", 2, "-o", dst, "--quiet", *args)
+        assert result.exit_code == 0, result.output
+        outputs.append(np.asarray(Image.open(dst)).astype(int))
+    assert np.abs(outputs[0] - outputs[1]).max() <= 1
