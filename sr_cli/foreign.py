@@ -18,8 +18,9 @@ stripped, and its layout is recognised from key names and tensor shapes alone:
 
 Each is renamed onto one of our architectures (``sr_cli.archs``) and loaded with
 ``strict=True``. Anything else goes to spandrel when it is installed (optional:
-its models are wrapped in our ``SRModel`` and still run through our tiling);
-otherwise one line names the formats we support.
+its models are wrapped in our ``SRModel`` and still run through our tiling, padded
+to their size requirements, and kept in float32 where spandrel says they do not
+support half precision); otherwise one line names the formats we support.
 """
 from __future__ import annotations
 
@@ -322,7 +323,7 @@ def load_any(path: str | Path, *, name: str = "") -> SRModel:
         metadata["source_format"] = found.layout
         return SRModel.from_net(found.build(path), found.arch, found.params, name=name or path.stem,
                                 metadata=metadata)
-    model = _spandrel_model(state, path, name=name or path.stem, metadata=metadata)
+    model = _spandrel_model(state, path, name=name or path.stem, metadata=metadata, reason=reason)
     if model is not None:
         return model
     raise ValueError(_unrecognised(path, reason))
@@ -370,7 +371,14 @@ def _first_line(exc: BaseException) -> str:
 
 class SpandrelNet(nn.Module):
     """A spandrel ImageModelDescriptor as a module: ``.to`` moves its model, the call goes through
-    spandrel's own ``__call__`` (its padding to size requirements, its call function, clamping)."""
+    spandrel's own ``__call__`` (its padding to size requirements, its call function, clamping).
+
+    Half precision is respected: ``.to(dtype=float16)`` on a model spandrel marks as not
+    supporting it (``supports_half``; likewise ``supports_bfloat16``) keeps its weights in
+    float32, and the call casts the input to the weights' dtype and the output back.
+    The input is always copied first: some upstream models scale it in place (RCAN's
+    ``x *= rgb_range``), and our tiles are views of the caller's image.
+    """
 
     def __init__(self, descriptor: Any):
         super().__init__()
@@ -378,13 +386,43 @@ class SpandrelNet(nn.Module):
         self.descriptor = descriptor
         self.scale = int(descriptor.scale)
         self.in_channels = int(descriptor.input_channels)
-        self.size_multiple = max(1, int(getattr(descriptor.size_requirements, "multiple_of", 1) or 1))
+        requirements = descriptor.size_requirements
+        self.size_multiple = max(1, int(getattr(requirements, "multiple_of", 1) or 1))
+        self.size_minimum = max(0, int(getattr(requirements, "minimum", 0) or 0))
+        self.supports_half = bool(getattr(descriptor, "supports_half", False))
+        self.supports_bfloat16 = bool(getattr(descriptor, "supports_bfloat16", False))
+
+    def runs_in(self, dtype: torch.dtype) -> bool:
+        """Whether spandrel says the model computes correctly in ``dtype``."""
+        if dtype == torch.float16:
+            return self.supports_half
+        if dtype == torch.bfloat16:
+            return self.supports_bfloat16
+        return True
+
+    def to(self, *args, **kwargs):  # type: ignore[override]
+        dtype = kwargs.get("dtype", next((a for a in args if isinstance(a, torch.dtype)), None))
+        if dtype is not None and dtype.is_floating_point and not self.runs_in(dtype):
+            args = tuple(torch.float32 if isinstance(a, torch.dtype) else a for a in args)
+            if "dtype" in kwargs:
+                kwargs = {**kwargs, "dtype": torch.float32}
+        return super().to(*args, **kwargs)
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        weight = next(self.model.parameters(), None)
+        return weight.dtype if weight is not None else torch.float32
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.descriptor(x)
+        return self.descriptor(x.to(self.compute_dtype, copy=True)).to(x.dtype)
 
 
-def _spandrel_model(state: StateDict, path: Path, *, name: str, metadata: dict[str, str]) -> Optional[SRModel]:
+def _spandrel_model(state: StateDict, path: Path, *, name: str, metadata: dict[str, str],
+                    reason: str = "") -> Optional[SRModel]:
+    """``state`` loaded by spandrel as an SRModel; None when spandrel is missing or does not know it.
+
+    ``reason``: why our own detectors passed on a layout they know, said too if spandrel fails.
+    """
     try:
         import spandrel
     except Exception:  # not installed, or it fails to import (e.g. a torchvision mismatch)
@@ -394,7 +432,9 @@ def _spandrel_model(state: StateDict, path: Path, *, name: str, metadata: dict[s
     except spandrel.UnsupportedModelError:
         return None
     except Exception as exc:
-        raise ValueError(f"{path}: spandrel recognised the file but could not load it ({_first_line(exc)})") from None
+        detail = " ".join(str(exc).split())[:300] or type(exc).__name__
+        ours = f"{reason}; " if reason else ""
+        raise ValueError(f"{path}: {ours}spandrel recognised the file but could not load it ({detail})") from None
     if not isinstance(descriptor, spandrel.ImageModelDescriptor):
         raise ValueError(f"{path}: a {descriptor.architecture.name} model for {descriptor.purpose}, "
                          "not an image-to-image model")
@@ -402,8 +442,13 @@ def _spandrel_model(state: StateDict, path: Path, *, name: str, metadata: dict[s
         raise ValueError(f"{path}: {descriptor.architecture.name} needs square inputs, which tiling cannot give")
     net = SpandrelNet(descriptor).eval()
     arch = f"spandrel:{descriptor.architecture.id}"
+    tiling = getattr(descriptor, "tiling", None)
     metadata = {**metadata, "source_format": f"spandrel {descriptor.architecture.name}",
-                "tags": json.dumps(list(descriptor.tags))}
+                "tags": json.dumps(list(descriptor.tags)),
+                "supports_half": json.dumps(net.supports_half),
+                "supports_bfloat16": json.dumps(net.supports_bfloat16),
+                "size_requirements": json.dumps({"minimum": net.size_minimum, "multiple_of": net.size_multiple}),
+                "tiling": getattr(tiling, "name", "SUPPORTED").lower()}
     return SRModel(net=net, arch=arch, scale=net.scale, params={"scale": net.scale}, name=name,
                    in_channels=net.in_channels, size_multiple=net.size_multiple, metadata=metadata)
 
@@ -433,7 +478,7 @@ def convert(source: str | Path, destination: str | Path, *, overwrite: bool = Fa
         state, _ = read_state_dict(source)
         found, reason = _recognise_file(state, source)
         if found is None:
-            if _spandrel_model(state, source, name=source.stem, metadata={}) is not None:
+            if _spandrel_model(state, source, name=source.stem, metadata={}, reason=reason) is not None:
                 raise ValueError(f"{source}: loads only through spandrel, which has no sr-cli architecture "
                                  "for it; run it with --model, it cannot be converted")
             raise ValueError(_unrecognised(source, reason))

@@ -1,5 +1,6 @@
 """Community model files: each layout built from our own modules with random weights, its keys
 renamed and wrapped exactly as the released files have them, then loaded through the registry."""
+import importlib
 import json
 import os
 import pickle
@@ -9,6 +10,7 @@ import types
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from click.testing import CliRunner
 from safetensors.torch import save_file
 
@@ -16,6 +18,7 @@ from sr_cli import foreign, registry
 from sr_cli.archs import build_arch
 from sr_cli.archs.edsr import DIV2K_RGB_MEAN
 from sr_cli.cli import cli
+from sr_cli.upscale import upscale_tensor
 from sr_cli.weights import load_model, read_metadata
 
 
@@ -355,3 +358,107 @@ def test_real_spandrel_matches_our_loader(tmp_path):
     assert model is not None and model.scale == 2 and model.arch == "spandrel:Compact"
     x = torch.rand(1, 3, 8, 8)
     assert torch.allclose(model(x), net(x).clamp(0, 1), atol=1e-6)
+
+
+# Spandrel's own network classes at tiny sizes, random weights: saved as a plain .pth, detected by
+# spandrel from the tensors alone, and run through our SRModel and tiling. Per architecture: the
+# class (module in spandrel.architectures, name), its hyperparameters, the scale, whether spandrel
+# says it runs in float16, its size requirements (minimum, multiple), a size that meets them, and
+# the hyperparameters detection cannot read from a state dict (they change no tensor here).
+SPANDREL_CASES = {
+    "SwinIR": ("SwinIR", "SwinIR", dict(img_size=16, embed_dim=12, depths=[2], num_heads=[2], window_size=4,
+                                        mlp_ratio=2.0, upscale=2, upsampler="pixelshuffledirect"),
+               2, False, (16, 1), (16, 24), ()),
+    "Swin2SR": ("Swin2SR", "Swin2SR", dict(img_size=16, embed_dim=12, depths=[2], num_heads=[2], window_size=4,
+                                           mlp_ratio=2.0, upscale=2, upsampler="pixelshuffledirect"),
+                2, False, (16, 1), (16, 24), ()),
+    "HAT": ("HAT", "HAT", dict(img_size=16, embed_dim=12, depths=[1], num_heads=[2], window_size=4, compress_ratio=3,
+                               squeeze_factor=6, mlp_ratio=2.0, upscale=3, num_feat=16),
+            3, False, (16, 1), (16, 24), ("img_size",)),
+    "DAT": ("DAT", "DAT", dict(img_size=16, embed_dim=16, split_size=[2, 4], depth=[2], num_heads=[2],
+                               expansion_factor=2.0, upscale=2, upsampler="pixelshuffledirect"),
+            2, False, (16, 1), (16, 24), ("img_size",)),
+    "SPAN": ("SPAN", "SPAN", dict(num_in_ch=3, num_out_ch=3, feature_channels=8, upscale=4),
+             4, True, (0, 1), (16, 24), ()),
+    "RealCUGAN": ("RealCUGAN", "UpCunet2x_fast", {}, 2, True, (40, 4), (40, 44), ()),
+    "OmniSR": ("OmniSR", "OmniSR", dict(num_feat=16, block_num=1, window_size=4, res_num=1, up_scale=2),
+               2, True, (16, 1), (16, 24), ()),
+    "SAFMN": ("SAFMN", "SAFMN", dict(dim=8, n_blocks=1, ffn_scale=2.0, upscaling_factor=2),
+              2, False, (0, 8), (16, 24), ()),
+    "RCAN": ("RCAN", "RCAN", dict(scale=2, n_resgroups=1, n_resblocks=1, n_feats=16, reduction=4),
+             2, False, (0, 1), (16, 24), ()),
+    "PLKSR": ("PLKSR", "RealPLKSR", dict(dim=16, n_blocks=1, upscaling_factor=2, kernel_size=7),
+              2, False, (0, 1), (16, 24), ()),
+}
+
+
+def _spandrel_net(arch):
+    module, cls, params = SPANDREL_CASES[arch][:3]
+    _real_spandrel()
+    torch.manual_seed(0)
+    return getattr(importlib.import_module(f"spandrel.architectures.{module}"), cls)(**params).eval()
+
+
+def _spandrel_reference(net, x, scale, minimum, multiple):
+    """The network's own output on ``x`` padded as promised: replicated up to the size multiple
+    (SRModel), then reflected (replicated past size - 1) up to the minimum (spandrel), cropped."""
+    h, w = x.shape[-2:]
+    x = F.pad(x, (0, (-w) % multiple, 0, (-h) % multiple), mode="replicate")
+    pad_h, pad_w = max(0, minimum - x.shape[-2]), max(0, minimum - x.shape[-1])
+    reflect_h, reflect_w = min(pad_h, x.shape[-2] - 1), min(pad_w, x.shape[-1] - 1)
+    x = F.pad(x, (0, reflect_w, 0, reflect_h), mode="reflect")
+    x = F.pad(x, (0, pad_w - reflect_w, 0, pad_h - reflect_h), mode="replicate")
+    with torch.no_grad():
+        return net(x)[..., : h * scale, : w * scale].clamp(0, 1)
+
+
+@pytest.mark.parametrize("arch", list(SPANDREL_CASES))
+def test_spandrel_architectures_run_through_our_tiling(tmp_path, arch):
+    _, _, params, scale, half, (minimum, multiple), fits, undetectable = SPANDREL_CASES[arch]
+    net = _spandrel_net(arch)
+    path = tmp_path / f"{scale}x_{arch}.pth"
+    torch.save(net.state_dict(), path)
+    assert registry.native_scales(str(path)) == [scale]
+    loaded = registry.resolve_model(str(path), scale)
+    assert (loaded.arch, loaded.scale, loaded.size_multiple) == (f"spandrel:{arch}", scale, multiple)
+    assert loaded.net.size_minimum == minimum
+    # Detection read our tiny configuration back from the tensors.
+    detected = loaded.net.model.hyperparameters
+    assert {k: v for k, v in detected.items() if k not in undetectable} == \
+        {k: v for k, v in net.hyperparameters.items() if k not in undetectable}
+    assert json.loads(loaded.metadata["supports_half"]) is half and loaded.net.supports_half is half
+    assert json.loads(loaded.metadata["supports_bfloat16"]) is True
+    assert json.loads(loaded.metadata["size_requirements"]) == {"minimum": minimum, "multiple_of": multiple}
+    # One size meeting the requirements, one below the minimum and off the multiple: padded, cropped.
+    for size in (fits, (13, 10)):
+        x = torch.rand(1, 3, *size)
+        before = x.clone()
+        y = loaded(x)
+        assert y.shape == (1, 3, size[0] * scale, size[1] * scale)
+        assert torch.equal(x, before)  # RCAN scales its input in place: we hand it a copy
+        assert (y - _spandrel_reference(net, x, scale, minimum, multiple)).abs().max() <= 1e-4
+        whole = upscale_tensor(loaded, x, tile=max(size) + 8, overlap=4)
+        assert torch.allclose(whole, y, atol=1e-6)
+        # 2 x 2 tiles, below the minimum for (13, 10): each padded by spandrel.
+        tiled = upscale_tensor(loaded, x, tile=max(8, max(size) // 2), overlap=4)
+        assert tiled.shape == y.shape and torch.isfinite(tiled).all() and torch.equal(x, before)
+
+
+@pytest.mark.parametrize("arch", ["SwinIR", "SPAN"])
+def test_spandrel_half_precision_follows_its_support(tmp_path, arch):
+    half, fits = SPANDREL_CASES[arch][4], SPANDREL_CASES[arch][6]
+    net = _spandrel_net(arch)
+    path = tmp_path / f"{arch}.pth"
+    torch.save(net.state_dict(), path)
+    scale = SPANDREL_CASES[arch][3]
+    loaded = registry.resolve_model(str(path), scale)
+    x = torch.rand(1, 3, *fits)
+    full = loaded(x)
+    loaded.to("cpu", torch.float16, channels_last=False)
+    assert loaded.net.compute_dtype == (torch.float16 if half else torch.float32)
+    if not half:  # kept in float32: float16 tiles in, float16 out, float32 inside
+        out = upscale_tensor(loaded, x, tile=max(fits) + 8, overlap=4, dtype=torch.float16)
+        assert out.dtype == torch.float32 and (out - full).abs().max() <= 1e-2
+        assert loaded(x.half()).dtype == torch.float16
+    loaded.to("cpu", torch.bfloat16, channels_last=True)
+    assert loaded.net.compute_dtype == torch.bfloat16  # every architecture here supports bfloat16
