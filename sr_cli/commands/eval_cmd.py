@@ -101,8 +101,9 @@ def _print_table(report, *, per_image: bool) -> None:
     table = Table(title=f"sr eval x{report.scale}", caption=caption)
     table.add_column("dataset")
     for model in report.models:
-        table.add_column(f"{model}\nPSNR", justify="right")
-        table.add_column(f"{model}\nSSIM", justify="right")
+        label = _short_label(model)
+        table.add_column(f"{label}\nPSNR", justify="right")
+        table.add_column(f"{label}\nSSIM", justify="right")
     for dataset in report.datasets:
         scores = [report.scores[m][dataset] for m in report.models]
         table.add_row(f"{dataset} ({len(scores[0].images)})",
@@ -113,3 +114,11 @@ def _print_table(report, *, per_image: bool) -> None:
                                                                              f"{s.images[i].ssim:.4f}")))
             table.add_section()
     Console(width=None if sys.stdout.isatty() else 200).print(table)
+
+
+def _short_label(model: str) -> str:
+    """A column title: names as they are, files by name (with their folder for run outputs)."""
+    if not model.endswith((".safetensors", ".pth", ".pt", ".ckpt")):
+        return model
+    path = Path(model)
+    return f"{path.parent.name}/{path.stem}" if path.stem in ("model", "model_best", "last") else path.stem
