@@ -21,6 +21,15 @@ def _seed_everything():
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Test tensors are tiny: one thread beats two that contend, above all on a shared 2-core box.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def device() -> str:
     # Tests run on the CPU unless SR_TEST_DEVICE says otherwise (e.g. cuda on a GPU box).

@@ -15,13 +15,6 @@ from sr_cli.weights import load_model, save_model
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def saved(tmp_path, arch, **params):
     net = build_arch(arch, **params)

@@ -22,14 +22,6 @@ from sr_cli.upscale import upscale_tensor
 from sr_cli.weights import load_model, read_metadata
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny convs on a shared 2-core box: one thread is far faster than two contending ones.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def random_net(arch, **params):
     net = build_arch(arch, **params)
