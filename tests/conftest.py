@@ -36,6 +36,17 @@ def device() -> str:
     return os.environ.get("SR_TEST_DEVICE", "cpu")
 
 
+def write_smooth_pngs(folder: Path, count: int = 4, size: int = 48) -> Path:
+    """``count`` random smooth RGB images (cubic-upsampled noise) as PNG files in ``folder``."""
+    import cv2
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        small = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+        cv2.imwrite(str(folder / f"{i}.png"), cv2.resize(small, (size, size), interpolation=cv2.INTER_CUBIC))
+    return folder
+
+
 def smooth_image(h, w, c, dtype=np.uint8):
     """A smooth synthetic H x W x C image (no data files needed)."""
     y, x = np.mgrid[0:h, 0:w]

@@ -6,9 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
+from conftest import write_smooth_pngs
 import torch
 import torch.distributed as dist
 from safetensors.torch import load_file
@@ -32,12 +31,7 @@ def free_port() -> int:
 
 
 def test_two_processes_train_one_model(tmp_path):
-    rng = np.random.default_rng(0)
-    images = tmp_path / "hr"
-    images.mkdir()
-    for i in range(4):
-        small = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
-        cv2.imwrite(str(images / f"{i}.png"), cv2.resize(small, (48, 48), interpolation=cv2.INTER_CUBIC))
+    images = write_smooth_pngs(tmp_path / "hr")
     out = tmp_path / "run"
     # GAN mode (lsgan: per-element means, so the shards' average is the whole batch's loss) with the
     # U-Net discriminator: both networks are DistributedDataParallel.

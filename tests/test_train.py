@@ -3,6 +3,7 @@ import json
 import cv2
 import numpy as np
 import pytest
+from conftest import write_smooth_pngs
 import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
@@ -17,13 +18,7 @@ TINY = {"num_feat": 8, "num_blocks": 1}
 @pytest.fixture
 def images(tmp_path):
     """Random smooth 48x48 images (cubic-upsampled noise), written as PNG."""
-    rng = np.random.default_rng(0)
-    folder = tmp_path / "hr"
-    folder.mkdir()
-    for i in range(4):
-        small = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
-        cv2.imwrite(str(folder / f"{i}.png"), cv2.resize(small, (48, 48), interpolation=cv2.INTER_CUBIC))
-    return folder
+    return write_smooth_pngs(tmp_path / "hr")
 
 
 def config(images, out, **overrides):
