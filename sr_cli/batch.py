@@ -6,6 +6,7 @@ current one; every output is written atomically.
 """
 from __future__ import annotations
 
+import statistics
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -114,6 +115,37 @@ def shard(items: list, spec: Optional[str]) -> list:
     return items[k::n]
 
 
+class ThreadChooser:
+    """Chooses torch's CPU thread count during a batch, from what it measures.
+
+    With every core on the model, the background decode/encode threads find no idle
+    core and in effect run in series with it; with one core fewer they overlap it.
+    Which wins depends on the ratio of model time to I/O time (small images: I/O
+    matters; large ones: the model), so the first images run both ways and are timed.
+    """
+
+    def __init__(self, cores: int):
+        self.options = (cores, cores - 1)
+        self.model_rate: dict[int, list[float]] = {k: [] for k in self.options}  # s per output MP
+        self.io_rate: list[float] = []
+
+    def threads(self) -> int:
+        for option in self.options:
+            if not self.model_rate[option]:
+                return option
+        if not self.io_rate:
+            return self.options[0]
+        full, fewer = (statistics.median(self.model_rate[k]) for k in self.options)
+        io = statistics.median(self.io_rate)
+        return self.options[1] if max(fewer, io) < full + io else self.options[0]
+
+    def record_model(self, threads: int, seconds: float, megapixels: float) -> None:
+        self.model_rate[threads].append(seconds / max(megapixels, 1e-6))
+
+    def record_io(self, seconds: float, megapixels: float) -> None:
+        self.io_rate.append(seconds / max(megapixels, 1e-6))
+
+
 def run_jobs(jobs: list[Job], upscale: Callable, *, existing: str = "error", quality: int = 95,
              fail_fast: bool = False, on_result: Optional[Callable[[Result], None]] = None) -> list[Result]:
     """Run every job; a failure is recorded and the batch goes on (unless ``fail_fast``).
@@ -148,41 +180,64 @@ def run_jobs(jobs: list[Job], upscale: Callable, *, existing: str = "error", qua
     if fail_fast and any(r.status == "failed" for r in results):
         return results
 
-    def write(job: Job, image, started: float, in_size) -> Result:
+    import torch
+    original_threads = torch.get_num_threads()
+    on_cpu = getattr(getattr(upscale, "device", None), "type", None) == "cpu"
+    chooser = ThreadChooser(original_threads) if on_cpu and original_threads > 1 and len(runnable) > 1 else None
+
+    def timed_read(path: Path):
+        start = time.perf_counter()
+        return read_image(path), time.perf_counter() - start
+
+    def write(job: Job, image, started: float, in_size, read_seconds: float) -> Result:
+        start = time.perf_counter()
         job.destination.parent.mkdir(parents=True, exist_ok=True)
         write_image(job.destination, image, quality=quality)
         out_size = (image.pixels.shape[1], image.pixels.shape[0])
+        if chooser is not None:
+            chooser.record_io(read_seconds + time.perf_counter() - start, out_size[0] * out_size[1] / 1e6)
         return Result(str(job.source), str(job.destination), "ok", None,
                       round(time.perf_counter() - started, 3), in_size, out_size)
 
     with ThreadPoolExecutor(1, thread_name_prefix="sr-read") as reader, \
             ThreadPoolExecutor(1, thread_name_prefix="sr-write") as writer:
         pending_write: Optional[tuple[Job, Future]] = None
-        next_read: Optional[Future] = reader.submit(read_image, runnable[0].source) if runnable else None
-        for index, job in enumerate(runnable):
-            started = time.perf_counter()
-            current_read = next_read
-            next_read = reader.submit(read_image, runnable[index + 1].source) if index + 1 < len(runnable) else None
-            failed = False
-            try:
-                image = current_read.result()
-                in_size = (image.pixels.shape[1], image.pixels.shape[0])
-                upscaled = ImageData(pixels=upscale(image.pixels), icc_profile=image.icc_profile,
-                                     exif=image.exif, source_format=image.source_format)
-            except Exception as exc:  # one bad file must not stop the batch
-                finish(Result(str(job.source), str(job.destination), "failed", _one_line(exc)))
-                failed = True
+        next_read: Optional[Future] = reader.submit(timed_read, runnable[0].source) if runnable else None
+        try:
+            for index, job in enumerate(runnable):
+                started = time.perf_counter()
+                current_read = next_read
+                next_read = (reader.submit(timed_read, runnable[index + 1].source)
+                             if index + 1 < len(runnable) else None)
+                failed = False
+                try:
+                    image, read_seconds = current_read.result()
+                    in_size = (image.pixels.shape[1], image.pixels.shape[0])
+                    threads = chooser.threads() if chooser is not None else original_threads
+                    torch.set_num_threads(threads)
+                    model_start = time.perf_counter()
+                    pixels = upscale(image.pixels)
+                    if chooser is not None:
+                        chooser.record_model(threads, time.perf_counter() - model_start,
+                                             pixels.shape[0] * pixels.shape[1] / 1e6)
+                    upscaled = ImageData(pixels=pixels, icc_profile=image.icc_profile,
+                                         exif=image.exif, source_format=image.source_format)
+                except Exception as exc:  # one bad file must not stop the batch
+                    finish(Result(str(job.source), str(job.destination), "failed", _one_line(exc)))
+                    failed = True
+                if pending_write is not None:
+                    failed = _collect(pending_write, finish) or failed
+                    pending_write = None
+                if not failed:
+                    pending_write = (job, writer.submit(write, job, upscaled, started, in_size, read_seconds))
+                if failed and fail_fast:
+                    break
             if pending_write is not None:
-                failed = _collect(pending_write, finish) or failed
-                pending_write = None
-            if not failed:
-                pending_write = (job, writer.submit(write, job, upscaled, started, in_size))
-            if failed and fail_fast:
-                break
-        if pending_write is not None:
-            _collect(pending_write, finish)
-        if next_read is not None:
-            next_read.cancel()
+                _collect(pending_write, finish)
+            if next_read is not None:
+                next_read.cancel()
+        finally:
+            torch.set_num_threads(original_threads)
     return results
 
 

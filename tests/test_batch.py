@@ -1,0 +1,54 @@
+import numpy as np
+import torch
+from PIL import Image
+
+from conftest import smooth_image
+from sr_cli.batch import Job, ThreadChooser, run_jobs
+
+
+def test_thread_chooser_tries_both_then_picks_by_measurement():
+    chooser = ThreadChooser(2)
+    assert chooser.threads() == 2
+    chooser.record_model(2, 1.0, 1.0)
+    assert chooser.threads() == 1
+    chooser.record_model(1, 1.6, 1.0)
+    chooser.record_io(1.0, 1.0)
+    # all cores: 1.0 model + 1.0 I/O in series; one fewer: max(1.6, 1.0) overlapped -> fewer wins
+    assert chooser.threads() == 1
+    heavy = ThreadChooser(2)
+    heavy.record_model(2, 10.0, 1.0)
+    heavy.record_model(1, 18.0, 1.0)
+    heavy.record_io(1.0, 1.0)
+    # a model-bound batch (large images): keep every core on the model
+    assert heavy.threads() == 2
+
+
+class FakeUpscaler:
+    """Nearest-neighbour x2 that records torch's thread count at each call."""
+    device = torch.device("cpu")
+
+    def __init__(self):
+        self.threads = []
+
+    def __call__(self, pixels):
+        self.threads.append(torch.get_num_threads())
+        return np.repeat(np.repeat(pixels, 2, axis=0), 2, axis=1)
+
+
+def test_batch_outputs_are_right_and_threads_are_restored(tmp_path):
+    sources = []
+    for i in range(5):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(smooth_image(6 + i, 7, 3)).save(path)
+        sources.append(path)
+    jobs = [Job(p, tmp_path / "out" / p.name) for p in sources]
+    fake = FakeUpscaler()
+    torch.set_num_threads(2)
+    results = run_jobs(jobs, fake, existing="error")
+    assert [r.status for r in results] == ["ok"] * 5
+    assert fake.threads[:2] == [2, 1]  # both settings are measured first
+    assert torch.get_num_threads() == 2
+    for path in sources:
+        src = np.asarray(Image.open(path))
+        out = np.asarray(Image.open(tmp_path / "out" / path.name))
+        assert np.array_equal(out, np.repeat(np.repeat(src, 2, axis=0), 2, axis=1))
