@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .model import SRModel
+from .imageio import from_tensor_rows
 from .tiling import tiled_apply
 
 DEFAULT_OVERLAP = 16
@@ -187,9 +188,7 @@ def _run_native(upscaler: Upscaler, model: SRModel, colour: np.ndarray) -> np.nd
         for offset in range(0, rows.shape[2], 64):
             block = rows[0, :, offset:offset + 64]
             block = block.mean(dim=0, keepdim=True) if grey else block
-            quantised = block.mul(maximum).add_(0.5).clamp_(0, maximum)
-            quantised = quantised.to(torch.uint8 if maximum == 255.0 else torch.int32)
-            out[start + offset:start + offset + block.shape[1]] = quantised.permute(1, 2, 0).numpy()
+            out[start + offset:start + offset + block.shape[1]] = from_tensor_rows(block[None], out.dtype)
 
     upscale_tensor(model, x, tile=upscaler.tile, overlap=upscaler.overlap, device=upscaler.device,
                    dtype=upscaler.dtype, batch_size=upscaler.batch_size, sink=write_rows, input_max=maximum,
