@@ -20,8 +20,9 @@ Reading (``read_image``):
     without metadata.
 
 Writing (``write_image``/``encode_image``): png, jpg, webp, tiff, bmp.
-  * Atomic: the file is encoded in memory, written to a temporary file beside
-    the target and renamed over it, so a failure never leaves a partial output.
+  * Atomic: the file is written to a temporary file beside the target and
+    renamed over it, so a failure never leaves a partial output. PNG is encoded
+    while it is written (``png.py``), so a large output needs no second copy.
   * JPEG and BMP cannot store alpha here: ValueError (use png/webp/tiff); we do
     not silently flatten an image onto a background the user did not choose.
   * 16-bit is written as 16-bit to PNG and TIFF; JPEG, WebP and BMP get
@@ -37,14 +38,15 @@ import io
 import os
 import secrets
 import struct
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Iterable, Optional, Union
 
 import cv2
 import numpy as np
 from PIL import Image, ImageCms, UnidentifiedImageError
+
+from .png import encode_png
 
 __all__ = ["ImageData", "ImageReadError", "read_image", "write_image", "encode_image",
            "format_from_suffix", "to_tensor", "from_tensor_rows", "pil_to_pixels", "pixels_to_pil"]
@@ -312,8 +314,9 @@ def encode_image(image: ImageData, *, format: str, quality: int = 95) -> bytes:
     return b"".join(_encode_parts(image, format=format, quality=quality))
 
 
-def _encode_parts(image: ImageData, *, format: str, quality: int) -> list:
-    """The encoded file as a list of buffers, so big outputs are never joined into one copy."""
+def _encode_parts(image: ImageData, *, format: str, quality: int) -> Iterable:
+    """The encoded file as buffers (PNG: produced while written), so big outputs are never
+    joined into one copy."""
     fmt = _FORMAT_NAMES.get(format.lower())
     if fmt is None:
         raise ValueError(f"unknown image format {format!r} (use png, jpg, webp, tiff or bmp)")
@@ -324,8 +327,8 @@ def _encode_parts(image: ImageData, *, format: str, quality: int) -> list:
     if fmt == "webp" and max(image.height, image.width) > _WEBP_MAX_SIDE:
         raise ValueError(f"WebP is limited to {_WEBP_MAX_SIDE} pixels a side, the image is "
                          f"{image.width}x{image.height}; use png or tiff")
-    if image.bit_depth == 16 and fmt == "png":
-        return _encode_png16(image)
+    if fmt == "png":  # streamed: no second full-size copy of a large output
+        return encode_png(image.pixels, icc_profile=image.icc_profile, exif=image.exif)
     if image.bit_depth == 16 and fmt == "tiff":
         return _encode_tiff16(image)
     return [_encode_with_pil(image, fmt=fmt, quality=quality)]
@@ -359,40 +362,6 @@ def _bgr(pixels: np.ndarray) -> np.ndarray:
     if pixels.shape[2] == 4:
         return cv2.cvtColor(pixels, cv2.COLOR_RGBA2BGRA)
     return pixels
-
-
-def _encode_png16(image: ImageData) -> list:
-    metadata = []
-    if image.icc_profile:
-        metadata.append(_png_chunk(b"iCCP", b"ICC profile\x00\x00" + zlib.compress(image.icc_profile)))
-    if image.exif:
-        exif = image.exif
-        metadata.append(_png_chunk(b"eXIf", exif[len(_EXIF_PREFIX):] if exif.startswith(_EXIF_PREFIX) else exif))
-    if image.channels == 2:  # OpenCV writes only 1, 3 or 4 channels
-        header, body = _png16_grey_alpha(image.pixels)
-        return [header, *metadata, *body]
-    ok, encoded = cv2.imencode(".png", _bgr(image.pixels), [cv2.IMWRITE_PNG_COMPRESSION, 6])
-    if not ok or bytes(encoded.reshape(-1)[12:16]) != b"IHDR":
-        raise ValueError("OpenCV could not encode the 16-bit PNG")
-    encoded = encoded.reshape(-1)
-    after_ihdr = 8 + 25  # signature, then IHDR (length, type, 13 bytes, CRC)
-    return [encoded[:after_ihdr], *metadata, encoded[after_ihdr:]]
-
-
-def _png_chunk(kind: bytes, data: Any) -> bytes:
-    return struct.pack(">I", len(data)) + kind + bytes(data) + struct.pack(">I", zlib.crc32(data, zlib.crc32(kind)))
-
-
-def _png16_grey_alpha(pixels: np.ndarray) -> tuple[bytes, list]:
-    """A 16-bit grey+alpha PNG (signature+IHDR, then IDAT and IEND), every row with the Up filter."""
-    height, width, _ = pixels.shape
-    raw = pixels.astype(">u2").view(np.uint8).reshape(height, width * 4)
-    rows = np.empty((height, 1 + width * 4), np.uint8)
-    rows[:, 0] = 2  # filter type Up: byte minus the byte above, mod 256
-    rows[0, 1:] = raw[0]
-    np.subtract(raw[1:], raw[:-1], out=rows[1:, 1:])
-    header = b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, 4, 0, 0, 0))
-    return header, [_png_chunk(b"IDAT", zlib.compress(rows, 6)), _png_chunk(b"IEND", b"")]
 
 
 def _encode_tiff16(image: ImageData) -> list:
