@@ -249,3 +249,21 @@ def test_unet_discriminator_shapes_keys_and_features():
     assert all(p.grad is not None for p in d.parameters())
     with pytest.raises(ValueError, match="multiples of 8"):
         d(torch.rand(1, 3, 12, 16))
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+@pytest.mark.parametrize("base,mode", [("nearest", "nearest"), ("bilinear", "bilinear")])
+def test_litesr_starts_as_its_base_upsampling(scale, base, mode):
+    # The tail is zero-initialised, so an untrained LiteSR is exactly its base: nearest
+    # (added to the sub-pixel channels at LR size) or bilinear (added at HR size).
+    net = build_arch("litesr", scale=scale, num_feat=8, num_blocks=1, base=base).eval()
+    x = torch.rand(2, 3, 5, 7)
+    expected = torch.nn.functional.interpolate(x, scale_factor=scale, mode=mode,
+                                               **({} if mode == "nearest" else {"align_corners": False}))
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), expected, rtol=0, atol=1e-6)
+
+
+def test_litesr_rejects_an_unknown_base():
+    with pytest.raises(ValueError, match="base"):
+        build_arch("litesr", scale=2, base="bicubic")

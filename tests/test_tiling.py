@@ -17,6 +17,7 @@ def random_net(arch: str, scale: int, **params):
 NETS = {
     "srvgg": lambda s: random_net("srvgg", s, num_feat=8, num_conv=2),
     "litesr": lambda s: random_net("litesr", s, num_feat=8, num_blocks=1),
+    "litesr-nearest": lambda s: random_net("litesr", s, num_feat=8, num_blocks=1, base="nearest"),
     "espcn": lambda s: random_net("espcn", s),
     "edsr": lambda s: random_net("edsr", s, num_feat=8, num_blocks=1),
 }
