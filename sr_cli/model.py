@@ -68,4 +68,8 @@ class SRModel:
             y = self.net(x)
             if pad_h or pad_w:
                 y = y[..., : h * self.scale, : w * self.scale]
-            return y.clamp(0.0, 1.0)
+            # In place unless the network handed back (a view of) its input: one HR-sized
+            # copy fewer per tile.
+            if y.untyped_storage().data_ptr() == x.untyped_storage().data_ptr():
+                return y.clamp(0.0, 1.0)
+            return y.clamp_(0.0, 1.0)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, Optional, Union
 
 import torch
 
@@ -90,14 +90,15 @@ def _raised_cosine(n: int) -> torch.Tensor:
     return (0.5 - 0.5 * torch.cos(math.pi * t)).to(torch.float32)
 
 
-def tiled_apply(fn: TileFn, x: torch.Tensor, *, scale: int, tile: Optional[int], overlap: int,
+def tiled_apply(fn: TileFn, x: torch.Tensor, *, scale: int, tile: Union[int, tuple[int, int], None], overlap: int,
                 sink: Optional[RowSink] = None, batch_size: int = 1, multiple: int = 1,
                 on_tile: Optional[Callable[[int, int], None]] = None) -> Optional[torch.Tensor]:
     """Apply ``fn`` (NCHW -> NCHW at ``scale`` times the size) to ``x`` tile by tile.
 
     With ``sink`` given, finished output rows are passed to ``sink(row_start, rows)``
     in order (rows is N x C x h x W*scale float) and None is returned; otherwise
-    the whole output tensor is returned. ``batch_size`` tiles of equal shape from
+    the whole output tensor is returned. ``tile``: cores of at most this many input
+    pixels a side, or (height, width), or None for one tile. ``batch_size`` tiles of equal shape from
     one tile row are stacked into one call of ``fn``. ``multiple``: the network's
     size multiple (tiles start on multiples of it). ``on_tile(done, total)`` is
     called after each tile, for progress bars.
@@ -105,7 +106,8 @@ def tiled_apply(fn: TileFn, x: torch.Tensor, *, scale: int, tile: Optional[int],
     if x.ndim != 4:
         raise ValueError(f"expected NCHW input, got shape {tuple(x.shape)}")
     height, width = x.shape[-2:]
-    rows, cols = plan_axis(height, tile, overlap, multiple), plan_axis(width, tile, overlap, multiple)
+    tile_height, tile_width = tile if isinstance(tile, tuple) else (tile, tile)
+    rows, cols = plan_axis(height, tile_height, overlap, multiple), plan_axis(width, tile_width, overlap, multiple)
     out_width = width * scale
     col_weights = [blend_weights(c, scale) for c in cols]
     total_tiles, done_tiles = len(rows) * len(cols), 0

@@ -106,7 +106,30 @@ def test_auto_tile_shrinks_when_memory_is_short(monkeypatch):
     from sr_cli.model import SRModel
     model = SRModel(net=lambda x: x, arch="x", scale=4)
     monkeypatch.setattr(up, "_free_memory", lambda device: 64 * 2**30)
-    assert up.auto_tile(model, 4000, 4000, torch.device("cpu")) == 512
+    assert up.auto_tile(model, 1000, 1000, torch.device("cpu")) == 512
     assert up.auto_tile(model, 300, 300, torch.device("cpu")) is None  # fits in one tile
     monkeypatch.setattr(up, "_free_memory", lambda device: 1 * 2**30)
-    assert up.auto_tile(model, 4000, 4000, torch.device("cpu")) < 512
+    assert up.auto_tile(model, 1000, 1000, torch.device("cpu")) < 512
+
+
+def test_auto_tile_goes_wide_to_keep_the_blending_band_small(monkeypatch):
+    import sr_cli.upscale as up
+    from sr_cli.model import SRModel
+    model = SRModel(net=lambda x: x, arch="x", scale=4)
+    monkeypatch.setattr(up, "_free_memory", lambda device: 64 * 2**30)
+    assert up.auto_tile(model, 1024, 1024, torch.device("cpu")) == 512  # band 104 MB: square
+    tile_height, tile_width = up.auto_tile(model, 4096, 4096, torch.device("cpu"))
+    assert tile_height * tile_width == 512 * 512 and tile_height < 512 and tile_width <= 4096
+    band = (tile_height + up.DEFAULT_OVERLAP) * 4**2 * 4096 * 3 * 4
+    assert band <= up.BAND_BYTES
+
+
+def test_wide_tiles_equal_untiled():
+    from sr_cli.model import SRModel
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 3 * 4, 3, padding=1), torch.nn.PixelShuffle(2)).eval()
+    model = SRModel(net=net, arch="x", scale=2, receptive_radius=1)
+    x = torch.rand(1, 3, 37, 90)
+    whole = upscale_tensor(model, x, tile=None, overlap=4)
+    wide = upscale_tensor(model, x, tile=(8, 40), overlap=4)
+    torch.testing.assert_close(wide, whole, rtol=0, atol=1e-5)

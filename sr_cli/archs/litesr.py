@@ -52,7 +52,11 @@ class LiteSR(nn.Module):
         feat = self.head(x)
         feat = feat + self.body_conv(self.body(feat))
         detail = self.tail(feat)
+        n, c, h, w = x.shape
         if self.base == "nearest":
-            return self.shuffle(detail + x.repeat_interleave(self.scale * self.scale, dim=1))
+            # Sub-pixel channel c*s*s + k is output pixel k of input channel c: add in place,
+            # so no HR-sized temporary is made.
+            detail.view(n, c, self.scale * self.scale, h, w).add_(x.unsqueeze(2))
+            return self.shuffle(detail)
         base = F.interpolate(x, scale_factor=self.scale, mode="bilinear", align_corners=False)
-        return base + self.shuffle(detail)
+        return base.add_(self.shuffle(detail))
