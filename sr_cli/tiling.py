@@ -135,8 +135,14 @@ def tiled_apply(fn: TileFn, x: torch.Tensor, *, scale: int, tile: Union[int, tup
             lo = (col.core_start - col.fade_before - col.read_start) * scale
             hi = (col.core_end + col.fade_after - col.read_start) * scale
             left = col.read_start * scale
-            weight = row_w.to(y.device) * col_weights[j][lo:hi].to(y.device)
-            band[:, :, band_top - carry_top:, left + lo:left + hi].addcmul_(y[:, :, y_rows, lo:hi], weight)
+            # Column weights go onto the tile output in place (it is ours, unless fn returned
+            # its input), so no weight map or weighted copy the size of the tile is made.
+            part = y[:, :, y_rows, lo:hi]
+            if y.untyped_storage().data_ptr() == x.untyped_storage().data_ptr():
+                part = part.clone()
+            with torch.inference_mode():  # models hand back inference tensors
+                part.mul_(col_weights[j][lo:hi].to(y.device))
+                band[:, :, band_top - carry_top:, left + lo:left + hi].addcmul_(part, row_w.to(y.device))
             del y
             done_tiles += 1
             if on_tile is not None:
