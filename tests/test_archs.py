@@ -267,3 +267,29 @@ def test_litesr_starts_as_its_base_upsampling(scale, base, mode):
 def test_litesr_rejects_an_unknown_base():
     with pytest.raises(ValueError, match="base"):
         build_arch("litesr", scale=2, base="bicubic")
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("factor", [2, 3, 4])
+def test_pixel_shuffle_matches_torch_and_returns_nchw(factor, channels_last):
+    from sr_cli.archs.layers import pixel_shuffle
+    x = torch.rand(2, 3 * factor * factor, 5, 7)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    out = pixel_shuffle(x, factor)
+    assert out.is_contiguous()
+    torch.testing.assert_close(out, torch.nn.functional.pixel_shuffle(x, factor), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_srvgg_adds_the_nearest_upsampled_input_as_real_esrgan_does(scale):
+    # Real-ESRGAN's SRVGGNetCompact: pixel_shuffle(body(x)) + nearest(x); ours adds at LR size.
+    net = tiny("srvgg", scale).eval()
+    x = torch.rand(2, 3, 6, 5)
+    with torch.no_grad():
+        body = x
+        for layer in net.body:
+            body = layer(body)
+        expected = torch.nn.functional.pixel_shuffle(body, scale) + torch.nn.functional.interpolate(
+            x, scale_factor=scale, mode="nearest")
+        torch.testing.assert_close(net(x), expected, rtol=0, atol=1e-6)

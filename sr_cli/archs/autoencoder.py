@@ -29,6 +29,7 @@ import torch
 import torch.nn as nn
 
 from .edsr import Upsampler, chain_radius, upsample_ops
+from .layers import PixelShuffle
 
 _UP_MODES = ("pixelshuffle", "transpose")
 
@@ -137,5 +138,5 @@ class VAESR(AutoencoderSR):
 
 def _up2(c_in: int, c_out: int, mode: str) -> nn.Module:
     if mode == "pixelshuffle":
-        return nn.Sequential(nn.Conv2d(c_in, c_out * 4, 3, 1, 1), nn.PixelShuffle(2), _act())
+        return nn.Sequential(nn.Conv2d(c_in, c_out * 4, 3, 1, 1), PixelShuffle(2), _act())
     return nn.Sequential(nn.ConvTranspose2d(c_in, c_out, 4, 2, 1), _act())

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .layers import activation
+from .layers import PixelShuffle, activation
 
 
 class SRVGGNetCompact(nn.Module):
@@ -25,13 +25,18 @@ class SRVGGNetCompact(nn.Module):
             if i < num_conv:
                 self.body.append(nn.Conv2d(num_feat, num_feat, 3, 1, 1))
         self.body.append(nn.Conv2d(num_feat, out_channels * scale * scale, 3, 1, 1))
-        self.upsampler = nn.PixelShuffle(scale)
+        self.upsampler = PixelShuffle(scale)
         self.receptive_radius = num_conv + 2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = x
         for layer in self.body:
             out = layer(out)
-        out = self.upsampler(out)
-        return out + F.interpolate(x, scale_factor=self.scale, mode="nearest")
+        # Adding the input to each of its s*s sub-pixel channels before the shuffle is the
+        # nearest-upsampled input of the original, added at LR size: same sums, no HR temporaries.
+        if self.out_channels == self.in_channels:
+            n, c, h, w = x.shape
+            out.view(n, c, self.scale * self.scale, h, w).add_(x.unsqueeze(2))
+            return self.upsampler(out)
+        return self.upsampler(out) + F.interpolate(x, scale_factor=self.scale, mode="nearest")
 

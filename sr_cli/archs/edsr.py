@@ -14,6 +14,8 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
+from .layers import PixelShuffle
+
 # ---------------------------------------------------------------------------
 # receptive radius
 
@@ -84,7 +86,7 @@ class Upsampler(nn.Sequential):
         layers: list[nn.Module] = []
         for factor in upsample_factors(scale):
             layers.append(nn.Conv2d(num_feat, num_feat * factor * factor, 3, 1, 1))
-            layers.append(nn.PixelShuffle(factor))
+            layers.append(PixelShuffle(factor))
             if act:
                 layers.append(nn.PReLU())
         super().__init__(*layers)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .layers import activation
+from .layers import PixelShuffle, activation
 
 
 class ESPCN(nn.Module):
@@ -29,7 +29,7 @@ class ESPCN(nn.Module):
             nn.Conv2d(num_feat, num_feat2, 3, 1, 1), activation(act_type, num_feat2, leaky_slope=0.2),
             nn.Conv2d(num_feat2, in_channels * scale * scale, 3, 1, 1),
         )
-        self.shuffle = nn.PixelShuffle(scale)
+        self.shuffle = PixelShuffle(scale)
         self.receptive_radius = 2 + 1 + 1  # 5x5, 3x3, 3x3 at LR; the shuffle adds none
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,7 @@
 """Small building blocks shared by several architectures."""
 from __future__ import annotations
 
+import torch
 import torch.nn as nn
 
 
@@ -15,3 +16,24 @@ def activation(kind: str, channels: int, *, leaky_slope: float = 0.1) -> nn.Modu
     if kind == "tanh":
         return nn.Tanh()
     raise ValueError(f"unknown activation {kind!r} (relu, prelu, leakyrelu, tanh)")
+
+
+def pixel_shuffle(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """``F.pixel_shuffle`` that always returns contiguous NCHW, in one copy.
+
+    On a channels-last input (our CPU path) PyTorch's returns channels-last too: a
+    3-channel HR image with its channels innermost, about twice as slow to make here
+    and slower for everything done to it afterwards at HR size.
+    """
+    n, channels, height, width = x.shape
+    out_channels = channels // (factor * factor)
+    return (x.reshape(n, out_channels, factor, factor, height, width)
+             .permute(0, 1, 4, 2, 5, 3)
+             .reshape(n, out_channels, height * factor, width * factor))
+
+
+class PixelShuffle(nn.PixelShuffle):
+    """nn.PixelShuffle (same name in state dicts: it has none) returning contiguous NCHW."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return pixel_shuffle(x, self.upscale_factor)

@@ -18,6 +18,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .layers import PixelShuffle
+
 
 class ResidualBlock(nn.Module):
     def __init__(self, channels: int, res_scale: float):
@@ -43,7 +45,7 @@ class LiteSR(nn.Module):
         self.body = nn.Sequential(*[ResidualBlock(num_feat, res_scale) for _ in range(num_blocks)])
         self.body_conv = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
         self.tail = nn.Conv2d(num_feat, in_channels * scale * scale, 3, 1, 1)
-        self.shuffle = nn.PixelShuffle(scale)
+        self.shuffle = PixelShuffle(scale)
         self.receptive_radius = 2 * num_blocks + 4  # 2b+3 convs + bilinear base
         nn.init.zeros_(self.tail.weight)  # start as plain bilinear/nearest upscaling
         nn.init.zeros_(self.tail.bias)
