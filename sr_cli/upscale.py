@@ -87,7 +87,7 @@ def pick_dtype(precision: str, device: torch.device) -> torch.dtype:
 def auto_tile(model: SRModel, height: int, width: int,
               device: torch.device) -> Union[int, tuple[int, int], None]:
     """The largest tile (512, 256, 128 or 64) whose working memory fits in a share of free memory;
-    for wide outputs, a short wide tile of the same area (height, width); None if one tile fits.
+    for wide outputs, a shorter tile (height, width) to bound the blending band; None if one tile fits.
 
     Working memory: the tile's activations (a few feature maps at LR size plus the
     upscaled output) and the float blending band, one tile row high and the full
