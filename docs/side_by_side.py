@@ -55,7 +55,7 @@ def main() -> None:
         else:
             psnr = calculate_psnr(pixels, hr, crop_border=args.scale)
             ssim = calculate_ssim(pixels, hr, crop_border=args.scale)
-            caption = f"{name}: {psnr:.2f} dB / {ssim:.4f}"
+            caption = f"{Path(name).stem if name.endswith('.safetensors') else name}: {psnr:.2f} dB / {ssim:.4f}"
         draw.text((i * width + 4, 8), caption, fill="black")
         sheet.paste(Image.fromarray(pixels), (i * width, label_height))
         zoom = Image.fromarray(pixels[top: top + size, left: left + size]).resize((2 * size, 2 * size), Image.NEAREST)
