@@ -106,10 +106,10 @@ def test_auto_tile_shrinks_when_memory_is_short(monkeypatch):
     from sr_cli.model import SRModel
     model = SRModel(net=lambda x: x, arch="x", scale=4)
     monkeypatch.setattr(up, "_free_memory", lambda device: 64 * 2**30)
-    assert up.auto_tile(model, 1000, 1000, torch.device("cpu")) == 512
-    assert up.auto_tile(model, 300, 300, torch.device("cpu")) is None  # fits in one tile
-    monkeypatch.setattr(up, "_free_memory", lambda device: 1 * 2**30)
-    assert up.auto_tile(model, 1000, 1000, torch.device("cpu")) < 512
+    assert up.auto_tile(model, 1000, 1000, torch.device("cpu")) == 256
+    assert up.auto_tile(model, 200, 200, torch.device("cpu")) is None  # fits in one tile
+    monkeypatch.setattr(up, "_free_memory", lambda device: 2**29)
+    assert up.auto_tile(model, 1000, 1000, torch.device("cpu")) < 256
 
 
 def test_auto_tile_goes_wide_to_keep_the_blending_band_small(monkeypatch):
@@ -117,9 +117,9 @@ def test_auto_tile_goes_wide_to_keep_the_blending_band_small(monkeypatch):
     from sr_cli.model import SRModel
     model = SRModel(net=lambda x: x, arch="x", scale=4)
     monkeypatch.setattr(up, "_free_memory", lambda device: 64 * 2**30)
-    assert up.auto_tile(model, 1024, 1024, torch.device("cpu")) == 512  # band 104 MB: square
+    assert up.auto_tile(model, 1024, 1024, torch.device("cpu")) == 256  # band 56 MB: square
     tile_height, tile_width = up.auto_tile(model, 4096, 4096, torch.device("cpu"))
-    assert tile_height < 512 and tile_width == 512
+    assert tile_height < 256 and tile_width == 512
     band = (tile_height + up.DEFAULT_OVERLAP) * 4**2 * 4096 * 3 * 4
     assert band <= up.BAND_BYTES
 
