@@ -3,8 +3,8 @@
 A 16384 x 16384 RGB output is 805 MB; Pillow's encoder first copies it into its
 own 4-bytes-a-pixel image (1.07 GB) and OpenCV's needs a BGR copy, so either
 would more than double the peak memory of a large upscale. Here rows are
-filtered a few at a time and fed to one zlib stream, so the only full-size
-buffer is the caller's array.
+filtered a few at a time and deflated in blocks on a few threads, so the only
+full-size buffer is the caller's array.
 
 Filters are chosen per row as libpng and Pillow do: each of the five PNG filters
 is tried and the one whose residuals have the smallest sum of absolute values
@@ -13,8 +13,11 @@ whole choice vectorises over a block of rows.
 """
 from __future__ import annotations
 
+import os
 import struct
 import zlib
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator, Optional
 
 import numpy as np
@@ -22,7 +25,8 @@ import numpy as np
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _COLOUR_TYPES = {1: 0, 2: 4, 3: 2, 4: 6}  # channels -> grey, grey+alpha, RGB, RGBA
 _EXIF_PREFIX = b"Exif\x00\x00"
-_ROWS_BYTES = 1 << 20  # raw bytes filtered at a time
+_ROWS_BYTES = 2 << 20  # raw bytes filtered, then deflated, at a time
+_THREADS = min(4, os.cpu_count() or 1)
 _IDAT_BYTES = 1 << 20  # compressed bytes per IDAT chunk (any size is valid)
 
 
@@ -47,26 +51,46 @@ def encode_png(pixels: np.ndarray, *, icc_profile: Optional[bytes] = None, exif:
         yield chunk(b"eXIf", exif[len(_EXIF_PREFIX):] if exif.startswith(_EXIF_PREFIX) else exif)
     bytes_per_pixel = channels * depth // 8
     row_bytes = width * bytes_per_pixel
-    compressor = zlib.compressobj(level)
-    pending: list[bytes] = []
-    pending_size = 0
-    above = np.zeros(row_bytes, np.uint8)
     block = max(1, _ROWS_BYTES // row_bytes)
-    for top in range(0, height, block):
-        rows = pixels[top: top + block]
-        raw = (rows.astype(">u2") if depth == 16 else np.ascontiguousarray(rows)).view(np.uint8)
-        raw = raw.reshape(len(rows), row_bytes)
-        compressed = compressor.compress(filter_rows(raw, above, bytes_per_pixel))
-        above = raw[-1].copy()
-        if compressed:
-            pending.append(compressed)
-            pending_size += len(compressed)
-        if pending_size >= _IDAT_BYTES:
-            yield chunk(b"IDAT", b"".join(pending))
-            pending, pending_size = [], 0
-    pending.append(compressor.flush())
+    starts = range(0, height, block)
+
+    def filtered_blocks() -> Iterator[bytes]:
+        above = np.zeros(row_bytes, np.uint8)
+        for top in starts:
+            rows = pixels[top: top + block]
+            raw = (rows.astype(">u2") if depth == 16 else np.ascontiguousarray(rows)).view(np.uint8)
+            raw = raw.reshape(len(rows), row_bytes)
+            yield filter_rows(raw, above, bytes_per_pixel)
+            above = raw[-1].copy()
+
+    # Blocks are deflated independently on a thread pool (zlib releases the GIL), each ending
+    # byte-aligned (sync flush), so their concatenation is one valid stream, as pigz does;
+    # the zlib header and the Adler-32 of all the data wrap it.
+    last = len(starts) - 1
+    checksum = zlib.adler32(b"")
+    pending: list[bytes] = [b"\x78\x9c"]  # zlib header: deflate, 32K window
+    pending_size = 0
+    with ThreadPoolExecutor(max_workers=_THREADS) as pool:
+        futures: deque = deque()
+        for index, data in enumerate(filtered_blocks()):
+            checksum = zlib.adler32(data, checksum)
+            futures.append(pool.submit(_deflate, data, level, index == last))
+            while futures and (len(futures) > 2 * _THREADS or futures[0].done()):
+                compressed = futures.popleft().result()
+                pending.append(compressed)
+                pending_size += len(compressed)
+                if pending_size >= _IDAT_BYTES:
+                    yield chunk(b"IDAT", b"".join(pending))
+                    pending, pending_size = [], 0
+        pending += [future.result() for future in futures]
+    pending.append(struct.pack(">I", checksum))
     yield chunk(b"IDAT", b"".join(pending))
     yield chunk(b"IEND", b"")
+
+
+def _deflate(data: bytes, level: int, final: bool) -> bytes:
+    compressor = zlib.compressobj(level, zlib.DEFLATED, -15)  # raw deflate: no header of its own
+    return compressor.compress(data) + compressor.flush(zlib.Z_FINISH if final else zlib.Z_SYNC_FLUSH)
 
 
 def filter_rows(raw: np.ndarray, above: np.ndarray, bytes_per_pixel: int) -> bytes:
