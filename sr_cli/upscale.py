@@ -190,6 +190,26 @@ def upscale_pixels(upscaler: Upscaler, pixels: np.ndarray) -> np.ndarray:
     return np.concatenate([colour, alpha], axis=2)
 
 
+def release_free_heap() -> None:
+    """Give freed heap memory back to the OS where the C library can (glibc's malloc_trim).
+
+    Tiles of a few sizes leave the heap fragmented, and memory freed between them would
+    otherwise stay resident: 50-90 MB of a large upscale's peak. A no-op elsewhere.
+    """
+    global _MALLOC_TRIM
+    if _MALLOC_TRIM is None:
+        try:
+            import ctypes
+            _MALLOC_TRIM = ctypes.CDLL(None).malloc_trim
+        except (OSError, AttributeError):
+            _MALLOC_TRIM = False
+    if _MALLOC_TRIM:
+        _MALLOC_TRIM(0)
+
+
+_MALLOC_TRIM = None
+
+
 def _run_native(upscaler: Upscaler, model: SRModel, colour: np.ndarray) -> np.ndarray:
     """One native pass; greyscale goes through the model as RGB and comes back as grey."""
     height, width, channels = colour.shape
@@ -207,6 +227,7 @@ def _run_native(upscaler: Upscaler, model: SRModel, colour: np.ndarray) -> np.nd
             block = rows[0, :, offset:offset + 64]
             block = block.mean(dim=0, keepdim=True) if grey else block
             out[start + offset:start + offset + block.shape[1]] = from_tensor_rows(block[None], out.dtype)
+        release_free_heap()  # once per tile row
 
     upscale_tensor(model, x, tile=upscaler.tile, overlap=upscaler.overlap, device=upscaler.device,
                    dtype=upscaler.dtype, batch_size=upscaler.batch_size, sink=write_rows, input_max=maximum,
