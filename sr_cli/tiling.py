@@ -98,8 +98,8 @@ def tiled_apply(fn: TileFn, x: torch.Tensor, *, scale: int, tile: Union[int, tup
     With ``sink`` given, finished output rows are passed to ``sink(row_start, rows)``
     in order (rows is N x C x h x W*scale float) and None is returned; otherwise
     the whole output tensor is returned. ``tile``: cores of at most this many input
-    pixels a side, or (height, width), or None for one tile. ``batch_size`` tiles of equal shape from
-    one tile row are stacked into one call of ``fn``. ``multiple``: the network's
+    pixels a side, or (height, width), or None for one tile. ``batch_size`` tiles of
+    equal shape from one tile row are stacked into one call of ``fn``. ``multiple``: the network's
     size multiple (tiles start on multiples of it). ``on_tile(done, total)`` is
     called after each tile, for progress bars.
     """

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .layers import PixelShuffle, activation
+from .layers import PixelShuffle, activation, shuffle_plus_nearest
 
 
 class SRVGGNetCompact(nn.Module):
@@ -32,11 +32,7 @@ class SRVGGNetCompact(nn.Module):
         out = x
         for layer in self.body:
             out = layer(out)
-        # Adding the input to each of its s*s sub-pixel channels before the shuffle is the
-        # nearest-upsampled input of the original, added at LR size: same sums, no HR temporaries.
-        if self.out_channels == self.in_channels:
-            n, c, h, w = x.shape
-            out.view(n, c, self.scale * self.scale, h, w).add_(x.unsqueeze(2))
-            return self.upsampler(out)
+        if self.out_channels == self.in_channels:  # Real-ESRGAN's sum, done at LR size
+            return shuffle_plus_nearest(out, x, self.scale)
         return self.upsampler(out) + F.interpolate(x, scale_factor=self.scale, mode="nearest")
 

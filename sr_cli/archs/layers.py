@@ -37,3 +37,15 @@ class PixelShuffle(nn.PixelShuffle):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return pixel_shuffle(x, self.upscale_factor)
+
+
+def shuffle_plus_nearest(detail: torch.Tensor, x: torch.Tensor, factor: int) -> torch.Tensor:
+    """``pixel_shuffle(detail) + nearest-upsampled x``, with the sum done at LR size, in place.
+
+    Sub-pixel channel c*f*f + k of ``detail`` becomes output pixel k of channel c, so adding
+    ``x[:, c]`` to each of those channels before the shuffle is exactly the nearest
+    upsampling of ``x`` added after it, without the HR-sized temporaries.
+    """
+    n, channels, height, width = x.shape
+    detail.view(n, channels, factor * factor, height, width).add_(x.unsqueeze(2))
+    return pixel_shuffle(detail, factor)

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .layers import PixelShuffle
+from .layers import PixelShuffle, shuffle_plus_nearest
 
 
 class ResidualBlock(nn.Module):
@@ -54,11 +54,7 @@ class LiteSR(nn.Module):
         feat = self.head(x)
         feat = feat + self.body_conv(self.body(feat))
         detail = self.tail(feat)
-        n, c, h, w = x.shape
         if self.base == "nearest":
-            # Sub-pixel channel c*s*s + k is output pixel k of input channel c: add in place,
-            # so no HR-sized temporary is made.
-            detail.view(n, c, self.scale * self.scale, h, w).add_(x.unsqueeze(2))
-            return self.shuffle(detail)
+            return shuffle_plus_nearest(detail, x, self.scale)
         base = F.interpolate(x, scale_factor=self.scale, mode="bilinear", align_corners=False)
         return base.add_(self.shuffle(detail))
