@@ -86,8 +86,9 @@ def pick_dtype(precision: str, device: torch.device) -> torch.dtype:
 
 def auto_tile(model: SRModel, height: int, width: int,
               device: torch.device) -> Union[int, tuple[int, int], None]:
-    """The largest tile (512, 256, 128 or 64) whose working memory fits in a share of free memory;
-    for wide outputs, a shorter tile (height, width) to bound the blending band; None if one tile fits.
+    """The largest tile (2048 on CUDA, 256 on CPU, halving down to 64) whose working memory
+    fits in a share of free memory; for wide outputs a shorter tile (height, width) that
+    bounds the blending band; None if one tile fits.
 
     Working memory: the tile's activations (a few feature maps at LR size plus the
     upscaled output) and the float blending band, one tile row high and the full
@@ -160,8 +161,11 @@ def upscale_tensor(model: SRModel, x: torch.Tensor, *, tile: TileSpec = "auto", 
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
             current = tile_px or max(height, width)
-            if isinstance(current, tuple):
-                current = max(current)
+            if isinstance(current, tuple):  # a wide tile: halve both sides
+                if max(current) <= MIN_TILE:
+                    raise
+                tile_px = tuple(max(MIN_TILE, side // 2) for side in current)
+                continue
             if current <= MIN_TILE:
                 raise
             tile_px = max(MIN_TILE, current // 2)

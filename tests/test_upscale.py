@@ -101,6 +101,23 @@ def test_out_of_memory_halves_the_tile_and_retries():
     assert torch.allclose(out, expected, atol=1e-6)
 
 
+def test_out_of_memory_halves_both_sides_of_a_wide_tile():
+    from sr_cli.model import SRModel
+    seen = []
+
+    def picky_net(x):
+        seen.append(tuple(x.shape[-2:]))
+        if x.shape[-1] > 70:  # wide reads do not fit
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        return torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest")
+
+    model = SRModel(net=picky_net, arch="picky", scale=2)
+    x = torch.rand(1, 3, 60, 200)
+    out = upscale_tensor(model, x, tile=(32, 128), overlap=4)
+    torch.testing.assert_close(out, torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest"))
+    assert max(w for _, w in seen[-3:]) <= 70 and max(h for h, _ in seen[-3:]) <= 32 + 8
+
+
 def test_auto_tile_shrinks_when_memory_is_short(monkeypatch):
     import sr_cli.upscale as up
     from sr_cli.model import SRModel
