@@ -206,14 +206,14 @@ def bench_one(model_name: str, *, height: int, width: int, scale: float, tile, d
     if tile == "auto":
         from .upscale import auto_tile
         tile_label = auto_tile(upscaler.models[0], height, width, upscaler.device)
+    wide = isinstance(tile_label, tuple)
 
     runners = [("sr", lambda: upscaler(pixels))]
     if reference:
         if len(upscaler.models) != 1:
             raise ValueError("--compare-reference needs a native scale (one model pass)")
         # A wide auto tile (height, width): the reference gets a square tile of the same area.
-        ref_tile = (math.isqrt(tile_label[0] * tile_label[1]) if isinstance(tile_label, tuple)
-                    else tile_label or max(height, width))
+        ref_tile = math.isqrt(tile_label[0] * tile_label[1]) if wide else tile_label or max(height, width)
         runners.append(("reference", lambda: reference_tile_loop(
             upscaler.models[0], pixels, tile=ref_tile, device=upscaler.device, dtype=upscaler.dtype)))
 
@@ -227,7 +227,8 @@ def bench_one(model_name: str, *, height: int, width: int, scale: float, tile, d
                    if upscaler.device.type == "cuda" else None)
         results.append(BenchResult(
             model=model_name, arch="+".join(m.arch for m in upscaler.models), scale=scale,
-            size=f"{width}x{height}", tile=f"{tile_label[0]}x{tile_label[1]}" if isinstance(tile_label, tuple) else tile_label, device=str(upscaler.device), precision=precision,
+            size=f"{width}x{height}", tile=f"{tile_label[0]}x{tile_label[1]}" if wide else tile_label,
+            device=str(upscaler.device), precision=precision,
             threads=torch.get_num_threads(), parameters=sum(m.num_parameters for m in upscaler.models),
             median_s=median, min_s=min(times), max_s=max(times),
             output_mp_per_s=out_h * out_w / 1e6 / median, peak_rss_mb=peak / 2**20,

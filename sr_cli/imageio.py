@@ -46,7 +46,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageCms, UnidentifiedImageError
 
-from .png import encode_png
+from .png import EXIF_PREFIX, encode_png
 
 __all__ = ["ImageData", "ImageReadError", "read_image", "write_image", "encode_image",
            "format_from_suffix", "to_tensor", "from_tensor_rows", "pil_to_pixels", "pixels_to_pil"]
@@ -56,7 +56,6 @@ _SUFFIX_FORMATS = {".png": "png", ".jpg": "jpg", ".jpeg": "jpg", ".jpe": "jpg", 
 _FORMAT_NAMES = {"png": "png", "jpg": "jpg", "jpeg": "jpg", "webp": "webp", "tif": "tiff",
                  "tiff": "tiff", "bmp": "bmp"}
 _PIL_FORMATS = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP", "tiff": "TIFF", "bmp": "BMP"}
-_EXIF_PREFIX = b"Exif\x00\x00"
 _ORIENTATION = 0x0112
 # TIFF tags that describe the photo rather than the file's layout: what a TIFF's EXIF is made of.
 _TIFF_EXIF_TAGS = {269, 270, 271, 272, 274, 282, 283, 296, 305, 306, 315, 316, 318, 319, 33432,
@@ -247,7 +246,7 @@ def _exif_upright(raw: Optional[bytes]) -> Optional[bytes]:
     so that every other byte (maker notes, thumbnails) survives untouched."""
     if not raw:
         return None
-    exif = bytearray(raw if raw.startswith(_EXIF_PREFIX) else _EXIF_PREFIX + raw)
+    exif = bytearray(raw if raw.startswith(EXIF_PREFIX) else EXIF_PREFIX + raw)
     try:
         order = {b"II": "<", b"MM": ">"}[bytes(exif[6:8])]
         (ifd,) = struct.unpack_from(order + "I", exif, 10)

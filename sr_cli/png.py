@@ -24,7 +24,7 @@ import numpy as np
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _COLOUR_TYPES = {1: 0, 2: 4, 3: 2, 4: 6}  # channels -> grey, grey+alpha, RGB, RGBA
-_EXIF_PREFIX = b"Exif\x00\x00"
+EXIF_PREFIX = b"Exif\x00\x00"  # how Pillow and JPEG APP1 start EXIF; PNG eXIf omits it
 _ROWS_BYTES = 2 << 20  # raw bytes filtered, then deflated, at a time
 _THREADS = min(4, os.cpu_count() or 1)
 _IDAT_BYTES = 1 << 20  # compressed bytes per IDAT chunk (any size is valid)
@@ -48,7 +48,7 @@ def encode_png(pixels: np.ndarray, *, icc_profile: Optional[bytes] = None, exif:
     if icc_profile:
         yield chunk(b"iCCP", b"ICC profile\x00\x00" + zlib.compress(icc_profile))
     if exif:
-        yield chunk(b"eXIf", exif[len(_EXIF_PREFIX):] if exif.startswith(_EXIF_PREFIX) else exif)
+        yield chunk(b"eXIf", exif[len(EXIF_PREFIX):] if exif.startswith(EXIF_PREFIX) else exif)
     bytes_per_pixel = channels * depth // 8
     row_bytes = width * bytes_per_pixel
     block = max(1, _ROWS_BYTES // row_bytes)

@@ -107,7 +107,8 @@ def tiled_apply(fn: TileFn, x: torch.Tensor, *, scale: int, tile: Union[int, tup
         raise ValueError(f"expected NCHW input, got shape {tuple(x.shape)}")
     height, width = x.shape[-2:]
     tile_height, tile_width = tile if isinstance(tile, tuple) else (tile, tile)
-    rows, cols = plan_axis(height, tile_height, overlap, multiple), plan_axis(width, tile_width, overlap, multiple)
+    rows = plan_axis(height, tile_height, overlap, multiple)
+    cols = plan_axis(width, tile_width, overlap, multiple)
     out_width = width * scale
     col_weights = [blend_weights(c, scale) for c in cols]
     total_tiles, done_tiles = len(rows) * len(cols), 0
