@@ -21,16 +21,18 @@ Reading (``read_image``):
 
 Writing (``write_image``/``encode_image``): png, jpg, webp, tiff, bmp.
   * Atomic: the file is written to a temporary file beside the target and
-    renamed over it, so a failure never leaves a partial output. PNG is encoded
-    while it is written (``png.py``), so a large output needs no second copy.
+    renamed over it, so a failure never leaves a partial output. PNG and TIFF
+    are encoded while they are written (``png.py``, ``tiff.py``), so a large
+    output needs no second copy.
   * JPEG and BMP cannot store alpha here: ValueError (use png/webp/tiff); we do
     not silently flatten an image onto a background the user did not choose.
   * 16-bit is written as 16-bit to PNG and TIFF; JPEG, WebP and BMP get
     round(x / 257). WebP stores grey as RGB; quality 100 means lossless WebP.
-  * ICC and EXIF are kept in PNG (8 and 16-bit), JPEG, WebP and 8-bit TIFF;
-    16-bit TIFF keeps the ICC profile but not the EXIF; BMP keeps neither.
-  * 16-bit grey+alpha TIFF is written as RGBA (grey repeated): OpenCV has no
-    2-channel TIFF. Values are exact; read back it has 4 channels.
+  * ICC and EXIF are kept in PNG, JPEG, WebP and TIFF (8 and 16-bit); BMP
+    keeps neither. TIFF is deflate-compressed with horizontal differencing.
+  * 16-bit grey+alpha TIFF is written as RGBA (grey repeated): neither Pillow
+    nor OpenCV reads 2-channel 16-bit TIFF. Values are exact; read back it has
+    4 channels.
 """
 from __future__ import annotations
 
@@ -47,6 +49,7 @@ import numpy as np
 from PIL import Image, ImageCms, UnidentifiedImageError
 
 from .png import EXIF_PREFIX, encode_png
+from .tiff import Patch, encode_tiff, join_parts
 
 __all__ = ["ImageData", "ImageReadError", "read_image", "write_image", "encode_image",
            "format_from_suffix", "to_tensor", "from_tensor_rows", "pil_to_pixels", "pixels_to_pil"]
@@ -299,7 +302,12 @@ def write_image(path: Union[str, os.PathLike], image: ImageData, *, format: Opti
     try:
         with os.fdopen(fd, "wb") as file:
             for part in parts:
-                file.write(part)
+                if isinstance(part, Patch):  # TIFF: the directory, rewritten once the strips are known
+                    file.seek(part.offset)
+                    file.write(part.data)
+                    file.seek(0, os.SEEK_END)
+                else:
+                    file.write(part)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
@@ -310,12 +318,12 @@ def write_image(path: Union[str, os.PathLike], image: ImageData, *, format: Opti
 
 def encode_image(image: ImageData, *, format: str, quality: int = 95) -> bytes:
     """The file's bytes, e.g. for stdout."""
-    return b"".join(_encode_parts(image, format=format, quality=quality))
+    return join_parts(_encode_parts(image, format=format, quality=quality))
 
 
 def _encode_parts(image: ImageData, *, format: str, quality: int) -> Iterable:
-    """The encoded file as buffers (PNG: produced while written), so big outputs are never
-    joined into one copy."""
+    """The encoded file as buffers (PNG and TIFF: produced while written), so big outputs are
+    never joined into one copy."""
     fmt = _FORMAT_NAMES.get(format.lower())
     if fmt is None:
         raise ValueError(f"unknown image format {format!r} (use png, jpg, webp, tiff or bmp)")
@@ -328,8 +336,11 @@ def _encode_parts(image: ImageData, *, format: str, quality: int) -> Iterable:
                          f"{image.width}x{image.height}; use png or tiff")
     if fmt == "png":  # streamed: no second full-size copy of a large output
         return encode_png(image.pixels, icc_profile=image.icc_profile, exif=image.exif)
-    if image.bit_depth == 16 and fmt == "tiff":
-        return _encode_tiff16(image)
+    if fmt == "tiff":  # streamed too
+        pixels = image.pixels
+        if image.channels == 2 and image.bit_depth == 16:  # grey+alpha at 16 bits: readers lack it
+            pixels = pixels[:, :, [0, 0, 0, 1]]
+        return encode_tiff(pixels, icc_profile=image.icc_profile, exif=image.exif)
     return [_encode_with_pil(image, fmt=fmt, quality=quality)]
 
 
@@ -348,59 +359,9 @@ def _encode_with_pil(image: ImageData, *, fmt: str, quality: int) -> memoryview:
         options.update(quality=quality, subsampling=0 if quality >= 90 else 2)
     elif fmt == "webp":
         options.update(quality=quality, lossless=quality == 100, exact=image.has_alpha)
-    elif fmt == "tiff":
-        options.update(compression="tiff_adobe_deflate")
     buffer = io.BytesIO()
     im.save(buffer, _PIL_FORMATS[fmt], **{k: v for k, v in options.items() if v is not None})
     return buffer.getbuffer()
-
-
-def _bgr(pixels: np.ndarray) -> np.ndarray:
-    if pixels.shape[2] == 3:
-        return cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
-    if pixels.shape[2] == 4:
-        return cv2.cvtColor(pixels, cv2.COLOR_RGBA2BGRA)
-    return pixels
-
-
-def _encode_tiff16(image: ImageData) -> list:
-    pixels = image.pixels
-    if image.channels == 2:  # no 2-channel TIFF in OpenCV: grey repeated as RGB is exact (and already "BGR")
-        pixels = pixels[:, :, [0, 0, 0, 1]]
-    else:
-        pixels = _bgr(pixels)
-    ok, encoded = cv2.imencode(".tiff", pixels)
-    if not ok:
-        raise ValueError("OpenCV could not encode the 16-bit TIFF")
-    return _tiff_with_tags(encoded.reshape(-1), icc=image.icc_profile, alpha=image.has_alpha)
-
-
-def _tiff_with_tags(tiff: np.ndarray, *, icc: Optional[bytes], alpha: bool) -> list:
-    """Add what OpenCV leaves out of a TIFF: the ICC profile, and ExtraSamples saying the 4th
-    channel is alpha. A copy of the first directory with the new tags is appended at the end
-    and the header pointed at it (the old directory stays behind as unused bytes)."""
-    head = bytes(tiff[:8])
-    order = {b"II*\x00": "<", b"MM\x00*": ">"}.get(head[:4])
-    if order is None:  # BigTIFF: leave it as it is
-        return [tiff]
-    (ifd,) = struct.unpack_from(order + "I", head, 4)
-    (count,) = struct.unpack_from(order + "H", tiff, ifd)
-    entries = {struct.unpack_from(order + "H", tiff, at)[0]: bytes(tiff[at: at + 12])
-               for at in range(ifd + 2, ifd + 2 + 12 * count, 12)}
-    next_ifd = bytes(tiff[ifd + 2 + 12 * count: ifd + 6 + 12 * count])
-    parts, end = [head[:4], None, tiff, b"\x00" * (len(tiff) % 2)], len(tiff) + len(tiff) % 2  # word-aligned
-    if alpha and 338 not in entries:  # ExtraSamples = 2: unassociated alpha
-        entries[338] = struct.pack(order + "HHIHH", 338, 3, 1, 2, 0)
-    if icc and 34675 not in entries:  # InterColorProfile, UNDEFINED bytes stored after the image
-        entries[34675] = struct.pack(order + "HHII", 34675, 7, len(icc), end)
-        parts += [icc, b"\x00" * (len(icc) % 2)]
-        end += len(icc) + len(icc) % 2
-    if len(entries) == count:
-        return [tiff]
-    parts[1] = struct.pack(order + "I", end)
-    parts[2] = tiff[8:]
-    parts.append(struct.pack(order + "H", len(entries)) + b"".join(entries[tag] for tag in sorted(entries)) + next_ifd)
-    return parts
 
 
 # ----------------------------------------------------------------------------- tensors and PIL
