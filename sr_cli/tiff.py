@@ -25,6 +25,7 @@ from PIL import Image, TiffImagePlugin, TiffTags
 
 _STRIP_BYTES = 1 << 20  # raw bytes per strip
 _THREADS = min(4, os.cpu_count() or 1)
+_MAX_FILE_BYTES = 0xFFFFFFFF  # classic TIFF offsets are 32-bit
 _HEADER = b"II*\x00" + (8).to_bytes(4, "little")  # little-endian, first directory right after
 
 # Tags this writer sets itself, and layout tags that must never come in from EXIF.
@@ -94,6 +95,8 @@ def encode_tiff(pixels: np.ndarray, *, icc_profile: Optional[bytes] = None, exif
                 yield finished()
         while futures:
             yield finished()
+    if len(_HEADER) + len(placeholder) + position > _MAX_FILE_BYTES:
+        raise ValueError("the TIFF would exceed 4 GB (BigTIFF is not written); use PNG for this image")
     final = directory(offsets, counts)
     if len(final) != len(placeholder):  # cannot happen: every value has a fixed size
         raise AssertionError("TIFF directory changed size")

@@ -83,6 +83,15 @@ def test_exif_sub_directories_survive():
         assert read[0x010F] == "TestCam" and (exposure == (1, 125) or exposure == 1 / 125)
 
 
+def test_over_4_gb_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(tiff, "_MAX_FILE_BYTES", 1000)  # as if 4 GB were 1000 bytes
+    pixels = np.random.default_rng(0).integers(0, 256, (40, 40, 3), np.uint8)  # ~4.8 kB, incompressible
+    with pytest.raises(ValueError, match="exceed 4 GB"):
+        list(tiff.encode_tiff(pixels))
+    monkeypatch.setattr(tiff, "_MAX_FILE_BYTES", 10_000)
+    assert decode_tiff(tiff.join_parts(tiff.encode_tiff(pixels)))[0].shape == (40, 40, 3)
+
+
 def test_rejects_what_tiff_cannot_hold():
     with pytest.raises(ValueError, match="TIFF needs"):
         list(tiff.encode_tiff(np.zeros((4, 4, 5), np.uint8)))
