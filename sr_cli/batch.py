@@ -6,8 +6,10 @@ current one; every output is written atomically.
 """
 from __future__ import annotations
 
+import os
 import statistics
 import time
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +17,7 @@ from typing import Callable, Iterable, Optional
 
 READABLE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".tga", ".ppm", ".pgm"}
 FORMAT_SUFFIXES = {"png": ".png", "jpg": ".jpg", "jpeg": ".jpg", "webp": ".webp", "tiff": ".tif", "bmp": ".bmp"}
+PENDING_WRITE_BYTES = 256 << 20  # outputs (as pixels) waiting to be encoded at once, beyond the first
 WRITABLE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"}
 
 
@@ -199,9 +202,20 @@ def run_jobs(jobs: list[Job], upscale: Callable, *, existing: str = "error", qua
         return Result(str(job.source), str(job.destination), "ok", None,
                       round(time.perf_counter() - started, 3), in_size, out_size)
 
+    # Encoding (PNG deflate) can take several times as long as a small image's inference, so
+    # several outputs are encoded at once, within a byte budget so large images stay one at a time.
+    max_writes = max(2, min(4, os.cpu_count() or 1))
     with ThreadPoolExecutor(1, thread_name_prefix="sr-read") as reader, \
-            ThreadPoolExecutor(1, thread_name_prefix="sr-write") as writer:
-        pending_write: Optional[tuple[Job, Future]] = None
+            ThreadPoolExecutor(max_writes, thread_name_prefix="sr-write") as writer:
+        pending: deque = deque()  # (job, future, bytes), oldest first: results keep the job order
+        pending_bytes = 0
+
+        def collect_oldest() -> bool:
+            nonlocal pending_bytes
+            job, future, size = pending.popleft()
+            pending_bytes -= size
+            return _collect((job, future), finish)
+
         next_read: Optional[Future] = reader.submit(timed_read, runnable[0].source) if runnable else None
         try:
             for index, job in enumerate(runnable):
@@ -225,15 +239,18 @@ def run_jobs(jobs: list[Job], upscale: Callable, *, existing: str = "error", qua
                 except Exception as exc:  # one bad file must not stop the batch
                     finish(Result(str(job.source), str(job.destination), "failed", _one_line(exc)))
                     failed = True
-                if pending_write is not None:
-                    failed = _collect(pending_write, finish) or failed
-                    pending_write = None
                 if not failed:
-                    pending_write = (job, writer.submit(write, job, upscaled, started, in_size, read_seconds))
+                    size = upscaled.pixels.nbytes
+                    while pending and (len(pending) >= max_writes or pending_bytes + size > PENDING_WRITE_BYTES):
+                        failed = collect_oldest() or failed
+                    pending.append((job, writer.submit(write, job, upscaled, started, in_size, read_seconds), size))
+                    pending_bytes += size
+                while pending and pending[0][1].done():
+                    failed = collect_oldest() or failed
                 if failed and fail_fast:
                     break
-            if pending_write is not None:
-                _collect(pending_write, finish)
+            while pending:  # even after --fail-fast: outputs already made are written
+                collect_oldest()
             if next_read is not None:
                 next_read.cancel()
         finally:

@@ -52,3 +52,18 @@ def test_batch_outputs_are_right_and_threads_are_restored(tmp_path):
         src = np.asarray(Image.open(path))
         out = np.asarray(Image.open(tmp_path / "out" / path.name))
         assert np.array_equal(out, np.repeat(np.repeat(src, 2, axis=0), 2, axis=1))
+
+
+def test_a_failed_write_loses_no_other_output_and_results_keep_job_order(tmp_path):
+    sources = []
+    for i in range(6):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(smooth_image(5, 5 + i, 3)).save(path)
+        sources.append(path)
+    (tmp_path / "blocker").write_text("a file where a folder should be")
+    jobs = [Job(p, (tmp_path / "blocker" if i == 2 else tmp_path / "out") / p.name) for i, p in enumerate(sources)]
+    results = run_jobs(jobs, FakeUpscaler(), existing="error")
+    assert [r.source for r in results] == [str(p) for p in sources]  # several writes run at once
+    assert [r.status for r in results] == ["ok", "ok", "failed", "ok", "ok", "ok"]
+    for i in (0, 1, 3, 4, 5):  # in particular the image right after the failed write
+        assert (tmp_path / "out" / f"{i}.png").is_file()
