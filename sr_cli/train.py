@@ -659,7 +659,13 @@ def train(config: TrainConfig, *, on_log: Callable[[dict[str, Any]], None] = pri
     """
     dist_info, device = setup_distributed(config.device)
     try:
-        return _train(config, on_log=on_log, dist_info=dist_info, device=device)
+        run_dir = _train(config, on_log=on_log, dist_info=dist_info, device=device)
+        if dist_info.owns_group:
+            import torch.distributed as dist
+            # Every rank finishes its last collective before any tears the group down: a rank
+            # exiting while gloo still talks to it was seen to abort the other at exit (SIGABRT).
+            dist.barrier()
+        return run_dir
     finally:
         if dist_info.owns_group:
             import torch.distributed as dist
