@@ -17,8 +17,8 @@ from typing import Callable, Iterable, Optional
 
 READABLE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".tga", ".ppm", ".pgm"}
 FORMAT_SUFFIXES = {"png": ".png", "jpg": ".jpg", "jpeg": ".jpg", "webp": ".webp", "tiff": ".tif", "bmp": ".bmp"}
-PENDING_WRITE_BYTES = 256 << 20  # outputs (as pixels) waiting to be encoded at once, beyond the first
 WRITABLE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"}
+PENDING_WRITE_BYTES = 256 << 20  # outputs (as pixels) waiting to be encoded at once, beyond the first
 
 
 @dataclass
@@ -214,7 +214,7 @@ def run_jobs(jobs: list[Job], upscale: Callable, *, existing: str = "error", qua
             nonlocal pending_bytes
             job, future, size = pending.popleft()
             pending_bytes -= size
-            return _collect((job, future), finish)
+            return _collect(job, future, finish)
 
         next_read: Optional[Future] = reader.submit(timed_read, runnable[0].source) if runnable else None
         try:
@@ -258,8 +258,7 @@ def run_jobs(jobs: list[Job], upscale: Callable, *, existing: str = "error", qua
     return results
 
 
-def _collect(pending: tuple[Job, Future], finish: Callable[[Result], None]) -> bool:
-    job, future = pending
+def _collect(job: Job, future: Future, finish: Callable[[Result], None]) -> bool:
     try:
         finish(future.result())
         return False

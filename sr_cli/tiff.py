@@ -131,11 +131,14 @@ def _exif_tags(exif: Optional[bytes]) -> dict:
 
 
 def join_parts(parts) -> bytes:
-    """The whole file from ``encode_tiff``'s pieces (patches applied), e.g. for stdout."""
-    out = bytearray()
+    """The whole file from encoder pieces, patches applied (only TIFF has them), e.g. for stdout."""
+    chunks, patches = [], []
     for part in parts:
-        if isinstance(part, Patch):
-            out[part.offset: part.offset + len(part.data)] = part.data
-        else:
-            out += part
-    return bytes(out)
+        (patches if isinstance(part, Patch) else chunks).append(part)
+    data = b"".join(chunks)
+    if not patches:
+        return data
+    patched = bytearray(data)
+    for patch in patches:
+        patched[patch.offset: patch.offset + len(patch.data)] = patch.data
+    return bytes(patched)
