@@ -13,20 +13,18 @@ whole choice vectorises over a block of rows.
 """
 from __future__ import annotations
 
-import os
 import struct
 import zlib
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator, Optional
 
 import numpy as np
+
+from .parallel import map_in_order
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _COLOUR_TYPES = {1: 0, 2: 4, 3: 2, 4: 6}  # channels -> grey, grey+alpha, RGB, RGBA
 EXIF_PREFIX = b"Exif\x00\x00"  # how Pillow and JPEG APP1 start EXIF; PNG eXIf omits it
 _ROWS_BYTES = 2 << 20  # raw bytes filtered, then deflated, at a time
-_THREADS = min(4, os.cpu_count() or 1)
 _IDAT_BYTES = 1 << 20  # compressed bytes per IDAT chunk (any size is valid)
 
 
@@ -63,32 +61,32 @@ def encode_png(pixels: np.ndarray, *, icc_profile: Optional[bytes] = None, exif:
             yield filter_rows(raw, above, bytes_per_pixel)
             above = raw[-1].copy()
 
-    # Blocks are deflated independently on a thread pool (zlib releases the GIL), each ending
-    # byte-aligned (sync flush), so their concatenation is one valid stream, as pigz does;
-    # the zlib header and the Adler-32 of all the data wrap it.
+    # Blocks are deflated independently on threads (map_in_order), each ending byte-aligned
+    # (sync flush), so their concatenation is one valid stream, as pigz does; the zlib
+    # header and the Adler-32 of all the data wrap it.
     last = len(starts) - 1
     checksum = zlib.adler32(b"")
-    pending: list[bytes] = [b"\x78\x9c"]  # zlib header: deflate, 32K window
-    pending_size = 0
-    with ThreadPoolExecutor(max_workers=_THREADS) as pool:
-        futures: deque = deque()
+
+    def checksummed_blocks() -> Iterator[tuple[bytes, bool]]:
+        nonlocal checksum
         for index, data in enumerate(filtered_blocks()):
             checksum = zlib.adler32(data, checksum)
-            futures.append(pool.submit(_deflate, data, level, index == last))
-            while futures and (len(futures) > 2 * _THREADS or futures[0].done()):
-                compressed = futures.popleft().result()
-                pending.append(compressed)
-                pending_size += len(compressed)
-                if pending_size >= _IDAT_BYTES:
-                    yield chunk(b"IDAT", b"".join(pending))
-                    pending, pending_size = [], 0
-        pending += [future.result() for future in futures]
+            yield data, index == last
+
+    pending: list[bytes] = [b"\x78\x9c"]  # zlib header: deflate, 32K window
+    pending_size = 0
+    for compressed in map_in_order(lambda block: _deflate(*block, level), checksummed_blocks()):
+        pending.append(compressed)
+        pending_size += len(compressed)
+        if pending_size >= _IDAT_BYTES:
+            yield chunk(b"IDAT", b"".join(pending))
+            pending, pending_size = [], 0
     pending.append(struct.pack(">I", checksum))
     yield chunk(b"IDAT", b"".join(pending))
     yield chunk(b"IEND", b"")
 
 
-def _deflate(data: bytes, level: int, final: bool) -> bytes:
+def _deflate(data: bytes, final: bool, level: int) -> bytes:
     compressor = zlib.compressobj(level, zlib.DEFLATED, -15)  # raw deflate: no header of its own
     return compressor.compress(data) + compressor.flush(zlib.Z_FINISH if final else zlib.Z_SYNC_FLUSH)
 

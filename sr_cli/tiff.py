@@ -4,7 +4,7 @@ Pillow's TIFF writer copies the array into its own image first and OpenCV's want
 copy, so for a 16384 x 16384 output (805 MB as RGB) either would double the memory of
 the write. Here the file is laid out as header | directory | strips: each strip of rows
 is differenced (Predictor 2, horizontal) and deflated (Compression 8, Adobe deflate) on a
-few threads, as it is written. The strips' sizes are known only once they are
+few threads (``parallel.map_in_order``), as it is written. The strips' sizes are known only once they are
 compressed, so the directory is written first with placeholder offsets and rewritten in
 place at the end: the last piece this yields is a ``Patch`` for the writer to apply.
 
@@ -14,17 +14,15 @@ following it.
 """
 from __future__ import annotations
 
-import os
 import zlib
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator, NamedTuple, Optional, Union
 
 import numpy as np
 from PIL import Image, TiffImagePlugin, TiffTags
 
+from .parallel import map_in_order
+
 _STRIP_BYTES = 1 << 20  # raw bytes per strip
-_THREADS = min(4, os.cpu_count() or 1)
 _MAX_FILE_BYTES = 0xFFFFFFFF  # classic TIFF offsets are 32-bit
 _HEADER = b"II*\x00" + (8).to_bytes(4, "little")  # little-endian, first directory right after
 
@@ -78,23 +76,12 @@ def encode_tiff(pixels: np.ndarray, *, icc_profile: Optional[bytes] = None, exif
     placeholder = directory([0] * len(starts), [0] * len(starts))
     yield _HEADER + placeholder
     offsets, counts, position = [], [], 0
-    with ThreadPoolExecutor(max_workers=_THREADS) as pool:
-        futures: deque = deque()
-
-        def finished():
-            nonlocal position
-            data = futures.popleft().result()
-            offsets.append(position)
-            counts.append(len(data))
-            position += len(data)
-            return data
-
-        for top in starts:
-            futures.append(pool.submit(_compress_strip, pixels[top: top + rows_per_strip], level))
-            while futures and (len(futures) > 2 * _THREADS or futures[0].done()):
-                yield finished()
-        while futures:
-            yield finished()
+    strips = (pixels[top: top + rows_per_strip] for top in starts)
+    for data in map_in_order(lambda rows: _compress_strip(rows, level), strips):
+        offsets.append(position)
+        counts.append(len(data))
+        position += len(data)
+        yield data
     if len(_HEADER) + len(placeholder) + position > _MAX_FILE_BYTES:
         raise ValueError("the TIFF would exceed 4 GB (BigTIFF is not written); use PNG for this image")
     final = directory(offsets, counts)
