@@ -1,6 +1,6 @@
 """Inference and training on the device SR_TEST_DEVICE names (cpu unless set).
 
-On a GPU box: ``SR_TEST_DEVICE=cuda python -m pytest tests/test_device.py`` (benchmarks/gpu_check.py
+On a GPU box: ``SR_TEST_DEVICE=cuda python -m pytest tests/test_device.py`` (benchmarks/gpu_check.sh
 runs it). The shipped weights are used, so precision is judged on a real network.
 """
 import numpy as np
@@ -9,14 +9,14 @@ import torch
 from conftest import smooth_image, write_smooth_pngs
 
 from sr_cli import upscale_image
+from sr_cli.metrics import calculate_psnr
 from sr_cli.registry import resolve_model
 from sr_cli.train import TrainConfig, train
 from sr_cli.upscale import upscale_tensor
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+    return calculate_psnr(a, b, crop_border=0, test_y_channel=False)  # all of RGB, no crop
 
 
 def test_fp32_on_the_device_matches_the_cpu(device):
