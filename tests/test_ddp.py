@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import write_smooth_pngs
+from conftest import TINY_LITESR as TINY, write_smooth_pngs
 import torch
 import torch.distributed as dist
 from safetensors.torch import load_file
@@ -20,7 +20,6 @@ REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
                                 reason="torch.distributed with gloo is not available")
 
-TINY = {"num_feat": 8, "num_blocks": 1}
 DISC = {"num_feat": 4}
 
 

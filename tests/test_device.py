@@ -6,12 +6,12 @@ runs it). The shipped weights are used, so precision is judged on a real network
 import numpy as np
 import pytest
 import torch
-from conftest import smooth_image, write_smooth_pngs
+from conftest import smooth_image, tiny_train_config, write_smooth_pngs
 
 from sr_cli import upscale_image
 from sr_cli.metrics import calculate_psnr
 from sr_cli.registry import resolve_model
-from sr_cli.train import TrainConfig, train
+from sr_cli.train import train
 from sr_cli.upscale import upscale_tensor
 
 
@@ -55,9 +55,7 @@ def test_training_steps_on_the_device(device, amp, tmp_path):
     if device == "cpu":
         pytest.skip("mixed precision is a GPU path (test_amp_is_ignored_on_cpu covers the CPU)")
     images = write_smooth_pngs(tmp_path / "hr")
-    config = TrainConfig(arch="litesr", arch_params={"num_feat": 8, "num_blocks": 1}, scale=2, data=[str(images)],
-                         out=str(tmp_path / "run"), patch=16, batch=4, iters=20, lr=2e-3, workers=0, log_every=1,
-                         save_every=1000, val_every=1000, threads=1, amp=amp, device=device)
+    config = tiny_train_config(images, tmp_path / "run", patch=16, iters=20, lr=2e-3, amp=amp, device=device)
     logs = []
     run = train(config, on_log=logs.append)
     losses = [r["loss"] for r in logs if "loss" in r]

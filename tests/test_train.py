@@ -3,7 +3,7 @@ import json
 import cv2
 import numpy as np
 import pytest
-from conftest import write_smooth_pngs
+from conftest import TINY_LITESR as TINY, tiny_train_config as config, write_smooth_pngs
 import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
@@ -12,20 +12,10 @@ from sr_cli.commands.train_cmd import parse_value, train_command
 from sr_cli.train import TrainConfig, lr_at, train
 from sr_cli.weights import load_model, read_metadata
 
-TINY = {"num_feat": 8, "num_blocks": 1}
-
-
 @pytest.fixture
 def images(tmp_path):
     """Random smooth 48x48 images (cubic-upsampled noise), written as PNG."""
     return write_smooth_pngs(tmp_path / "hr")
-
-
-def config(images, out, **overrides):
-    settings = dict(arch="litesr", arch_params=TINY, scale=2, data=[str(images)], out=str(out), patch=8, batch=4,
-                    iters=8, lr=1e-3, workers=0, log_every=1, save_every=1000, val_every=1000, threads=1, ema=0.9)
-    settings.update(overrides)
-    return TrainConfig(**settings)
 
 
 def read_log(run_dir):
