@@ -96,8 +96,9 @@ def tiled_apply(fn: TileFn, x: torch.Tensor, *, scale: int, tile: Union[int, tup
     """Apply ``fn`` (NCHW -> NCHW at ``scale`` times the size) to ``x`` tile by tile.
 
     With ``sink`` given, finished output rows are passed to ``sink(row_start, rows)``
-    in order (rows is N x C x h x W*scale float) and None is returned; otherwise
-    the whole output tensor is returned. ``tile``: cores of at most this many input
+    in order (rows is N x C x h x W*scale float, on the device ``fn`` returns on, where
+    the blending is done too) and None is returned; otherwise the whole output tensor
+    is returned, on ``x``'s device. ``tile``: cores of at most this many input
     pixels a side, or (height, width), or None for one tile. ``batch_size`` tiles of
     equal shape from one tile row are stacked into one call of ``fn``. ``multiple``: the network's
     size multiple (tiles start on multiples of it). ``on_tile(done, total)`` is
@@ -156,7 +157,7 @@ def tiled_apply(fn: TileFn, x: torch.Tensor, *, scale: int, tile: Union[int, tup
         del band
 
     if sink is None:
-        return torch.cat(collected, dim=2)
+        return torch.cat(collected, dim=2).to(x.device)
     return None
 
 
@@ -182,5 +183,7 @@ def _run_row(fn: TileFn, x: torch.Tensor, row: Span, cols: list[Span], scale: in
                 raise ValueError(f"tile function returned {tuple(result.shape[-2:])}, expected {expected}")
             n = x.shape[0]
             for offset, j in enumerate(chunk):
-                yield j, result[offset * n:(offset + 1) * n].to(x.device, torch.float32)
+                # Left on fn's device: blending happens there, and the sink gets rows on it (on a
+                # GPU, quantised there, so only the uint8 image crosses to the host).
+                yield j, result[offset * n:(offset + 1) * n].to(torch.float32)
             del result

@@ -81,6 +81,16 @@ def test_rows_reach_sink_in_order_and_once():
     assert seen[-1][0] + seen[-1][1] == 100
 
 
+def test_blending_stays_on_the_device_the_tiles_come_back_on():
+    # On a GPU the band is blended there and only quantised rows cross to the host. The
+    # "meta" device stands in for one here: each tile comes back on it, so must every row.
+    x = torch.rand(1, 3, 40, 50)
+    devices = []
+    tiled_apply(lambda t: torch.nn.functional.interpolate(t.to("meta"), scale_factor=2, mode="nearest"), x,
+                scale=2, tile=16, overlap=4, sink=lambda start, rows: devices.append(rows.device.type))
+    assert len(devices) == 3 and set(devices) == {"meta"}
+
+
 def test_small_overlap_blends_without_hard_steps():
     # With too little context tiles disagree; the cross-fade must keep the transition gradual.
     torch.manual_seed(1)
