@@ -130,6 +130,9 @@ def tiled_apply(fn: TileFn, x: torch.Tensor, *, scale: int, tile: Union[int, tup
         for j, y in _run_row(fn, x, row, cols, scale, batch_size):
             if band is None:
                 band = y.new_zeros((y.shape[0], y.shape[1], band_bottom - carry_top, out_width))
+                row_w = row_w.to(y.device)  # weights go where the tiles are, once, not per tile
+                if col_weights[0].device != y.device:
+                    col_weights = [w.to(y.device) for w in col_weights]
                 if carry is not None:
                     band[:, :, : carry.shape[2]] = carry
             col = cols[j]
@@ -143,8 +146,8 @@ def tiled_apply(fn: TileFn, x: torch.Tensor, *, scale: int, tile: Union[int, tup
             if y.untyped_storage().data_ptr() == x.untyped_storage().data_ptr():
                 part = part.clone()
             with torch.inference_mode():  # models hand back inference tensors
-                part.mul_(col_weights[j][lo:hi].to(y.device))
-                band[:, :, band_top - carry_top:, left + lo:left + hi].addcmul_(part, row_w.to(y.device))
+                part.mul_(col_weights[j][lo:hi])
+                band[:, :, band_top - carry_top:, left + lo:left + hi].addcmul_(part, row_w)
             del y
             done_tiles += 1
             if on_tile is not None:
