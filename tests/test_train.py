@@ -12,6 +12,7 @@ from sr_cli.commands.train_cmd import parse_value, train_command
 from sr_cli.train import TrainConfig, lr_at, train
 from sr_cli.weights import load_model, read_metadata
 
+
 @pytest.fixture
 def images(tmp_path):
     """Random smooth 48x48 images (cubic-upsampled noise), written as PNG."""
