@@ -16,6 +16,10 @@ worker, the number of workers or what ran before. ``index`` may run past
 ``len(dataset)`` (the "virtual epoch"); a training loop feeding global sample
 numbers ``step * batch + k`` therefore resumes exactly (see ``SampleRange``).
 
+``scale_aug`` (factors below 1, e.g. 0.9, 0.8, 0.7, 0.6) adds a MATLAB-bicubic
+shrunk copy of every HR image per factor, each sampled as often as an original:
+the scale augmentation VDSR (and DRRN, LapSRN) used on this same 291-image set.
+
 With ``degradation`` (a preset of ``sr_cli.degrade``, e.g. "realesrgan") the LR
 patch is made by that random pipeline instead of bicubic, from the same crop with
 context; its randomness is drawn from ``(seed, 2, index)``, so it is as
@@ -75,6 +79,12 @@ def quantise(x: torch.Tensor) -> torch.Tensor:
     return x.mul(255.0).round_().clamp_(0.0, 255.0).div_(255.0)
 
 
+def shrink(img: np.ndarray, factor: float) -> np.ndarray:
+    """An HWC uint8 image shrunk by ``factor`` with MATLAB bicubic, rounded back to uint8."""
+    small = imresize(torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float(), factor)
+    return np.ascontiguousarray(small.round_().clamp_(0, 255).to(torch.uint8).numpy().transpose(1, 2, 0))
+
+
 def bicubic_lr(hr: torch.Tensor, scale: int) -> torch.Tensor:
     """LR of an (N)CHW float HR tensor by MATLAB bicubic, quantised to uint8 levels."""
     return quantise(imresize(hr, 1.0 / scale))
@@ -88,11 +98,13 @@ class HRPatchDataset(Dataset):
     ``epoch_length`` is the virtual epoch (default: the number of images).
     ``degradation``: None or "bicubic" (MATLAB bicubic, the default), a preset name
     of ``sr_cli.degrade.PRESETS`` or a ``Pipeline``.
+    ``scale_aug``: factors in (0, 1); each adds a shrunk copy of every image (copies
+    smaller than the HR patch are left out and counted in ``shrunk_skipped``).
     """
 
     def __init__(self, folders: Sequence[str | Path], *, scale: int, patch: int, seed: int = 0,
                  epoch_length: int | None = None, augment: bool = True,
-                 degradation: str | Pipeline | None = None):
+                 degradation: str | Pipeline | None = None, scale_aug: Sequence[float] = ()):
         if scale < 1 or patch < 1:
             raise ValueError(f"scale and patch must be >= 1, got scale={scale}, patch={patch}")
         self.scale, self.patch, self.seed, self.augment = int(scale), int(patch), int(seed), augment
@@ -106,13 +118,26 @@ class HRPatchDataset(Dataset):
         self.images: list[np.ndarray] = []
         self.paths: list[Path] = []
         self.skipped: list[Path] = []
+        self.scale_aug = tuple(float(f) for f in scale_aug)
+        if any(not 0 < f < 1 for f in self.scale_aug):
+            raise ValueError(f"scale augmentation factors must be between 0 and 1, got {list(scale_aug)}")
+        self.shrunk_count = self.shrunk_skipped = 0
         for path in paths:
-            img = modcrop(read_rgb(path), self.scale)
+            original = read_rgb(path)
+            img = modcrop(original, self.scale)
             if img.shape[0] < hr_patch or img.shape[1] < hr_patch:
                 self.skipped.append(path)
                 continue
             self.images.append(img)
             self.paths.append(path)
+            for factor in self.scale_aug:
+                shrunk = modcrop(shrink(original, factor), self.scale)
+                if shrunk.shape[0] < hr_patch or shrunk.shape[1] < hr_patch:
+                    self.shrunk_skipped += 1
+                    continue
+                self.images.append(shrunk)
+                self.paths.append(path)
+                self.shrunk_count += 1
         if not self.images:
             raise ValueError(f"all {len(paths)} images are smaller than the HR patch ({hr_patch}x{hr_patch}); "
                              f"use a smaller patch")

@@ -104,6 +104,7 @@ class TrainConfig:
     init: Optional[str] = None      # weights file to initialise the generator from (matching tensors)
     pretrained_g: Optional[str] = None  # weights file the generator starts from (all tensors, same arch)
     degradation: str = "bicubic"    # how LR patches are made: bicubic, or a preset of sr_cli.degrade
+    scale_aug: list[float] = field(default_factory=list)  # HR shrink factors in (0, 1) added as extra images
     # GAN mode (gan set): adversarial loss kind, discriminator and its optimiser
     gan: Optional[str] = None       # vanilla | lsgan | ragan
     disc: str = "vgg"               # a key of sr_cli.archs.DISCRIMINATORS
@@ -132,6 +133,9 @@ class TrainConfig:
         self.betas = tuple(float(b) for b in self.betas)
         self.loss = {k: float(v) for k, v in self.loss.items()}
         self.perceptual_layers = {k: float(v) for k, v in self.perceptual_layers.items()}
+        self.scale_aug = [float(f) for f in self.scale_aug]
+        if any(not 0.0 < f < 1.0 for f in self.scale_aug):
+            raise ValueError(f"scale augmentation factors must be between 0 and 1 (exclusive), got {self.scale_aug}")
         if self.schedule not in ("cosine", "step"):
             raise ValueError(f"unknown schedule {self.schedule!r} (cosine, step)")
         for name in ("patch", "batch", "iters", "val_every", "save_every", "log_every", "d_steps"):
@@ -752,13 +756,16 @@ def _train(config: TrainConfig, *, on_log: Callable[[dict[str, Any]], None], dis
             d_model = DDP(disc, device_ids=ids)
 
     dataset = HRPatchDataset(config.data, scale=config.scale, patch=config.patch, seed=config.seed,
-                             epoch_length=config.epoch_length, degradation=config.degradation)
+                             epoch_length=config.epoch_length, degradation=config.degradation,
+                             scale_aug=config.scale_aug)
     if dataset.skipped:
         on_log({"message": f"data: skipped {len(dataset.skipped)} images smaller than the "
                            f"{config.patch * config.scale}px HR patch"})
     d_count = f"; discriminator {config.disc} {sum(p.numel() for p in disc.parameters()):,}" if disc is not None else ""
     procs = f" x {dist_info.world_size} processes" if dist_info.enabled else ""
-    on_log({"message": f"data: {len(dataset.images)} images ({dataset.nbytes / 1e6:.0f} MB), LR by "
+    shrunk = (f" (with {dataset.shrunk_count} copies shrunk by {', '.join(map(str, config.scale_aug))})"
+              if config.scale_aug else "")
+    on_log({"message": f"data: {len(dataset.images)} images{shrunk} ({dataset.nbytes / 1e6:.0f} MB), LR by "
                        f"{config.degradation}; {sum(p.numel() for p in net.parameters()):,} parameters{d_count}; "
                        f"device {device}{procs}"})
     val_images = load_validation(config.val, scale=config.scale) if config.val and main else []
@@ -789,6 +796,8 @@ def _train(config: TrainConfig, *, on_log: Callable[[dict[str, Any]], None], dis
             extra.update(gan=config.gan, disc=config.disc)
         if config.degradation != "bicubic":
             extra["degradation"] = config.degradation
+        if config.scale_aug:
+            extra["scale_aug"] = config.scale_aug
         if val_psnr is not None:
             name = Path(config.val).name
             extra.update(val_psnr=round(val_psnr, 4), val=name, psnr={name: round(val_psnr, 4)})
@@ -908,7 +917,7 @@ def _check_ranks_agree(net: nn.Module, disc: Optional[nn.Module], dist_info: Dis
 
 # Settings that must not change on resume (the rest, e.g. iters, workers, val, may).
 _FIXED_ON_RESUME = ("arch", "arch_params", "scale", "patch", "batch", "seed", "ema", "loss", "data",
-                    "gan", "disc", "disc_params", "d_steps", "degradation", "perceptual_layers")
+                    "gan", "disc", "disc_params", "d_steps", "degradation", "scale_aug", "perceptual_layers")
 
 
 def _check_compatible(saved: dict[str, Any], config: TrainConfig) -> None:

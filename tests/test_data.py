@@ -4,7 +4,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from sr_cli.data import HRPatchDataset, SampleRange, bicubic_lr, find_images, load_validation, to_tensor, worker_init
+from sr_cli.data import (HRPatchDataset, SampleRange, bicubic_lr, find_images, load_validation, shrink, to_tensor,
+                         worker_init)
+from sr_cli.resize import imresize
 
 
 def write_images(folder, count, size=(40, 48), seed=0, grey=()):
@@ -71,6 +73,26 @@ def test_small_images_skipped_or_error(tmp_path):
     assert len(ds.images) == 2 and len(ds.skipped) == 1
     with pytest.raises(ValueError, match="smaller"):
         HRPatchDataset([folder], scale=4, patch=16)
+
+
+def test_scale_augmentation_adds_shrunk_copies(tmp_path):
+    folder = write_images(tmp_path / "hr", 2, size=(40, 48))
+    plain = HRPatchDataset([folder], scale=2, patch=8)
+    ds = HRPatchDataset([folder], scale=2, patch=8, scale_aug=(0.75, 0.5, 0.3))
+    # 0.75 and 0.5 of 40x48 are 30x36 and 20x24; 0.3 gives 12x15 -> 12x14, under the 16-px HR patch
+    assert [img.shape for img in ds.images] == [(40, 48, 3), (30, 36, 3), (20, 24, 3)] * 2
+    assert (ds.shrunk_count, ds.shrunk_skipped) == (4, 2) and ds.paths == [plain.paths[0]] * 3 + [plain.paths[1]] * 3
+    assert np.array_equal(ds.images[0], plain.images[0])
+    original = cv2.imread(str(plain.paths[1]))[:, :, ::-1]
+    expected = imresize(to_tensor(original) * 255, 0.5).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0)
+    assert np.array_equal(ds.images[5], expected.numpy())
+    lr, hr = ds[1]  # items come from the copies too, with the copies' own LR
+    assert lr.shape == (3, 8, 8) and hr.shape == (3, 16, 16)
+    flat = np.full((21, 30, 3), 77, np.uint8)
+    assert np.array_equal(shrink(flat, 0.5), np.full((11, 15, 3), 77, np.uint8))
+    for bad in ((1.0,), (0.0,), (-0.5,), (2,)):
+        with pytest.raises(ValueError, match="between 0 and 1"):
+            HRPatchDataset([folder], scale=2, patch=8, scale_aug=bad)
 
 
 def test_workers_give_the_same_batches(tmp_path):

@@ -103,6 +103,23 @@ def test_cli(images, tmp_path):
     assert runner.invoke(train_command, ["--arch", "litesr"]).exit_code == 2
 
 
+def test_scale_augmentation_is_recorded_and_fixed_on_resume(images, tmp_path):
+    messages = []
+    run = train(config(images, tmp_path / "run", iters=2, save_every=1, scale_aug=[0.5]),
+                on_log=lambda r: messages.append(r.get("message", "")))
+    assert any("with 4 copies shrunk by 0.5" in m for m in messages), messages
+    assert json.loads(read_metadata(run / "model.safetensors")["scale_aug"]) == [0.5]
+    with pytest.raises(ValueError, match="scale_aug"):
+        train(config(images, run, iters=3, resume=True), on_log=lambda r: None)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        config(images, tmp_path / "r2", scale_aug=[1.5])
+    runner = CliRunner()
+    args = ["--arch", "litesr", "--data", str(images), "--out", str(tmp_path / "r3"), "--scale-aug"]
+    for bad in ("0.5,big", "0.5,1.2"):
+        result = runner.invoke(train_command, args + [bad])
+        assert result.exit_code == 2 and "--scale-aug" in result.output and "Traceback" not in result.output
+
+
 def test_parse_value():
     assert parse_value("3") == 3 and parse_value("0.5") == 0.5 and parse_value("true") is True
     assert parse_value("relu") == "relu"

@@ -202,6 +202,9 @@ class LiveDisplay:
 @click.option("--degradation", type=click.Choice(DEGRADATIONS), default="bicubic", show_default=True,
               help="How LR patches are made: MATLAB bicubic, or a random real-world pipeline (blur, resize, "
                    "noise, JPEG): realesrgan (two rounds, as Real-ESRGAN) or simple (one milder round).")
+@click.option("--scale-aug", default="", metavar="F,F,...",
+              help="Scale augmentation: add a copy of every HR image shrunk by each factor (MATLAB bicubic), "
+                   "e.g. 0.9,0.8,0.7,0.6, as VDSR trained on the 291-image set. Default: none.")
 @click.option("--gan", type=click.Choice(GAN_KINDS), default=None,
               help="GAN training with this adversarial loss (ragan: ESRGAN's relativistic average).")
 @click.option("--disc", type=click.Choice(DISCRIMINATORS), default="vgg", show_default=True,
@@ -241,7 +244,7 @@ class LiveDisplay:
                    "another scale's tail, are left as built).")
 @click.option("--list-archs", is_flag=True, help="Print the generator architectures and exit.")
 def train_command(arch, arch_opts, data, scale, out, val, patch, batch, iters, lr, min_lr, schedule, milestones,
-                  gamma, warmup, loss, ema, grad_clip, degradation, gan, disc, disc_opts, gan_weight, d_steps, d_lr,
+                  gamma, warmup, loss, ema, grad_clip, degradation, scale_aug, gan, disc, disc_opts, gan_weight, d_steps, d_lr,
                   pretrained_g, vgg_weights, perceptual_layers, amp, device, seed, resume, workers, epoch_length,
                   val_every, save_every, log_every, csv_log, display, threads, init, list_archs):
     """Train a super-resolution network on HR images.
@@ -269,6 +272,12 @@ def train_command(arch, arch_opts, data, scale, out, val, patch, batch, iters, l
         milestone_list = [int(m) for m in milestones.split(",") if m.strip()]
     except ValueError:
         raise click.BadParameter("use comma-separated step numbers", param_hint="--milestones") from None
+    try:
+        shrink_factors = [float(f) for f in scale_aug.split(",") if f.strip()]
+    except ValueError:
+        raise click.BadParameter("use comma-separated factors below 1, e.g. 0.9,0.8", param_hint="--scale-aug") from None
+    if any(not 0 < f < 1 for f in shrink_factors):
+        raise click.BadParameter(f"factors must be between 0 and 1, got {scale_aug}", param_hint="--scale-aug")
     params = parse_arch_opts(arch_opts)
     disc_params = parse_arch_opts(disc_opts, param_hint="--disc-opt")
     layers = parse_weights(perceptual_layers, "--perceptual-layers")
@@ -291,7 +300,7 @@ def train_command(arch, arch_opts, data, scale, out, val, patch, batch, iters, l
             grad_clip=grad_clip, device=device, seed=seed, resume=resume, workers=workers, epoch_length=epoch_length,
             val_every=val_every, save_every=save_every, log_every=log_every, threads=threads,
             init=str(init) if init else None, pretrained_g=str(pretrained_g) if pretrained_g else None,
-            degradation=degradation, gan=gan, disc=disc, disc_params=disc_params, gan_weight=gan_weight,
+            degradation=degradation, scale_aug=shrink_factors, gan=gan, disc=disc, disc_params=disc_params, gan_weight=gan_weight,
             d_steps=d_steps, d_lr=d_lr, vgg_weights=str(vgg_weights) if vgg_weights else None,
             perceptual_layers=layers, amp=amp, csv=csv_log, command=shlex.join(["sr", *sys.argv[1:]]),
         )
