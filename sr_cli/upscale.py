@@ -137,7 +137,7 @@ def _free_memory(device: torch.device) -> int:
 def upscale_tensor(model: SRModel, x: torch.Tensor, *, tile: TileSpec = "auto", overlap: int = DEFAULT_OVERLAP,
                    device: Union[str, torch.device] = "cpu", dtype: torch.dtype = torch.float32,
                    batch_size: int = 1, sink=None, input_max: float = 1.0, on_tile=None) -> Optional[torch.Tensor]:
-    """Run one native model over ``x`` (NCHW on the CPU) with tiling.
+    """Run one native model over ``x`` (NCHW, usually on the CPU) with tiling; the result comes back on x's device.
 
     ``x`` is float in [0, 1], or integer with ``input_max`` (255, 65535): integer
     input is converted tile by tile, so no float copy of a large input is made.
@@ -146,6 +146,11 @@ def upscale_tensor(model: SRModel, x: torch.Tensor, *, tile: TileSpec = "auto", 
     device = torch.device(device) if isinstance(device, str) else device
     height, width = x.shape[-2:]
     tile_px = auto_tile(model, height, width, device) if tile == "auto" else (tile or None)
+    source_device = x.device
+    if x.device != device:
+        # Tiles are cut where the model runs: one host-to-device copy of the input (1/scale^2
+        # of the output, integer pixels as they are) instead of one per tile.
+        x = x.to(device)
 
     def run_tile(batch: torch.Tensor) -> torch.Tensor:
         batch = batch.to(device).to(dtype)
@@ -155,8 +160,9 @@ def upscale_tensor(model: SRModel, x: torch.Tensor, *, tile: TileSpec = "auto", 
 
     while True:
         try:
-            return tiled_apply(run_tile, x, scale=model.scale, tile=tile_px, overlap=overlap,
-                               sink=sink, batch_size=batch_size, multiple=model.size_multiple, on_tile=on_tile)
+            out = tiled_apply(run_tile, x, scale=model.scale, tile=tile_px, overlap=overlap,
+                              sink=sink, batch_size=batch_size, multiple=model.size_multiple, on_tile=on_tile)
+            return None if out is None else out.to(source_device)
         except torch.cuda.OutOfMemoryError:
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()

@@ -7,8 +7,6 @@ from conftest import smooth_image
 from sr_cli.upscale import Upscaler, upscale_image, upscale_tensor
 
 
-
-
 @pytest.mark.parametrize("scale", [2, 3, 4, 1.5, 3.5, 8, 2.5])
 @pytest.mark.parametrize("size", [(17, 23), (1, 1), (40, 9)])
 def test_output_size_is_round_input_times_scale(weights_dir, scale, size):
@@ -150,3 +148,35 @@ def test_wide_tiles_equal_untiled():
     whole = upscale_tensor(model, x, tile=None, overlap=4)
     wide = upscale_tensor(model, x, tile=(8, 40), overlap=4)
     torch.testing.assert_close(wide, whole, rtol=0, atol=1e-5)
+
+
+def test_input_crosses_to_the_model_device_once_not_per_tile():
+    # On a GPU every tile used to be copied from the host on its own. The "meta" device stands
+    # in for a GPU: count the copies of pixels (uint8) from the CPU to it while 12 tiles run there
+    # (the float blend weights cross once per tile row or column).
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from sr_cli.model import SRModel
+
+    class CountHostToDevice(TorchDispatchMode):
+        copies = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            out = func(*args, **kwargs)
+            if func in (torch.ops.aten._to_copy.default, torch.ops.aten.copy_.default):
+                source = args[1] if func is torch.ops.aten.copy_.default else args[0]
+                target = out if func is torch.ops.aten._to_copy.default else args[0]
+                if source.device.type == "cpu" and target.device.type == "meta" and source.dtype == torch.uint8:
+                    type(self).copies += 1
+            return out
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 12, 3, padding=1), torch.nn.PixelShuffle(2)).to("meta")
+    model = SRModel(net=net, arch="x", scale=2, receptive_radius=1)
+    x = torch.from_numpy(smooth_image(40, 50, 3)).permute(2, 0, 1)[None]
+    tiles, rows = [], []
+    with CountHostToDevice():
+        upscale_tensor(model, x, tile=16, overlap=4, device="meta", input_max=255.0,
+                       sink=lambda start, block: rows.append((block.device.type, block.shape[2])),
+                       on_tile=lambda done, total: tiles.append(total))
+    assert tiles == [12] * 12 and CountHostToDevice.copies == 1
+    assert {device for device, _ in rows} == {"meta"} and sum(height for _, height in rows) == 80
