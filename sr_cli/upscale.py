@@ -153,7 +153,7 @@ def upscale_tensor(model: SRModel, x: torch.Tensor, *, tile: TileSpec = "auto", 
         x = x.to(device)
 
     def run_tile(batch: torch.Tensor) -> torch.Tensor:
-        batch = batch.to(device).to(dtype)
+        batch = batch.to(dtype)  # already on the device: x was moved there whole
         if input_max != 1.0:
             batch = batch.div_(input_max)
         return model(batch).float()
