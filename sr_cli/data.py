@@ -79,6 +79,14 @@ def quantise(x: torch.Tensor) -> torch.Tensor:
     return x.mul(255.0).round_().clamp_(0.0, 255.0).div_(255.0)
 
 
+def shrink_factors(factors: Iterable[float]) -> tuple[float, ...]:
+    """Scale-augmentation factors as floats; each must lie strictly between 0 and 1."""
+    checked = tuple(float(f) for f in factors)
+    if any(not 0.0 < f < 1.0 for f in checked):
+        raise ValueError(f"scale augmentation factors must be between 0 and 1 (exclusive), got {list(checked)}")
+    return checked
+
+
 def shrink(img: np.ndarray, factor: float) -> np.ndarray:
     """An HWC uint8 image shrunk by ``factor`` with MATLAB bicubic, rounded back to uint8."""
     small = imresize(torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float(), factor)
@@ -118,9 +126,7 @@ class HRPatchDataset(Dataset):
         self.images: list[np.ndarray] = []
         self.paths: list[Path] = []
         self.skipped: list[Path] = []
-        self.scale_aug = tuple(float(f) for f in scale_aug)
-        if any(not 0 < f < 1 for f in self.scale_aug):
-            raise ValueError(f"scale augmentation factors must be between 0 and 1, got {list(scale_aug)}")
+        self.scale_aug = shrink_factors(scale_aug)
         self.shrunk_count = self.shrunk_skipped = 0
         for path in paths:
             original = read_rgb(path)

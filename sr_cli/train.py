@@ -133,9 +133,8 @@ class TrainConfig:
         self.betas = tuple(float(b) for b in self.betas)
         self.loss = {k: float(v) for k, v in self.loss.items()}
         self.perceptual_layers = {k: float(v) for k, v in self.perceptual_layers.items()}
-        self.scale_aug = [float(f) for f in self.scale_aug]
-        if any(not 0.0 < f < 1.0 for f in self.scale_aug):
-            raise ValueError(f"scale augmentation factors must be between 0 and 1 (exclusive), got {self.scale_aug}")
+        from .data import shrink_factors
+        self.scale_aug = list(shrink_factors(self.scale_aug))
         if self.schedule not in ("cosine", "step"):
             raise ValueError(f"unknown schedule {self.schedule!r} (cosine, step)")
         for name in ("patch", "batch", "iters", "val_every", "save_every", "log_every", "d_steps"):

@@ -272,12 +272,12 @@ def train_command(arch, arch_opts, data, scale, out, val, patch, batch, iters, l
         milestone_list = [int(m) for m in milestones.split(",") if m.strip()]
     except ValueError:
         raise click.BadParameter("use comma-separated step numbers", param_hint="--milestones") from None
+    from ..data import shrink_factors
     try:
-        shrink_factors = [float(f) for f in scale_aug.split(",") if f.strip()]
-    except ValueError:
-        raise click.BadParameter("use comma-separated factors below 1, e.g. 0.9,0.8", param_hint="--scale-aug") from None
-    if any(not 0 < f < 1 for f in shrink_factors):
-        raise click.BadParameter(f"factors must be between 0 and 1, got {scale_aug}", param_hint="--scale-aug")
+        factors = list(shrink_factors(float(f) for f in scale_aug.split(",") if f.strip()))
+    except ValueError as error:
+        reason = str(error) if "between" in str(error) else "use comma-separated factors below 1, e.g. 0.9,0.8"
+        raise click.BadParameter(reason, param_hint="--scale-aug") from None
     params = parse_arch_opts(arch_opts)
     disc_params = parse_arch_opts(disc_opts, param_hint="--disc-opt")
     layers = parse_weights(perceptual_layers, "--perceptual-layers")
@@ -300,7 +300,7 @@ def train_command(arch, arch_opts, data, scale, out, val, patch, batch, iters, l
             grad_clip=grad_clip, device=device, seed=seed, resume=resume, workers=workers, epoch_length=epoch_length,
             val_every=val_every, save_every=save_every, log_every=log_every, threads=threads,
             init=str(init) if init else None, pretrained_g=str(pretrained_g) if pretrained_g else None,
-            degradation=degradation, scale_aug=shrink_factors, gan=gan, disc=disc, disc_params=disc_params, gan_weight=gan_weight,
+            degradation=degradation, scale_aug=factors, gan=gan, disc=disc, disc_params=disc_params, gan_weight=gan_weight,
             d_steps=d_steps, d_lr=d_lr, vgg_weights=str(vgg_weights) if vgg_weights else None,
             perceptual_layers=layers, amp=amp, csv=csv_log, command=shlex.join(["sr", *sys.argv[1:]]),
         )
