@@ -274,10 +274,13 @@ def train_command(arch, arch_opts, data, scale, out, val, patch, batch, iters, l
         raise click.BadParameter("use comma-separated step numbers", param_hint="--milestones") from None
     from ..data import shrink_factors
     try:
-        factors = list(shrink_factors(float(f) for f in scale_aug.split(",") if f.strip()))
+        parsed = [float(f) for f in scale_aug.split(",") if f.strip()]
+    except ValueError:
+        raise click.BadParameter("use comma-separated factors below 1, e.g. 0.9,0.8", param_hint="--scale-aug") from None
+    try:
+        factors = list(shrink_factors(parsed))
     except ValueError as error:
-        reason = str(error) if "between" in str(error) else "use comma-separated factors below 1, e.g. 0.9,0.8"
-        raise click.BadParameter(reason, param_hint="--scale-aug") from None
+        raise click.BadParameter(str(error), param_hint="--scale-aug") from None
     params = parse_arch_opts(arch_opts)
     disc_params = parse_arch_opts(disc_opts, param_hint="--disc-opt")
     layers = parse_weights(perceptual_layers, "--perceptual-layers")
