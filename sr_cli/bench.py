@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from .archs import set_fused_inference
 from .model import SRModel
 
 
@@ -66,6 +67,8 @@ def count_conv_flops(model: SRModel, height: int, width: int) -> float:
 
     handles = [m.register_forward_hook(hook) for m in model.net.modules()
                if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    # Fused paths call the convolutions' kernels directly, past the hooks: count the stock forward.
+    previous = set_fused_inference(model.net, False)
     try:
         param = next(model.net.parameters())
         with torch.inference_mode():
@@ -73,6 +76,8 @@ def count_conv_flops(model: SRModel, height: int, width: int) -> float:
     finally:
         for handle in handles:
             handle.remove()
+        for module, enabled in previous.items():
+            module.fused_inference = enabled
     return total
 
 
@@ -160,10 +165,13 @@ def reference_tile_loop(model: SRModel, pixels: np.ndarray, *, tile: int, tile_p
                         device: torch.device, dtype: torch.dtype) -> np.ndarray:
     """The common reference (Real-ESRGAN's RealESRGANer.tile_process): tiles padded by
     ``tile_pad`` px of context, pasted without blending, output kept as one float32 tensor.
-    It runs a private copy of the network in the default (NCHW) layout, as that code does."""
+    It runs a private copy of the network in the default (NCHW) layout and with the stock
+    forward (no fused inference paths), as that code does."""
     import copy
     net = copy.deepcopy(model.net).to(memory_format=torch.contiguous_format) \
         if isinstance(model.net, nn.Module) else model.net
+    if isinstance(net, nn.Module):
+        set_fused_inference(net, False)  # the stock forward, as upstream runs it
     img = torch.from_numpy(pixels).permute(2, 0, 1).unsqueeze(0).float().div(255).to(device, dtype)
     _, channels, height, width = img.shape
     scale = model.scale

@@ -144,6 +144,54 @@ def test_rrdbnet_unshuffle_scales(scale, multiple, in_ch):
         net(torch.rand(1, 3, 8, 13))
 
 
+def _rrdbnet_with_busy_weights(scale: int = 4) -> torch.nn.Module:
+    # Real-sized weights (not the 0.1-scaled init) so every term of the dense blocks matters.
+    torch.manual_seed(0)
+    net = build_arch("rrdbnet", scale=scale, num_feat=8, num_block=2, num_grow_ch=4).eval()
+    for name, param in net.named_parameters():
+        if ".rdb" in name:
+            torch.nn.init.normal_(param, std=0.15 if name.endswith("weight") else 0.1)
+    return net
+
+
+def _count_fused_calls(monkeypatch) -> list:
+    from sr_cli.archs.rrdbnet import ResidualDenseBlock
+    calls, original = [], ResidualDenseBlock._forward_fused
+    monkeypatch.setattr(ResidualDenseBlock, "_forward_fused", lambda self, x: calls.append(1) or original(self, x))
+    return calls
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs PyTorch's oneDNN CPU kernels")
+@pytest.mark.parametrize("scale", [2, 4])
+def test_rrdbnet_fused_inference_equals_the_stock_forward(monkeypatch, scale):
+    net = _rrdbnet_with_busy_weights(scale)
+    x = torch.rand(2, 3, 14, 10)
+    with torch.no_grad():
+        stock = net(x)  # NCHW: the stock path
+    calls = _count_fused_calls(monkeypatch)
+    assert not calls
+    net.to(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        fused = net(x.contiguous(memory_format=torch.channels_last))
+    assert len(calls) == 2 * 3  # every dense block of both RRDBs
+    assert stock.abs().mean() > 0.01
+    assert torch.allclose(fused, stock, atol=1e-5, rtol=1e-4)
+
+
+def test_rrdbnet_fused_path_stays_out_of_training_and_when_switched_off(monkeypatch):
+    net = _rrdbnet_with_busy_weights().to(memory_format=torch.channels_last)
+    x = torch.rand(1, 3, 8, 8).contiguous(memory_format=torch.channels_last)
+    calls = _count_fused_calls(monkeypatch)
+    net(x).mean().backward()  # autograd on: the stock path, gradients flow
+    assert not calls and net.body[0].rdb1.conv2.weight.grad is not None
+    for module in net.modules():
+        if hasattr(module, "fused_inference"):
+            module.fused_inference = False
+    with torch.inference_mode():
+        net(x)
+    assert not calls
+
+
 def test_unsupported_scales_raise():
     for name in ("srresnet", "edsr", "rrdbnet", "autoencoder", "vae"):
         with pytest.raises(ValueError, match="scale"):

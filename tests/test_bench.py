@@ -17,6 +17,19 @@ def test_conv_flops_match_hand_count():
     assert count_conv_flops(model, h, w) == 2 * macs_per_px * h * w
 
 
+def test_conv_flops_count_every_conv_of_a_fused_rrdbnet():
+    # The fused dense blocks bypass the Conv2d modules; the count must still see all of them.
+    net = build_arch("rrdbnet", scale=4, num_feat=8, num_block=1, num_grow_ch=4)
+    model = SRModel.from_net(net, "rrdbnet", {}).to("cpu")  # channels-last: the fused path
+    h, w = 6, 5
+    nf, gc = 8, 4
+    dense = sum((nf + i * gc) * (gc if i < 4 else nf) for i in range(5)) * 9
+    per_lr_px = 3 * nf * 9 + 3 * dense + nf * nf * 9  # conv_first, 3 dense blocks, conv_body
+    per_lr_px += (4 + 16 + 16) * nf * nf * 9 + 16 * nf * 3 * 9  # conv_up1 (x2), conv_up2, conv_hr, conv_last
+    assert count_conv_flops(model, h, w) == 2 * per_lr_px * h * w
+    assert all(m.fused_inference for m in net.modules() if hasattr(m, "fused_inference"))
+
+
 def test_bench_json_on_tiny_model(weights_dir):
     result = CliRunner().invoke(cli, ["bench", "--size", "24x16", "--scale", "2", "--tile", "8", "--tile", "0",
                                       "--repeat", "2", "--warmup", "0", "--compare-reference", "--json"])

@@ -37,6 +37,17 @@ DISCRIMINATORS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
+def set_fused_inference(net: nn.Module, enabled: bool) -> dict[nn.Module, bool]:
+    """Switch the CPU inference fast paths (e.g. RRDBNet's concat-free dense blocks) on or off;
+    returns the previous settings, so a caller can put them back."""
+    previous = {}
+    for module in net.modules():
+        if hasattr(module, "fused_inference"):
+            previous[module] = module.fused_inference
+            module.fused_inference = enabled
+    return previous
+
+
 def build_arch(name: str, **params) -> nn.Module:
     """Build a registered generator; unknown names and parameters raise."""
     return build_from(ARCHS, "architecture", name, params)
