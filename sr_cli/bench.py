@@ -168,9 +168,9 @@ def reference_tile_loop(model: SRModel, pixels: np.ndarray, *, tile: int, tile_p
     It runs a private copy of the network in the default (NCHW) layout and with the stock
     forward (no fused inference paths), as that code does."""
     import copy
-    net = copy.deepcopy(model.net).to(memory_format=torch.contiguous_format) \
-        if isinstance(model.net, nn.Module) else model.net
+    net = model.net
     if isinstance(net, nn.Module):
+        net = copy.deepcopy(net).to(memory_format=torch.contiguous_format)
         set_fused_inference(net, False)  # the stock forward, as upstream runs it
     img = torch.from_numpy(pixels).permute(2, 0, 1).unsqueeze(0).float().div(255).to(device, dtype)
     _, channels, height, width = img.shape

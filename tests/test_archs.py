@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from sr_cli.archs import ARCHS, DISCRIMINATORS, build_arch
+from sr_cli.archs import ARCHS, DISCRIMINATORS, build_arch, set_fused_inference
 from sr_cli.archs.discriminators import build_discriminator
 from sr_cli.archs.edsr import chain_radius
 from sr_cli.model import SRModel
@@ -184,9 +184,7 @@ def test_rrdbnet_fused_path_stays_out_of_training_and_when_switched_off(monkeypa
     calls = _count_fused_calls(monkeypatch)
     net(x).mean().backward()  # autograd on: the stock path, gradients flow
     assert not calls and net.body[0].rdb1.conv2.weight.grad is not None
-    for module in net.modules():
-        if hasattr(module, "fused_inference"):
-            module.fused_inference = False
+    set_fused_inference(net, False)
     with torch.inference_mode():
         net(x)
     assert not calls

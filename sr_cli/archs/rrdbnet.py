@@ -36,11 +36,7 @@ def _init_scaled(modules: list[nn.Module], scale: float) -> None:
             nn.init.zeros_(module.bias)
 
 
-def _fused_conv_ops_available() -> bool:
-    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise_")
-
-
-_FUSED_OPS = _fused_conv_ops_available()
+_FUSED_OPS = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise_")
 
 
 def _exporting() -> bool:
@@ -85,7 +81,7 @@ class ResidualDenseBlock(nn.Module):
         """The same function without ``torch.cat``: a conv over concatenated inputs is the sum of
         convs over each input with its slice of the weights, and oneDNN adds a conv's result into
         an existing tensor in place. The concat copies are memory-bound and cost ~30% of the
-        block on a CPU (measured: 280 -> 193 ms per block on 272x272, 2 threads); the 0.2
+        block on a CPU (benchmarks/dense_block.py: 280 -> 191 ms on 272x272, 2 threads); the 0.2
         residual scale is folded into conv5, and conv1's LeakyReLU into the conv."""
         conv = torch.ops.mkldnn._convolution_pointwise
         conv_add_ = torch.ops.mkldnn._convolution_pointwise_.binary
