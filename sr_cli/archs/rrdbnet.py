@@ -90,15 +90,13 @@ class ResidualDenseBlock(nn.Module):
         convs = (self.conv1, self.conv2, self.conv3, self.conv4, self.conv5)
         features = [x]
         for index, layer in enumerate(convs):
-            last = index == 4
-            weight = layer.weight * 0.2 if last else layer.weight
-            bias = layer.bias * 0.2 if last else layer.bias
-            if last:  # x + 0.2 * conv5(x-part), then the other parts are added in place
-                acc = conv.binary(x, x, weight[:, :nf], bias, *geometry, "add", 1.0, None, [], "")
-            elif index == 0:
-                acc = conv(x, weight[:, :nf], bias, *geometry, "leaky_relu", [0.2], "")
+            if index == 4:  # x + 0.2 * conv5(x-part); the other parts are added in place below
+                weight = layer.weight * 0.2
+                acc = conv.binary(x, x, weight[:, :nf], layer.bias * 0.2, *geometry, "add", 1.0, None, [], "")
             else:
-                acc = conv(x, weight[:, :nf], bias, *geometry, "none", [], "")
+                weight = layer.weight
+                activation = ("leaky_relu", [0.2]) if index == 0 else ("none", [])
+                acc = conv(x, weight[:, :nf], layer.bias, *geometry, *activation, "")
             for j in range(1, index + 1):
                 part = weight[:, nf + (j - 1) * gc: nf + j * gc]
                 conv_add_(acc, features[j], part, None, *geometry, "add", 1.0, None, [], "")
