@@ -24,7 +24,8 @@ from .parallel import map_in_order
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _COLOUR_TYPES = {1: 0, 2: 4, 3: 2, 4: 6}  # channels -> grey, grey+alpha, RGB, RGBA
 EXIF_PREFIX = b"Exif\x00\x00"  # how Pillow and JPEG APP1 start EXIF; PNG eXIf omits it
-_ROWS_BYTES = 2 << 20  # raw bytes filtered, then deflated, at a time
+_ROWS_BYTES = 2 << 20  # raw bytes deflated at a time
+_FILTER_BYTES = 256 << 10  # raw bytes filtered at a time: filtering's int16 temporaries are ~40x this
 _IDAT_BYTES = 1 << 20  # compressed bytes per IDAT chunk (any size is valid)
 
 
@@ -52,14 +53,19 @@ def encode_png(pixels: np.ndarray, *, icc_profile: Optional[bytes] = None, exif:
     block = max(1, _ROWS_BYTES // row_bytes)
     starts = range(0, height, block)
 
+    filter_block = max(1, _FILTER_BYTES // row_bytes)
+
     def filtered_blocks() -> Iterator[bytes]:
         above = np.zeros(row_bytes, np.uint8)
         for top in starts:
-            rows = pixels[top: top + block]
-            raw = (rows.astype(">u2") if depth == 16 else np.ascontiguousarray(rows)).view(np.uint8)
-            raw = raw.reshape(len(rows), row_bytes)
-            yield filter_rows(raw, above, bytes_per_pixel)
-            above = raw[-1].copy()
+            parts = []
+            for part_top in range(top, min(top + block, height), filter_block):
+                rows = pixels[part_top: min(part_top + filter_block, top + block)]
+                raw = (rows.astype(">u2") if depth == 16 else np.ascontiguousarray(rows)).view(np.uint8)
+                raw = raw.reshape(len(rows), row_bytes)
+                parts.append(filter_rows(raw, above, bytes_per_pixel))
+                above = raw[-1].copy()
+            yield b"".join(parts)
 
     # Blocks are deflated independently on threads (map_in_order), each ending byte-aligned
     # (sync flush), so their concatenation is one valid stream, as pigz does; the zlib

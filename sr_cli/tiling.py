@@ -9,9 +9,10 @@ show. The other half of the overlap is guard context: when ``overlap`` is at
 least twice the model's receptive radius, every pixel that gets weight was
 computed with full context and the result equals untiled inference.
 
-Output rows are produced top to bottom and handed to ``sink`` as soon as no
-later tile can touch them, so a caller can quantise straight into a
-preallocated uint8/uint16 image and never hold a float copy of the whole output.
+Each tile's finished output (the part no later tile touches) goes to ``sink`` as a
+rectangle as soon as the tile has run, so a caller can quantise straight into a
+preallocated uint8/uint16 image and never hold a float copy of the whole output,
+nor of a whole row of tiles.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from typing import Callable, Iterator, Optional, Union
 import torch
 
 TileFn = Callable[[torch.Tensor], torch.Tensor]
-RowSink = Callable[[int, torch.Tensor], None]
+RectSink = Callable[[int, int, torch.Tensor], None]
 
 
 @dataclass(frozen=True)
@@ -91,18 +92,24 @@ def _raised_cosine(n: int) -> torch.Tensor:
 
 
 def tiled_apply(fn: TileFn, x: torch.Tensor, *, scale: int, tile: Union[int, tuple[int, int], None], overlap: int,
-                sink: Optional[RowSink] = None, batch_size: int = 1, multiple: int = 1,
+                sink: Optional[RectSink] = None, batch_size: int = 1, multiple: int = 1,
                 on_tile: Optional[Callable[[int, int], None]] = None) -> Optional[torch.Tensor]:
     """Apply ``fn`` (NCHW -> NCHW at ``scale`` times the size) to ``x`` tile by tile.
 
-    With ``sink`` given, finished output rows are passed to ``sink(row_start, rows)``
-    in order (rows is N x C x h x W*scale float, on the device ``fn`` returns on, where
-    the blending is done too) and None is returned; otherwise the whole output tensor
-    is returned, on ``x``'s device. ``tile``: cores of at most this many input
-    pixels a side, or (height, width), or None for one tile. ``batch_size`` tiles of
-    equal shape from one tile row are stacked into one call of ``fn``. ``multiple``: the network's
-    size multiple (tiles start on multiples of it). ``on_tile(done, total)`` is
-    called after each tile, for progress bars.
+    With ``sink`` given, finished output rectangles are passed to ``sink(top, left, block)``
+    (block is N x C x h x w float, on the device ``fn`` returns on, where the blending is
+    done too), in raster order of the tiles, each output pixel exactly once, and None is
+    returned; otherwise the whole output tensor is returned, on ``x``'s device. ``tile``:
+    cores of at most this many input pixels a side, or (height, width), or None for one
+    tile. ``batch_size`` tiles of equal shape from one tile row are stacked into one call
+    of ``fn``. ``multiple``: the network's size multiple (tiles start on multiples of it).
+    ``on_tile(done, total)`` is called after each tile, for progress bars.
+
+    Blending is done in the tile's own output: it is weighted in place, the parts of its
+    neighbours already run (the strip below the tile row above, the seam left of it) are
+    added, and what no later tile touches goes to the sink at once. So the float memory
+    beyond one tile is a strip ``2 * fade * scale`` rows high and the output's width, not a
+    band of whole tile rows.
     """
     if x.ndim != 4:
         raise ValueError(f"expected NCHW input, got shape {tuple(x.shape)}")
@@ -114,79 +121,99 @@ def tiled_apply(fn: TileFn, x: torch.Tensor, *, scale: int, tile: Union[int, tup
     col_weights = [blend_weights(c, scale) for c in cols]
     total_tiles, done_tiles = len(rows) * len(cols), 0
 
-    collected: list[torch.Tensor] = []
-    emit = sink if sink is not None else (lambda start, block: collected.append(block.clone()))
+    whole: Optional[torch.Tensor] = None
 
-    carry: Optional[torch.Tensor] = None  # rows still awaiting the next tile row's contribution
-    carry_top = (rows[0].core_start - rows[0].fade_before) * scale
+    def keep(top: int, left: int, block: torch.Tensor) -> None:
+        nonlocal whole
+        if whole is None:
+            whole = block.new_empty((block.shape[0], block.shape[1], height * scale, out_width))
+        whole[:, :, top:top + block.shape[2], left:left + block.shape[3]] = block
+
+    emit = sink if sink is not None else keep
+    above: Optional[torch.Tensor] = None  # rows [band_top, above_bottom): the tile row above's unfinished strip
     for i, row in enumerate(rows):
         band_top = (row.core_start - row.fade_before) * scale
         band_bottom = (row.core_end + row.fade_after) * scale
+        # Rows from done_until down are also the next tile row's: they wait in the strip.
+        done_until = band_bottom if i == len(rows) - 1 else (rows[i + 1].core_start - rows[i + 1].fade_before) * scale
         read_top = row.read_start * scale
-        # Only the rows of a tile that carry weight land in the band.
+        # Only the rows of a tile that carry weight are blended.
         y_rows = slice(band_top - read_top, band_bottom - read_top)
         row_w = blend_weights(row, scale)[y_rows, None]
-        band: Optional[torch.Tensor] = None
+        below: Optional[torch.Tensor] = None
+        seam: Optional[torch.Tensor] = None  # the previous tile's columns that this tile also covers
         for j, y in _run_row(fn, x, row, cols, scale, batch_size):
-            if band is None:
-                band = y.new_zeros((y.shape[0], y.shape[1], band_bottom - carry_top, out_width))
-                row_w = row_w.to(y.device)  # weights go where the tiles are, once, not per tile
-                if col_weights[0].device != y.device:
-                    col_weights = [w.to(y.device) for w in col_weights]
-                if carry is not None:
-                    band[:, :, : carry.shape[2]] = carry
             col = cols[j]
-            # Likewise columns: the guard context has zero weight and is skipped.
             lo = (col.core_start - col.fade_before - col.read_start) * scale
             hi = (col.core_end + col.fade_after - col.read_start) * scale
-            left = col.read_start * scale
-            # Column weights go onto the tile output in place (it is ours, unless fn returned
-            # its input), so no weight map or weighted copy the size of the tile is made.
+            left = col.read_start * scale + lo
+            right = col.read_start * scale + hi
+            # Columns from final_right on are also the next tile's.
+            final_right = right if j == len(cols) - 1 else (cols[j + 1].core_start - cols[j + 1].fade_before) * scale
+            if row_w.device != y.device:
+                row_w = row_w.to(y.device)  # weights go where the tiles are, once, not per tile
+            if col_weights[0].device != y.device:
+                col_weights = [w.to(y.device) for w in col_weights]
+            # The guard context has zero weight and is skipped; the rest is weighted in place
+            # (the tile output is ours, unless fn returned its input).
             part = y[:, :, y_rows, lo:hi]
             if y.untyped_storage().data_ptr() == x.untyped_storage().data_ptr():
                 part = part.clone()
             with torch.inference_mode():  # models hand back inference tensors
-                part.mul_(col_weights[j][lo:hi])
-                band[:, :, band_top - carry_top:, left + lo:left + hi].addcmul_(part, row_w)
-            del y
+                part.mul_(col_weights[j][lo:hi]).mul_(row_w)
+                start = left
+                if seam is not None:  # it already holds the strip above for its columns
+                    part[:, :, :, : seam.shape[3]] += seam
+                    start += seam.shape[3]
+                if above is not None:
+                    part[:, :, : above.shape[2], start - left:] += above[:, :, :, start:right]
+            emit(band_top, left, part[:, :, : done_until - band_top, : final_right - left])
+            if done_until < band_bottom:
+                if below is None:
+                    below = part.new_empty((part.shape[0], part.shape[1], band_bottom - done_until, out_width))
+                below[:, :, :, left:final_right] = part[:, :, done_until - band_top:, : final_right - left]
+            seam = part[:, :, :, final_right - left:].clone() if final_right < right else None
+            del y, part
             done_tiles += 1
             if on_tile is not None:
                 on_tile(done_tiles, total_tiles)
-        assert band is not None
-        done_until = band_bottom if i == len(rows) - 1 else (rows[i + 1].core_start - rows[i + 1].fade_before) * scale
-        emit(carry_top, band[:, :, : done_until - carry_top])
-        carry = band[:, :, done_until - carry_top:].clone()
-        carry_top = done_until
-        del band
+        above = below
 
     if sink is None:
-        return torch.cat(collected, dim=2).to(x.device)
+        assert whole is not None
+        return whole.to(x.device)
     return None
 
 
 def _run_row(fn: TileFn, x: torch.Tensor, row: Span, cols: list[Span], scale: int,
              batch_size: int) -> Iterator[tuple[int, torch.Tensor]]:
-    """Run the tiles of one tile row, yielding (column index, output) as each batch finishes.
+    """Run the tiles of one tile row, yielding (column index, output) left to right.
 
-    Tiles of equal shape are stacked up to ``batch_size`` per call; outputs are
-    yielded at once so only one batch of tile outputs is alive at a time.
+    Tiles of equal shape are stacked up to ``batch_size`` per call. A batch may run ahead
+    of a narrower tile to its left; its outputs wait until their turn, so with
+    ``batch_size`` 1 only one tile output is alive at a time.
     """
     crops = [x[:, :, row.read_start:row.read_end, c.read_start:c.read_end] for c in cols]
     by_shape: dict[tuple, list[int]] = {}
     for index, crop in enumerate(crops):
         by_shape.setdefault(tuple(crop.shape), []).append(index)
     step = max(1, batch_size)
-    for indices in by_shape.values():
-        for chunk_start in range(0, len(indices), step):
-            chunk = indices[chunk_start:chunk_start + step]
-            batch = torch.cat([crops[j] for j in chunk], dim=0) if len(chunk) > 1 else crops[chunk[0]]
-            result = fn(batch)
-            expected = (batch.shape[-2] * scale, batch.shape[-1] * scale)
-            if tuple(result.shape[-2:]) != expected:
-                raise ValueError(f"tile function returned {tuple(result.shape[-2:])}, expected {expected}")
-            n = x.shape[0]
-            for offset, j in enumerate(chunk):
-                # Left on fn's device: blending happens there, and the sink gets rows on it (on a
-                # GPU, quantised there, so only the uint8 image crosses to the host).
-                yield j, result[offset * n:(offset + 1) * n].to(torch.float32)
-            del result
+    chunks = sorted(indices[start:start + step] for indices in by_shape.values()
+                    for start in range(0, len(indices), step))
+    waiting: dict[int, torch.Tensor] = {}
+    next_column = 0
+    for chunk in chunks:
+        batch = torch.cat([crops[j] for j in chunk], dim=0) if len(chunk) > 1 else crops[chunk[0]]
+        result = fn(batch)
+        expected = (batch.shape[-2] * scale, batch.shape[-1] * scale)
+        if tuple(result.shape[-2:]) != expected:
+            raise ValueError(f"tile function returned {tuple(result.shape[-2:])}, expected {expected}")
+        n = x.shape[0]
+        for offset, j in enumerate(chunk):
+            # Left on fn's device: blending happens there, and the sink gets rectangles on it
+            # (on a GPU, quantised there, so only the uint8 image crosses to the host).
+            waiting[j] = result[offset * n:(offset + 1) * n].to(torch.float32)
+        del result
+        while next_column in waiting:
+            yield next_column, waiting.pop(next_column)
+            next_column += 1

@@ -20,7 +20,6 @@ from .tiling import tiled_apply
 
 DEFAULT_OVERLAP = 16
 MIN_TILE = 32
-BAND_BYTES = 128 * 2**20  # host memory the float blending band may take before tiles get wide
 TileSpec = Union[int, str, None]  # pixels, "auto", or None/0 for no tiling
 
 
@@ -84,41 +83,28 @@ def pick_dtype(precision: str, device: torch.device) -> torch.dtype:
     return dtypes[precision]
 
 
-def auto_tile(model: SRModel, height: int, width: int,
-              device: torch.device) -> Union[int, tuple[int, int], None]:
+def auto_tile(model: SRModel, height: int, width: int, device: torch.device) -> Optional[int]:
     """The largest tile (2048 on CUDA, 256 on CPU, halving down to 64) whose working memory
-    fits in a share of free memory; for wide outputs a shorter tile (height, width) that
-    bounds the blending band; None if one tile fits.
+    fits in a share of free memory; None if one tile fits.
 
     Working memory: the tile's activations (a few feature maps at LR size plus the
-    upscaled output) and the float blending band, one tile row high and the full
-    output wide. On CPUs 256 is the cap: smaller tiles keep the feature maps in cache,
-    which outweighs their overlap (sr bench, default x4 on 512x512: 0.69 s with 256-px
-    tiles, 1.05 s untiled; 1024x1024: 2.64 s at 256, 3.95 s at 512).
+    upscaled output) and the blending strip (a few output rows, the output's width). On
+    CPUs 256 is the cap: smaller tiles keep the feature maps in cache, which outweighs
+    their overlap (sr bench, default x4 on 512x512: 0.69 s with 256-px tiles, 1.05 s
+    untiled; 1024x1024: 2.64 s at 256, 3.95 s at 512).
     """
     free = _free_memory(device)
     budget = free * (0.5 if device.type == "cuda" else 0.25)
     cap = 2048 if device.type == "cuda" else 256
-
-    def band_bytes(tile_height: int) -> int:
-        return (tile_height + DEFAULT_OVERLAP) * model.scale**2 * width * 3 * 4
-
+    strip = DEFAULT_OVERLAP * model.scale**2 * width * 3 * 4
     tile = cap
     while tile > 64:
         read = tile + 2 * DEFAULT_OVERLAP
         activations = read * read * 4 * (6 * 64 + 4 * 3 * model.scale**2)
-        if activations + band_bytes(tile) <= budget:
+        if activations + strip <= budget:
             break
         tile //= 2
-    if tile >= max(height, width):
-        return None
-    # The band grows with the output's width: past BAND_BYTES, use shorter, wider tiles. A
-    # 4096-px-wide x4 output then gets 128x512 tiles and a 113 MB band (415 MB with 512-px
-    # tiles), and memory stays close to the output itself.
-    tile_height = tile
-    while tile_height > 64 and band_bytes(tile_height) > BAND_BYTES:
-        tile_height //= 2
-    return tile if tile_height == tile else (tile_height, min(2 * tile, width))
+    return None if tile >= max(height, width) else tile
 
 
 def _free_memory(device: torch.device) -> int:
@@ -203,8 +189,10 @@ def upscale_pixels(upscaler: Upscaler, pixels: np.ndarray) -> np.ndarray:
 def release_free_heap() -> None:
     """Give freed heap memory back to the OS where the C library can (glibc's malloc_trim).
 
-    Tiles of a few sizes leave the heap fragmented, and memory freed between them would
-    otherwise stay resident: 50-90 MB of a large upscale's peak. A no-op elsewhere.
+    Called once an image's inference is done, so the heap the tiles' activations left
+    behind is not still resident while the output is encoded. Not per tile: the pages
+    it hands back fault in again for the next tile (x1.5 slower on 1024x1024, fast x4).
+    A no-op elsewhere.
     """
     global _MALLOC_TRIM
     if _MALLOC_TRIM is None:
@@ -231,17 +219,18 @@ def _run_native(upscaler: Upscaler, model: SRModel, colour: np.ndarray) -> np.nd
     if grey:
         x = x.expand(1, 3, height, width)
 
-    def write_rows(start: int, rows: torch.Tensor) -> None:
+    def write_rect(top: int, left: int, rect: torch.Tensor) -> None:
         # A few rows at a time, so the float temporaries stay small next to the output.
-        for offset in range(0, rows.shape[2], 64):
-            block = rows[0, :, offset:offset + 64]
+        right = left + rect.shape[3]
+        for offset in range(0, rect.shape[2], 64):
+            block = rect[0, :, offset:offset + 64]
             block = block.mean(dim=0, keepdim=True) if grey else block
-            out[start + offset:start + offset + block.shape[1]] = from_tensor_rows(block[None], out.dtype)
-        release_free_heap()  # once per tile row
+            out[top + offset:top + offset + block.shape[1], left:right] = from_tensor_rows(block[None], out.dtype)
 
     upscale_tensor(model, x, tile=upscaler.tile, overlap=upscaler.overlap, device=upscaler.device,
-                   dtype=upscaler.dtype, batch_size=upscaler.batch_size, sink=write_rows, input_max=maximum,
+                   dtype=upscaler.dtype, batch_size=upscaler.batch_size, sink=write_rect, input_max=maximum,
                    on_tile=upscaler.on_tile)
+    release_free_heap()  # the last tile's activations, before the output is encoded
     return out
 
 
