@@ -111,6 +111,16 @@ def test_float_memory_beyond_a_tile_is_a_strip_not_a_band():
     assert peak and max(peak) < output_row_of_tiles // 4
 
 
+def test_blending_stays_on_the_device_the_tiles_come_back_on():
+    # On a GPU the tiles are blended there and only quantised pixels cross to the host. The
+    # "meta" device stands in for one here: each tile comes back on it, so must every rectangle.
+    x = torch.rand(1, 3, 40, 50)
+    devices = []
+    tiled_apply(lambda t: torch.nn.functional.interpolate(t.to("meta"), scale_factor=2, mode="nearest"), x,
+                scale=2, tile=16, overlap=4, sink=lambda top, left, block: devices.append(block.device.type))
+    assert len(devices) == 3 * 4 and set(devices) == {"meta"}
+
+
 def test_small_overlap_blends_without_hard_steps():
     # With too little context tiles disagree; the cross-fade must keep the transition gradual.
     torch.manual_seed(1)
