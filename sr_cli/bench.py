@@ -7,13 +7,12 @@ from the model's convolutions (not guessed), and the machine's own peak for a
 """
 from __future__ import annotations
 
-import math
 import os
 import statistics
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Optional, Union
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -29,7 +28,7 @@ class BenchResult:
     arch: str
     scale: float
     size: str
-    tile: Union[int, str, None]  # pixels, "HxW" for a wide auto tile, None untiled
+    tile: Optional[int]  # pixels, None untiled
     device: str
     precision: str
     threads: int
@@ -214,14 +213,12 @@ def bench_one(model_name: str, *, height: int, width: int, scale: float, tile, d
     if tile == "auto":
         from .upscale import auto_tile
         tile_label = auto_tile(upscaler.models[0], height, width, upscaler.device)
-    wide = isinstance(tile_label, tuple)
 
     runners = [("sr", lambda: upscaler(pixels))]
     if reference:
         if len(upscaler.models) != 1:
             raise ValueError("--compare-reference needs a native scale (one model pass)")
-        # A wide auto tile (height, width): the reference gets a square tile of the same area.
-        ref_tile = math.isqrt(tile_label[0] * tile_label[1]) if wide else tile_label or max(height, width)
+        ref_tile = tile_label or max(height, width)
         runners.append(("reference", lambda: reference_tile_loop(
             upscaler.models[0], pixels, tile=ref_tile, device=upscaler.device, dtype=upscaler.dtype)))
 
@@ -235,7 +232,7 @@ def bench_one(model_name: str, *, height: int, width: int, scale: float, tile, d
                    if upscaler.device.type == "cuda" else None)
         results.append(BenchResult(
             model=model_name, arch="+".join(m.arch for m in upscaler.models), scale=scale,
-            size=f"{width}x{height}", tile=f"{tile_label[0]}x{tile_label[1]}" if wide else tile_label,
+            size=f"{width}x{height}", tile=tile_label,
             device=str(upscaler.device), precision=precision,
             threads=torch.get_num_threads(), parameters=sum(m.num_parameters for m in upscaler.models),
             median_s=median, min_s=min(times), max_s=max(times),
