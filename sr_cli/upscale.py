@@ -153,7 +153,7 @@ def upscale_tensor(model: SRModel, x: torch.Tensor, *, tile: TileSpec = "auto", 
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
             current = tile_px or max(height, width)
-            if isinstance(current, tuple):  # a wide tile: halve both sides
+            if isinstance(current, tuple):  # a (height, width) tile: halve both sides
                 if max(current) <= MIN_TILE:
                     raise
                 tile_px = tuple(max(MIN_TILE, side // 2) for side in current)
