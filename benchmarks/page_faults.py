@@ -31,9 +31,11 @@ def main() -> None:
     from sr_cli.model import SRModel
     from sr_cli.upscale import Upscaler
 
+    from reference_loop import ARCHS  # the same Real-ESRGAN sizes as the bench figures
+
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    net = build_arch("srvgg", scale=4, num_feat=64, num_conv=32, act_type="prelu")
+    net = build_arch("srvgg", scale=4, **ARCHS["srvgg"])
     model = SRModel.from_net(net, "srvgg", {}).to("cpu")
     pixels = synthetic_image(args.size, args.size)
     ours = Upscaler(models=[model], scale=4, tile=256)
