@@ -44,6 +44,8 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 # LR pixels of context resized with a crop and then cut off. MATLAB's shrinking
 # kernel reaches 2 LR pixels each side; one more for safety.
 _LR_MARGIN = 3
+# With a degradation pipeline, blur kernels reach further (up to 6 LR pixels at the LR size).
+_DEGRADE_MARGIN = 8
 
 
 def find_images(folders: Iterable[str | Path]) -> list[Path]:
@@ -170,7 +172,8 @@ class HRPatchDataset(Dataset):
             raise IndexError(index)
         rng = np.random.default_rng([self.seed, 0, int(index)])
         img = self.images[self._image_index(int(index))]
-        s, p, m = self.scale, self.patch, _LR_MARGIN
+        s, p = self.scale, self.patch
+        m = _LR_MARGIN if self.degradation is None else _DEGRADE_MARGIN
         lr_h, lr_w = img.shape[0] // s, img.shape[1] // s
         top, left = int(rng.integers(0, lr_h - p + 1)), int(rng.integers(0, lr_w - p + 1))  # in LR pixels
         # Resize the crop with up to m LR pixels of real context on each side, then cut the context off.

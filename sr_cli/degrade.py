@@ -37,6 +37,7 @@ from typing import Optional
 
 import cv2
 import numpy as np
+import torch
 
 KERNEL_KINDS = ("iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso", "plateau_aniso")
 RESIZE_MODES = {"area": cv2.INTER_AREA, "bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC}
@@ -62,6 +63,9 @@ class Stage:
     poisson_scale_range: tuple[float, float] = (0.05, 3.0)
     gray_noise_prob: float = 0.4
     jpeg_range: tuple[int, int] = (30, 95)
+    noise_prob: float = 1.0        # Real-ESRGAN always adds noise and JPEG; milder presets may not
+    jpeg_prob: float = 1.0
+    kernel_sizes: tuple[int, int] = (7, MAX_KERNEL)  # odd sizes drawn from this range
 
     def __post_init__(self):
         unknown = sorted(set(self.kernel_probs) - set(KERNEL_KINDS))
@@ -76,6 +80,14 @@ class Pipeline:
     first: Stage
     second: Optional[Stage] = None
     final_sinc_prob: float = 0.8
+    # Share of samples left clean (MATLAB bicubic, as `classic` models are trained), so a model
+    # trained on the pipeline keeps its quality on clean inputs.
+    clean_prob: float = 0.0
+    # ``first`` runs after a downscale to the LR size (mode drawn from ``lr_downscale``; "matlab" is
+    # MATLAB bicubic), not on the HR image: the photo was downsized, then blurred/noised/compressed
+    # at the size it is viewed at, which is where JPEG's 8x8 grid sits in real files.
+    at_lr_size: bool = False
+    lr_downscale: dict[str, float] = field(default_factory=lambda: {"matlab": 1.0})
 
 
 PRESETS: dict[str, Pipeline] = {
@@ -84,6 +96,15 @@ PRESETS: dict[str, Pipeline] = {
         second=Stage(blur_prob=0.8, blur_sigma=(0.2, 1.5), resize_probs=(0.3, 0.4, 0.3), resize_range=(0.3, 1.2),
                       noise_range=(1.0, 25.0), poisson_scale_range=(0.05, 2.5)),
         final_sinc_prob=0.8,
+    ),
+    # What `sr upscale`'s default models are trained on: a fifth clean, the rest downscaled, then at
+    # the LR size blur (half), noise (6 in 10) and JPEG (17 in 20) over the ranges of everyday photos.
+    "robust": Pipeline(
+        first=Stage(blur_prob=0.5, blur_sigma=(0.2, 1.8), sinc_prob=0.1, kernel_sizes=(7, 13),
+                    noise_prob=0.6, gaussian_noise_prob=0.6, noise_range=(1.0, 12.0),
+                    poisson_scale_range=(0.05, 1.5), gray_noise_prob=0.4, jpeg_prob=0.85, jpeg_range=(20, 95)),
+        final_sinc_prob=0.0, clean_prob=0.2, at_lr_size=True,
+        lr_downscale={"matlab": 0.7, "area": 0.15, "bilinear": 0.15},
     ),
     "simple": Pipeline(
         first=Stage(blur_sigma=(0.2, 2.0), sinc_prob=0.0, resize_probs=(0.0, 0.0, 1.0), noise_range=(1.0, 10.0),
@@ -123,28 +144,19 @@ def gaussian_kernel(size: int, sigma_x: float, sigma_y: float, theta: float = 0.
     return (k / k.sum()).astype(np.float32)
 
 
-def _bessel_j1(x: np.ndarray) -> np.ndarray:
-    # J1(x) = 1/pi * integral_0^pi cos(t - x sin t) dt; the trapezoid rule on this periodic
-    # integrand converges exponentially (|x| < 40 here; 128 nodes give ~1e-12).
-    t = np.linspace(0.0, math.pi, 129)
-    weights = np.full(t.size, t[1] - t[0])
-    weights[[0, -1]] *= 0.5
-    values = np.cos(t[:, None] - np.asarray(x, np.float64).ravel()[None, :] * np.sin(t[:, None]))
-    return (weights @ values).reshape(np.shape(x)) / math.pi
-
-
 def sinc_kernel(size: int, cutoff: float) -> np.ndarray:
     """Circular low-pass filter with cut-off frequency ``cutoff`` (radians, (0, pi]): ringing."""
     x, y = _grid(size)
     r = np.hypot(x, y)
     safe = np.where(r == 0, 1.0, r)
-    k = np.where(r == 0, cutoff ** 2 / (4 * math.pi), cutoff * _bessel_j1(cutoff * safe) / (2 * math.pi * safe))
+    j1 = torch.special.bessel_j1(torch.from_numpy(cutoff * safe)).numpy()
+    k = np.where(r == 0, cutoff ** 2 / (4 * math.pi), cutoff * j1 / (2 * math.pi * safe))
     return (k / k.sum()).astype(np.float32)
 
 
 def random_kernel(rng: np.random.Generator, stage: Stage) -> np.ndarray:
     """A blur kernel as Real-ESRGAN draws them (size 7..21, odd)."""
-    size = int(rng.choice(np.arange(7, MAX_KERNEL + 1, 2)))
+    size = int(rng.choice(np.arange(stage.kernel_sizes[0], stage.kernel_sizes[1] + 1, 2)))
     if rng.random() < stage.sinc_prob:
         cutoff = rng.uniform(math.pi / 3, math.pi) if size < 13 else rng.uniform(math.pi / 5, math.pi)
         return sinc_kernel(size, cutoff)
@@ -169,7 +181,8 @@ def random_kernel(rng: np.random.Generator, stage: Stage) -> np.ndarray:
 
 def blur(img: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     """Filter with ``kernel`` (reflected borders, as Real-ESRGAN's padding)."""
-    return cv2.filter2D(img, -1, kernel, borderType=cv2.BORDER_REFLECT_101)
+    out = cv2.filter2D(img, -1, kernel, borderType=cv2.BORDER_REFLECT_101)
+    return out[:, :, None] if out.ndim == 2 else out
 
 
 def resize(img: np.ndarray, size: tuple[int, int], mode: str) -> np.ndarray:
@@ -236,6 +249,25 @@ def _jpeg(img: np.ndarray, rng: np.random.Generator, stage: Stage) -> np.ndarray
     return jpeg(np.clip(img, 0.0, 1.0), int(rng.integers(stage.jpeg_range[0], stage.jpeg_range[1] + 1)))
 
 
+def matlab_downscale(hr: np.ndarray, scale: int) -> np.ndarray:
+    """HWC float32 -> (H // scale, W // scale) by MATLAB bicubic, quantised to uint8 levels."""
+    from .resize import imresize
+    h, w = hr.shape[0] // scale, hr.shape[1] // scale
+    chw = torch.from_numpy(np.ascontiguousarray(hr[:h * scale, :w * scale])).permute(2, 0, 1)
+    lr = imresize(chw, 1.0 / scale).clamp(0, 1).mul(255).round().div(255)
+    return np.ascontiguousarray(lr.permute(1, 2, 0).numpy(), dtype=np.float32)
+
+
+def _one_round_at_lr(out: np.ndarray, rng: np.random.Generator, stage: Stage) -> np.ndarray:
+    if rng.random() < stage.blur_prob:
+        out = blur(out, random_kernel(rng, stage))
+    if rng.random() < stage.noise_prob:
+        out = _noise(out, rng, stage)
+    if rng.random() < stage.jpeg_prob:
+        out = _jpeg(out, rng, stage)
+    return (np.clip(np.round(out * 255.0), 0, 255) / 255.0).astype(np.float32)
+
+
 def degrade(hr: np.ndarray, *, scale: int, rng: np.random.Generator, pipeline: Pipeline) -> np.ndarray:
     """LR image (H // scale, W // scale), HWC float32 quantised to uint8 levels in [0, 1]."""
     if hr.ndim != 3 or hr.dtype != np.float32:
@@ -244,6 +276,14 @@ def degrade(hr: np.ndarray, *, scale: int, rng: np.random.Generator, pipeline: P
     if h < 1 or w < 1:
         raise ValueError(f"image {hr.shape[:2]} is smaller than the scale {scale}")
     first, second = pipeline.first, pipeline.second
+    if pipeline.clean_prob and rng.random() < pipeline.clean_prob:
+        return matlab_downscale(hr, scale)
+    if pipeline.at_lr_size:
+        modes = list(pipeline.lr_downscale)
+        probs = np.array([pipeline.lr_downscale[m] for m in modes], np.float64)
+        mode = modes[int(rng.choice(len(modes), p=probs / probs.sum()))]
+        out = matlab_downscale(hr, scale) if mode == "matlab" else resize(hr, (h, w), mode)
+        return _one_round_at_lr(out, rng, first)
     out = hr
     # first order, on the HR image
     if rng.random() < first.blur_prob:
@@ -279,3 +319,72 @@ def degrade(hr: np.ndarray, *, scale: int, rng: np.random.Generator, pipeline: P
         out = resize(out, (h, w), "area")
     return (np.clip(np.round(out * 255.0), 0, 255) / 255.0).astype(np.float32)
 
+
+
+# ---------------------------------------------------------------------------
+# fixed degradations for evaluation: `sr eval --degrade SPEC`
+
+SPEC_OPS = ("blur", "noise", "jpeg")
+
+
+@dataclass(frozen=True)
+class DegradeSpec:
+    """A degraded LR set, from a spec such as ``jpeg:25-55`` or ``blur:0.4-1.6+noise:1-8+jpeg:40-85``.
+
+    Operations (``+``-separated, applied in the order written) run on the MATLAB-bicubic LR image:
+    ``blur:LO-HI`` isotropic Gaussian of sigma (LR pixels) drawn from the range, ``noise:LO-HI``
+    Gaussian colour noise of sigma (0..255 scale) from the range, ``jpeg:LO-HI`` JPEG at a quality
+    drawn from the integers in the range. A preset name (``realesrgan``, ``robust``, ``simple``)
+    instead runs that random pipeline on the HR image. Every draw comes from the generator passed in,
+    so a seed per image makes the set reproducible.
+    """
+
+    text: str
+    ops: tuple[tuple[str, float, float], ...] = ()
+    preset: Optional[str] = None
+
+    def apply(self, hr: np.ndarray, lr: np.ndarray, *, scale: int, rng: np.random.Generator) -> np.ndarray:
+        """uint8 HWC (or HW) ``hr`` and its bicubic ``lr`` -> the degraded uint8 LR, same layout as ``lr``."""
+        grey = lr.ndim == 2
+        if self.preset is not None:
+            hr_f = (hr[..., None] if grey else hr).astype(np.float32) / 255.0
+            out = degrade(hr_f, scale=scale, rng=rng, pipeline=PRESETS[self.preset])
+        else:
+            out = (lr[..., None] if grey else lr).astype(np.float32) / 255.0
+            for op, low, high in self.ops:
+                if op == "blur":
+                    sigma = rng.uniform(low, high)
+                    size = 2 * math.ceil(3 * sigma) + 1
+                    out = blur(out, gaussian_kernel(size, sigma, sigma))
+                elif op == "noise":
+                    out = gaussian_noise(out, rng, rng.uniform(low, high) / 255.0, gray=False)
+                else:
+                    out = jpeg(np.clip(out, 0.0, 1.0), int(rng.integers(int(low), int(high) + 1)))
+        u8 = np.clip(np.round(out * 255.0), 0, 255).astype(np.uint8)
+        return u8[..., 0] if grey else u8
+
+
+def parse_degrade_spec(text: str) -> DegradeSpec:
+    """Parse ``sr eval --degrade``'s spec; ValueError with the accepted forms on anything else."""
+    text = text.strip()
+    if text in PRESETS:
+        return DegradeSpec(text, preset=text)
+    ops = []
+    for part in text.split("+"):
+        name, _, rng_text = part.strip().partition(":")
+        if name not in SPEC_OPS or not rng_text:
+            raise ValueError(f"bad degradation {part!r} in {text!r}: use OP:LO-HI joined by '+' "
+                             f"(OP one of {', '.join(SPEC_OPS)}), or a preset ({', '.join(PRESETS)})")
+        low_text, _, high_text = rng_text.partition("-")
+        try:
+            low = float(low_text)
+            high = float(high_text) if high_text else low
+        except ValueError:
+            raise ValueError(f"bad range {rng_text!r} in {part!r}: expected LO-HI, e.g. {name}:"
+                             f"{'25-55' if name == 'jpeg' else '1-8'}") from None
+        limits = {"blur": (0.0, 20.0), "noise": (0.0, 255.0), "jpeg": (1.0, 100.0)}[name]
+        if not (limits[0] <= low <= high <= limits[1]) or (name == "blur" and low <= 0):
+            raise ValueError(f"{part!r}: need {limits[0]:g} <= LO <= HI <= {limits[1]:g}"
+                             + (" and LO > 0" if name == "blur" else ""))
+        ops.append((name, low, high))
+    return DegradeSpec(text, ops=tuple(ops))

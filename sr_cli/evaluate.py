@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
@@ -31,7 +32,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .metrics import CONVENTIONS, calculate_psnr, calculate_ssim
+from .metrics import CONVENTIONS, blockiness, calculate_psnr, calculate_ssim
 from .resize import imresize, modcrop
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -46,6 +47,7 @@ class ImageScore:
     name: str
     psnr: float
     ssim: float
+    blockiness: float
 
 
 @dataclass
@@ -64,6 +66,10 @@ class DatasetScore:
     def ssim(self) -> float:
         return float(np.mean([i.ssim for i in self.images]))
 
+    @property
+    def blockiness(self) -> float:
+        return float(np.mean([i.blockiness for i in self.images]))
+
 
 @dataclass
 class EvalReport:
@@ -78,17 +84,21 @@ class EvalReport:
     datasets: list[str]
     scores: dict[str, dict[str, DatasetScore]]  # model -> dataset -> score
     seconds: float
+    degrade: Optional[str] = None
+    seed: int = 0
 
     def to_dict(self, *, per_image: bool = False) -> dict:
         def dataset_dict(score: DatasetScore) -> dict:
-            out = {"psnr": score.psnr, "ssim": score.ssim, "images": len(score.images)}
+            out = {"psnr": score.psnr, "ssim": score.ssim, "blockiness": score.blockiness, "images": len(score.images)}
             if per_image:
-                out["per_image"] = [{"name": i.name, "psnr": i.psnr, "ssim": i.ssim} for i in score.images]
+                out["per_image"] = [{"name": i.name, "psnr": i.psnr, "ssim": i.ssim, "blockiness": i.blockiness}
+                                    for i in score.images]
             return out
 
         return {
             "scale": self.scale, "convention": self.convention, "crop_border": self.crop_border,
             "channel": "y" if self.y_channel else "rgb", "lr_source": self.lr_source,
+            "degrade": self.degrade, "seed": self.seed,
             "seconds": round(self.seconds, 3),
             "results": {m: {d: dataset_dict(self.scores[m][d]) for d in self.datasets} for m in self.models},
         }
@@ -98,13 +108,19 @@ def evaluate(datasets: Sequence[Union[str, Path]], *, scale: int, models: Sequen
              lr_dir: Optional[Union[str, Path]] = None, save_dir: Optional[Union[str, Path]] = None,
              convention: str = "matlab", crop_border: Optional[int] = None, rgb: bool = False,
              device: str = "cpu", tile: Optional[int] = None, overlap: int = DEFAULT_OVERLAP,
+             degrade: Optional[str] = None, seed: int = 0,
              progress: Optional[ProgressFn] = None) -> EvalReport:
     """Score ``models`` on each dataset (a folder of HR images, or one image) at ``scale``.
 
     ``crop_border`` defaults to ``scale``; ``rgb`` scores all channels instead of Y;
     ``tile`` (LR pixels, None = whole image) and ``overlap`` go to tiled inference;
     ``save_dir`` receives the SR outputs as ``<model>/<dataset>/<stem>.png``.
+    ``degrade`` (a spec of ``sr_cli.degrade.parse_degrade_spec``, e.g. ``jpeg:25-55``) degrades
+    each bicubic LR image with a generator seeded by ``seed`` and the image's dataset and name,
+    so the LR set is the same whatever the models or the order; with ``save_dir`` the LR inputs
+    are saved too, as ``lr/<dataset>/<stem>.png``.
     """
+    from .degrade import parse_degrade_spec
     from .registry import resolve_model
     from .upscale import pick_device
 
@@ -117,6 +133,9 @@ def evaluate(datasets: Sequence[Union[str, Path]], *, scale: int, models: Sequen
     crop_border = scale if crop_border is None else crop_border
     if crop_border < 0:
         raise ValueError(f"crop border must be >= 0, got {crop_border}")
+    spec = parse_degrade_spec(degrade) if degrade else None
+    if spec is not None and lr_dir is not None:
+        raise ValueError("--degrade makes the LR images from the HR ones; it cannot be combined with --lr-dir")
     models = list(dict.fromkeys(models))  # a model named twice is run once
     if not models:
         raise ValueError("no models to evaluate")
@@ -137,6 +156,11 @@ def evaluate(datasets: Sequence[Union[str, Path]], *, scale: int, models: Sequen
             if lr_files is None:
                 hr = modcrop(hr, scale)
                 lr = bicubic_downscale(hr, scale)
+                if spec is not None:
+                    rng = np.random.default_rng([int(seed), zlib.crc32(f"{label}/{path.name}".encode())])
+                    lr = spec.apply(hr, lr, scale=scale, rng=rng)
+                    if save_dir is not None:
+                        _save(lr, Path(save_dir) / "lr" / _safe_name(label) / f"{path.stem}.png")
             else:
                 lr, hr = _paired_lr(path, hr, lr_files, lr_folder, scale)
             for name, model in loaded.items():
@@ -147,14 +171,17 @@ def evaluate(datasets: Sequence[Union[str, Path]], *, scale: int, models: Sequen
                     _save(sr, Path(save_dir) / _safe_name(name) / _safe_name(label) / f"{path.stem}.png")
                 kwargs = dict(crop_border=crop_border, test_y_channel=not rgb, convention=convention)
                 scores[name][label].images.append(ImageScore(
-                    name=path.name, psnr=calculate_psnr(sr, hr, **kwargs), ssim=calculate_ssim(sr, hr, **kwargs)))
+                    name=path.name, psnr=calculate_psnr(sr, hr, **kwargs), ssim=calculate_ssim(sr, hr, **kwargs),
+                    blockiness=blockiness(sr, scale=scale)))
                 done += 1
                 if progress is not None:
                     progress(done, total, f"{name} {label}/{path.name}")
 
     return EvalReport(scale=scale, convention=convention, crop_border=crop_border, y_channel=not rgb,
-                      lr_source=str(lr_dir) if lr_dir is not None else "bicubic (MATLAB imresize)",
-                      models=models, datasets=labels, scores=scores, seconds=time.perf_counter() - started)
+                      lr_source=(str(lr_dir) if lr_dir is not None else "bicubic (MATLAB imresize)"
+                                 + (f", then {spec.text} (seed {seed})" if spec is not None else "")),
+                      models=models, datasets=labels, scores=scores, seconds=time.perf_counter() - started,
+                      degrade=spec.text if spec is not None else None, seed=int(seed))
 
 
 def bicubic_downscale(hr: np.ndarray, scale: int) -> np.ndarray:

@@ -44,9 +44,12 @@ def test_kernels():
     aniso = d.gaussian_kernel(21, 3.0, 0.5, 0.0)  # wide along x
     assert aniso[10, 13] > aniso[13, 10]
     assert d.sinc_kernel(21, math.pi / 4).min() < 0  # ringing lobes
-    # J1 against known values
-    assert d._bessel_j1(np.array([1.0, 3.8317059702]))[0] == pytest.approx(0.4400505857, abs=1e-9)
-    assert abs(d._bessel_j1(np.array([3.8317059702]))[0]) < 1e-9  # first zero
+    # the circular low-pass's impulse response is cutoff * J1(cutoff r) / (2 pi r): against J1(1) and its first zero
+    k = d.sinc_kernel(3, 1.0) * 0 + d.sinc_kernel(3, 1.0)
+    centre, side = float(k[1, 1]), float(k[1, 2])
+    assert side / centre == pytest.approx((0.4400505857 / (2 * math.pi)) / (1 / (4 * math.pi)), rel=1e-5)
+    zero = d.sinc_kernel(9, 3.8317059702 / 4)  # r = 4 on the axis falls on J1's first zero
+    assert abs(float(zero[4, 8])) < 1e-8
     rng = np.random.default_rng(0)
     for _ in range(20):
         k = d.random_kernel(rng, d.PRESETS["realesrgan"].first)
@@ -87,3 +90,97 @@ def test_pipeline_differs_from_plain_downscaling_and_errors():
         d.degrade(hr.astype(np.float64), scale=2, rng=np.random.default_rng(0), pipeline=d.PRESETS["simple"])
     with pytest.raises(ValueError, match="kernels"):
         d.Stage(kernel_probs={"box": 1.0})
+
+
+# --- the robust preset (what the default models learn) ---------------------------------------
+
+
+def test_robust_preset_mixes_clean_and_degraded_samples():
+    hr = image(64, 64)
+    clean = d.matlab_downscale(hr, 4)
+    outs = [d.degrade(hr, scale=4, rng=np.random.default_rng([3, i]), pipeline=d.PRESETS["robust"]) for i in range(300)]
+    share = np.mean([np.array_equal(o, clean) for o in outs])
+    assert 0.12 < share < 0.28  # clean_prob 0.2: 60 of 300 expected
+    assert all(o.shape == (16, 16, 3) for o in outs)
+    # the others differ, and by various amounts (blur, noise and JPEG are each optional)
+    errors = sorted(float(np.abs(o - clean).mean()) for o in outs if not np.array_equal(o, clean))
+    assert 0 < 5 * errors[0] < errors[-1]
+
+
+def test_matlab_downscale_matches_the_eval_lr():
+    from sr_cli.evaluate import bicubic_downscale
+    u8 = (image(32, 24) * 255).round().astype(np.uint8)
+    ours = d.matlab_downscale(u8.astype(np.float32) / 255, 4)
+    assert np.array_equal(np.round(ours * 255).astype(np.uint8), bicubic_downscale(u8, 4))
+
+
+# --- statistics of each stage -------------------------------------------------------------------
+
+
+def smooth_u8(h=64, w=64, seed=0):
+    """A smooth photo-like uint8 RGB image: JPEG on it leaves visible block edges."""
+    import cv2
+    small = np.random.default_rng(seed).integers(0, 256, (6, 6, 3), dtype=np.uint8)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
+
+
+def test_jpeg_stage_makes_8x8_blocks():
+    from sr_cli.metrics import blockiness
+    clean = smooth_u8().astype(np.float32) / 255
+    compressed = d.jpeg(clean, 10)
+    u8 = lambda x: np.round(x * 255).astype(np.uint8)  # noqa: E731
+    assert blockiness(u8(compressed), scale=1) > 1.5  # steps at every 8th pixel stand out
+    assert 0.7 < blockiness(u8(clean), scale=1) < 1.3
+    assert blockiness(u8(d.jpeg(clean, 95)), scale=1) < blockiness(u8(compressed), scale=1)
+
+
+def test_noise_stage_sigma_and_grey():
+    flat = np.full((128, 128, 3), 0.5, np.float32)
+    for sigma in (1.0, 8.0, 25.0):
+        noise = d.gaussian_noise(flat, np.random.default_rng(0), sigma / 255, gray=False) - flat
+        assert noise.std() * 255 == pytest.approx(sigma, rel=0.05)
+        assert abs(noise.mean()) * 255 < 0.1 * sigma
+    # Poisson noise grows with brightness (shot noise), Gaussian does not
+    dark, bright = np.full((128, 128, 3), 0.1, np.float32), np.full((128, 128, 3), 0.9, np.float32)
+    rng = np.random.default_rng(1)
+    assert (d.poisson_noise(bright, rng, 1.0, gray=False) - bright).std() > \
+        2 * (d.poisson_noise(dark, rng, 1.0, gray=False) - dark).std()
+
+
+def test_blur_stage_sigma():
+    # a blurred impulse's spread is the kernel's sigma (sampling narrows kernels below ~1 pixel)
+    for sigma in (1.0, 2.0):
+        k = d.gaussian_kernel(2 * int(np.ceil(4 * sigma)) + 1, sigma, sigma)
+        r = np.arange(k.shape[0]) - k.shape[0] // 2
+        assert np.sqrt((k.sum(axis=0) * r ** 2).sum()) == pytest.approx(sigma, rel=0.02)
+
+
+# --- sr eval --degrade specs --------------------------------------------------------------------
+
+
+def test_degrade_spec_parsing():
+    spec = d.parse_degrade_spec("blur:0.4-1.6+noise:1-8+jpeg:40-85")
+    assert spec.ops == (("blur", 0.4, 1.6), ("noise", 1.0, 8.0), ("jpeg", 40.0, 85.0)) and spec.preset is None
+    assert d.parse_degrade_spec("jpeg:30").ops == (("jpeg", 30.0, 30.0),)
+    assert d.parse_degrade_spec("realesrgan").preset == "realesrgan"
+    for bad in ("jpeg", "jpeg:0-50", "jpeg:60-40", "sharpen:1-2", "blur:0-1", "noise:a-b", "jpeg:25-55+"):
+        with pytest.raises(ValueError):
+            d.parse_degrade_spec(bad)
+
+
+def test_degrade_spec_applies_reproducibly_in_order():
+    from sr_cli.evaluate import bicubic_downscale
+    from sr_cli.metrics import blockiness
+    hr = np.repeat(np.repeat(smooth_u8(64, 64), 2, 0), 2, 1)  # 128x128
+    lr = bicubic_downscale(hr, 2)
+    spec = d.parse_degrade_spec("jpeg:10-20")
+    a = spec.apply(hr, lr, scale=2, rng=np.random.default_rng([0, 5]))
+    b = spec.apply(hr, lr, scale=2, rng=np.random.default_rng([0, 5]))
+    assert np.array_equal(a, b) and a.dtype == np.uint8 and a.shape == lr.shape
+    assert blockiness(a, scale=1) > 1.3 > blockiness(lr, scale=1)
+    noisy = d.parse_degrade_spec("noise:8-8").apply(hr, lr, scale=2, rng=np.random.default_rng(0))
+    assert (noisy.astype(float) - lr).std() == pytest.approx(8, rel=0.15)
+    grey = d.parse_degrade_spec("blur:1-1").apply(hr[..., 0], lr[..., 0], scale=2, rng=np.random.default_rng(0))
+    assert grey.shape == lr.shape[:2]
+    preset = d.parse_degrade_spec("realesrgan").apply(hr, lr, scale=2, rng=np.random.default_rng(0))
+    assert preset.shape == lr.shape and not np.array_equal(preset, lr)

@@ -216,3 +216,34 @@ def test_set5_bicubic_reproduces_published_numbers(scale, psnr, ssim):
     assert len(score.images) == 5
     assert score.psnr == pytest.approx(psnr, abs=0.02)
     assert score.ssim == pytest.approx(ssim, abs=0.001)
+
+
+def test_degrade_makes_a_reproducible_lr_set(dataset, tmp_path):
+    clean = evaluate([dataset], scale=2, models=["bicubic"]).scores["bicubic"]["Tiny"]
+    runs = [evaluate([dataset], scale=2, models=["bicubic"], degrade="noise:10-20+jpeg:20-40", seed=seed,
+                     save_dir=tmp_path / f"s{seed}") for seed in (0, 0, 1)]
+    scores = [r.scores["bicubic"]["Tiny"] for r in runs]
+    assert scores[0].psnr == scores[1].psnr and scores[0].psnr != scores[2].psnr  # the seed decides
+    assert scores[0].psnr < clean.psnr - 1  # degraded inputs score lower
+    lr_files = sorted((tmp_path / "s0" / "lr" / "Tiny").glob("*.png"))
+    assert [p.name for p in lr_files] == ["a.png", "b.png", "grey.png"]
+    assert not np.array_equal(np.asarray(Image.open(lr_files[0])), np.asarray(Image.open(tmp_path / "s1" / "lr" / "Tiny" / "a.png")))
+    assert runs[0].degrade == "noise:10-20+jpeg:20-40" and "jpeg:20-40" in runs[0].lr_source
+    # the LR image does not depend on which models run beside it or in what order
+    both = evaluate([dataset], scale=2, models=["lanczos", "bicubic"], degrade="noise:10-20+jpeg:20-40", seed=0)
+    assert both.scores["bicubic"]["Tiny"].psnr == scores[0].psnr
+    with pytest.raises(ValueError, match="lr-dir"):
+        evaluate([dataset], scale=2, degrade="jpeg:30", lr_dir=tmp_path)
+
+
+def test_cli_degrade_reports_blockiness(dataset):
+    runner = CliRunner()
+    result = runner.invoke(eval_command, [str(dataset), "-s", "2", "--degrade", "jpeg:10-20", "--seed", "3", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["degrade"] == "jpeg:10-20" and data["seed"] == 3
+    assert data["results"]["bicubic"]["Tiny"]["blockiness"] > 0
+    result = runner.invoke(eval_command, [str(dataset), "-s", "2", "--degrade", "jpeg:10-20"])
+    assert result.exit_code == 0 and "blocks" in result.stdout
+    result = runner.invoke(eval_command, [str(dataset), "-s", "2", "--degrade", "sharpen:1-2"])
+    assert result.exit_code == 1 and "bad degradation" in result.output and "Traceback" not in result.output

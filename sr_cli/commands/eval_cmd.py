@@ -8,7 +8,8 @@ from pathlib import Path
 
 import click
 
-CSV_COLUMNS = ("model", "dataset", "image", "scale", "convention", "channel", "crop_border", "psnr", "ssim")
+CSV_COLUMNS = ("model", "dataset", "image", "scale", "convention", "channel", "crop_border", "psnr", "ssim",
+               "blockiness")
 
 
 @click.command("eval")
@@ -33,18 +34,28 @@ CSV_COLUMNS = ("model", "dataset", "image", "scale", "convention", "channel", "c
 @click.option("--rgb", is_flag=True, help="Score all RGB channels instead of the Y (luma) channel.")
 @click.option("--crop-border", type=click.IntRange(0), default=None,
               help="Pixels left out on each side before scoring [default: the scale].")
+@click.option("--degrade", metavar="SPEC", default=None,
+              help="Degrade the bicubic LR inputs, reproducibly: OP:LO-HI joined by '+', applied in order "
+                   "(blur:SIGMA in LR pixels, noise:SIGMA on 0-255, jpeg:QUALITY), e.g. jpeg:25-55 or "
+                   "blur:0.4-1.6+noise:1-8+jpeg:40-85; or a training preset (realesrgan, robust) run on the HR image.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of --degrade's random draws (each image's generator also takes its dataset and name).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 @click.option("--tile", type=click.IntRange(0), default=0, show_default=True,
               help="Tile size in LR pixels for inference, 0 for whole images.")
 @click.option("--tile-overlap", type=click.IntRange(0), default=16, show_default=True,
               help="Context per tile side, in LR pixels.")
 def eval_command(datasets, scale, models, lr_dir, save_dir, as_json, as_csv, per_image, convention, rgb,
-                 crop_border, device, tile, tile_overlap):
+                 crop_border, degrade, seed, device, tile, tile_overlap):
     """Score models on HR image folders (e.g. Set5 Set14 BSD100): PSNR and SSIM.
 
     LR inputs are made from the HR images as the literature does (mod-crop, MATLAB
     bicubic downscale, uint8), unless --lr-dir gives them. Scores are on the Y
     channel with a border of SCALE pixels left out, unless told otherwise.
+
+    Blockiness (1.0: no visible grid) measures how much the LR image's 8x8 JPEG
+    block grid stands out in the output: the mean step across the grid's lines over
+    the mean step at the same phase of the LR pixel grid elsewhere (Y channel).
     """
     if as_json and as_csv:
         raise click.UsageError("choose one of --json and --csv")
@@ -63,7 +74,8 @@ def eval_command(datasets, scale, models, lr_dir, save_dir, as_json, as_csv, per
         try:
             report = evaluate(list(datasets), scale=scale, models=list(models), lr_dir=lr_dir, save_dir=save_dir,
                               convention=convention, crop_border=crop_border, rgb=rgb, device=device,
-                              tile=tile or None, overlap=tile_overlap, progress=progress)
+                              tile=tile or None, overlap=tile_overlap, degrade=degrade, seed=seed,
+                              progress=progress)
         except (ValueError, OSError) as exc:
             raise click.ClickException(str(exc)) from None
 
@@ -82,10 +94,12 @@ def _write_csv(report, *, per_image: bool) -> None:
     for model in report.models:
         for dataset in report.datasets:
             score = report.scores[model][dataset]
-            writer.writerow((model, dataset, "", *settings, f"{score.psnr:.4f}", f"{score.ssim:.5f}"))
+            writer.writerow((model, dataset, "", *settings, f"{score.psnr:.4f}", f"{score.ssim:.5f}",
+                             f"{score.blockiness:.4f}"))
             if per_image:
                 for image in score.images:
-                    writer.writerow((model, dataset, image.name, *settings, f"{image.psnr:.4f}", f"{image.ssim:.5f}"))
+                    writer.writerow((model, dataset, image.name, *settings, f"{image.psnr:.4f}", f"{image.ssim:.5f}",
+                                     f"{image.blockiness:.4f}"))
 
 
 def _print_table(report, *, per_image: bool) -> None:
@@ -100,18 +114,23 @@ def _print_table(report, *, per_image: bool) -> None:
                + f"; LR: {report.lr_source}; {report.seconds:.1f} s")
     table = Table(title=f"sr eval x{report.scale}", caption=caption)
     table.add_column("dataset")
+    blocks = report.degrade is not None  # blockiness only says something about degraded inputs
+
+    def cells(score) -> tuple[str, ...]:
+        return (f"{score.psnr:.2f}", f"{score.ssim:.4f}") + ((f"{score.blockiness:.3f}",) if blocks else ())
+
     for model in report.models:
         label = _short_label(model)
         table.add_column(f"{label}\nPSNR", justify="right")
         table.add_column(f"{label}\nSSIM", justify="right")
+        if blocks:
+            table.add_column(f"{label}\nblocks", justify="right")
     for dataset in report.datasets:
         scores = [report.scores[m][dataset] for m in report.models]
-        table.add_row(f"{dataset} ({len(scores[0].images)})",
-                      *(v for s in scores for v in (f"{s.psnr:.2f}", f"{s.ssim:.4f}")), style="bold")
+        table.add_row(f"{dataset} ({len(scores[0].images)})", *(v for s in scores for v in cells(s)), style="bold")
         if per_image:
             for i, image in enumerate(scores[0].images):
-                table.add_row(f"  {image.name}", *(v for s in scores for v in (f"{s.images[i].psnr:.2f}",
-                                                                             f"{s.images[i].ssim:.4f}")))
+                table.add_row(f"  {image.name}", *(v for s in scores for v in cells(s.images[i])))
             table.add_section()
     Console(width=None if sys.stdout.isatty() else 200).print(table)
 
