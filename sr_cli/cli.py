@@ -36,7 +36,8 @@ def cli():
     \b
     sr upscale photo.jpg --scale 4        upscale one image (writes photo_x4.jpg)
     sr upscale shots/ -o big/ --recursive upscale a folder tree
-    sr models                             list the shipped models
+    sr models                             list the models (shipped, pulled, catalogue)
+    sr models pull RealESRGAN_x4plus      download a community model, verified
     sr eval Set5/ --scale 4 --model default --model bicubic
     """
 
@@ -158,47 +159,10 @@ def _upscale_stream(upscaler, fmt, quality):
     sys.stdout.buffer.flush()
 
 
-@cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable list.")
-@click.option("--all", "show_all", is_flag=True, help="Also list named models whose weights are not installed.")
-@friendly_errors
-def models(as_json, show_all):
-    """List the models `--model` accepts: name, architecture, scale, parameters, recorded PSNR."""
-    from .registry import BASELINES, list_models
-    rows = []
-    for entry in list_models(include_missing=show_all):
-        if entry.path is None:
-            continue
-        row = {"name": entry.name, "scale": entry.scale, "arch": None, "parameters": None, "psnr": None,
-               "file": str(entry.path), "installed": entry.available}
-        if entry.available:
-            from .weights import load_model
-            loaded = load_model(entry.path, name=entry.name)
-            row.update(arch=loaded.arch, parameters=loaded.num_parameters,
-                       psnr=json.loads(loaded.metadata["psnr"]) if "psnr" in loaded.metadata else None)
-        rows.append(row)
-    rows += [{"name": name, "scale": "any", "arch": name, "parameters": 0, "psnr": None, "file": None,
-              "installed": True} for name in BASELINES]
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    from rich.console import Console
-    from rich.table import Table
-    table = Table("name", "scale", "arch", "parameters", "PSNR Set5 / Set14 / BSD100 (Y)", "file",
-                  caption="Use any of these with --model NAME, or give a weights file path.")
-    for row in rows:
-        psnr = row["psnr"] or {}
-        scores = " / ".join(f"{psnr[k]:.2f}" if k in psnr else "-" for k in ("Set5", "Set14", "BSD100"))
-        file = Path(row["file"]).name if row["file"] else "(built in)"
-        table.add_row(row["name"], f"x{row['scale']}" if row["scale"] != "any" else "any",
-                      row["arch"] or "-", f"{row['parameters']:,}" if row["parameters"] else "-",
-                      scores if psnr else "-", file if row["installed"] else f"{file} (not installed)")
-    Console().print(table)
-
-
 def _register_optional_commands() -> None:
     # Commands live in their own modules; each is registered here so the group stays one place.
-    for module, name in (("eval_cmd", "eval_command"), ("train_cmd", "train_command"), ("bench_cmd", "bench_command"),
+    for module, name in (("models_cmd", "models_command"), ("eval_cmd", "eval_command"),
+                         ("train_cmd", "train_command"), ("bench_cmd", "bench_command"),
                          ("convert_cmd", "convert_command"), ("convert_cmd", "export_command")):
         try:
             imported = __import__(f"sr_cli.commands.{module}", fromlist=[name])

@@ -1,18 +1,42 @@
-"""Named models: the weights we ship in ``weights/``, plus the interpolation baselines.
+"""Named models: the weights we ship in ``weights/``, the community catalogue, the baselines.
 
-A name maps to one safetensors file per native scale; the files carry their own
-architecture and hyperparameters (see weights.py), so nothing here guesses.
+A shipped name maps to one safetensors file per native scale; the files carry their own
+architecture and hyperparameters (see weights.py), so nothing here guesses. The top-level
+``weights/`` folder is mapped into every wheel as the package ``sr_cli.shipped_weights``
+(pyproject.toml), so an installed ``sr`` finds its models wherever it runs; SR_WEIGHTS_DIR
+points elsewhere.
+
+The catalogue (``catalogue.toml``, data only) names community models that ``sr models pull``
+downloads, verified against their published sha256, into the per-user cache (the platform's
+cache folder, or SR_CACHE_DIR); ``--model NAME`` then finds them. Nothing is downloaded
+unless the user asks. This module imports no torch, so ``sr models`` stays fast.
 """
 from __future__ import annotations
 
 import os
+import sys
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
-from .model import SRModel
+if TYPE_CHECKING:
+    from .model import SRModel
 
-WEIGHTS_DIR = Path(os.environ.get("SR_WEIGHTS_DIR", Path(__file__).resolve().parent.parent / "weights"))
+
+def _shipped_weights_dir() -> Path:
+    """SR_WEIGHTS_DIR, else the weights an installed wheel carries, else the checkout's weights/."""
+    override = os.environ.get("SR_WEIGHTS_DIR")
+    if override:
+        return Path(override)
+    package = Path(__file__).resolve().parent
+    installed = package / "shipped_weights"
+    return installed if installed.is_dir() else package.parent / "weights"
+
+
+WEIGHTS_DIR = _shipped_weights_dir()
+CATALOGUE_FILE = Path(__file__).resolve().parent / "catalogue.toml"
+MODEL_SUFFIXES = (".safetensors", ".pth", ".pt", ".ckpt")
 
 # name -> {native scale: file in WEIGHTS_DIR}
 NAMED_MODELS: dict[str, dict[int, str]] = {
@@ -29,16 +53,95 @@ class ModelEntry:
     name: str
     scale: int
     path: Optional[Path]  # None for baselines
+    source: str = "shipped"  # shipped, catalogue, cache (pulled from a URL) or builtin
 
     @property
     def available(self) -> bool:
         return self.path is None or self.path.is_file()
 
 
+@dataclass(frozen=True)
+class CatalogueEntry:
+    """One community model: where it is published, what it must hash to, what it is."""
+
+    name: str
+    url: str
+    sha256: str
+    size: int
+    licence: str
+    arch: str
+    scale: int
+    description: str
+
+    @property
+    def filename(self) -> str:
+        return _url_filename(self.url)
+
+    @property
+    def path(self) -> Path:
+        """Where `sr models pull` puts it (it need not be there)."""
+        return models_cache() / self.filename
+
+    def not_pulled(self) -> str:
+        host = urllib.parse.urlsplit(self.url).netloc
+        return (f"model {self.name!r} is not downloaded yet: run `sr models pull {self.name}` "
+                f"({self.size / 1e6:.0f} MB from {host}, {self.licence}), or give a weights file to --model")
+
+
+def catalogue() -> dict[str, CatalogueEntry]:
+    """The community models ``sr models pull`` knows, by name, from catalogue.toml."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10: the tomli backport (a declared dependency there)
+        import tomli as tomllib
+    with open(CATALOGUE_FILE, "rb") as handle:
+        tables = tomllib.load(handle)
+    return {name: CatalogueEntry(name=name, **fields) for name, fields in tables.items()}
+
+
+def cache_dir() -> Path:
+    """Per-user cache: SR_CACHE_DIR, else the platform's (~/.cache/sr-cli, ~/Library/Caches/sr-cli, %LOCALAPPDATA%)."""
+    override = os.environ.get("SR_CACHE_DIR")
+    if override:
+        return Path(override).expanduser()
+    from platformdirs import user_cache_path
+    return user_cache_path("sr-cli", appauthor=False)
+
+
+def models_cache() -> Path:
+    """Where pulled model files live."""
+    return cache_dir() / "models"
+
+
+def _url_filename(url: str) -> str:
+    name = Path(urllib.parse.unquote(urllib.parse.urlsplit(url).path)).name
+    if not name or Path(name).suffix.lower() not in MODEL_SUFFIXES:
+        raise ValueError(f"{url}: the URL does not end in a model file name ({', '.join(MODEL_SUFFIXES)})")
+    return name
+
+
+def _cached_file(name: str) -> Optional[Path]:
+    """A file pulled from a URL outside the catalogue, by its name without suffix."""
+    for suffix in MODEL_SUFFIXES:
+        path = models_cache() / f"{name}{suffix}"
+        if path.is_file():
+            return path
+    return None
+
+
 def list_models(include_missing: bool = False) -> list[ModelEntry]:
+    """Shipped models, catalogue models (pulled, or all with include_missing), other pulled files, baselines."""
     entries = [ModelEntry(name, scale, WEIGHTS_DIR / file)
                for name, files in NAMED_MODELS.items() for scale, file in sorted(files.items())]
-    entries += [ModelEntry(name, scale, None) for name in BASELINES for scale in BASELINE_SCALES]
+    known = set(NAMED_MODELS) | set(BASELINES)
+    listed = catalogue()
+    entries += [ModelEntry(e.name, e.scale, e.path, "catalogue") for e in listed.values() if e.name not in known]
+    catalogued = {e.filename for e in listed.values()}
+    if models_cache().is_dir():
+        entries += [ModelEntry(path.stem, 0, path, "cache") for path in sorted(models_cache().iterdir())
+                    if path.suffix.lower() in MODEL_SUFFIXES and path.name not in catalogued
+                    and path.stem not in known and path.stem not in listed]
+    entries += [ModelEntry(name, scale, None, "builtin") for name in BASELINES for scale in BASELINE_SCALES]
     return [e for e in entries if include_missing or e.available]
 
 
@@ -52,17 +155,33 @@ def native_scales(model: str) -> list[int]:
             raise ValueError(f"model {model!r} has no weights installed in {WEIGHTS_DIR}; "
                              f"available: {', '.join(available_names())}")
         return sorted(scales)
+    path = _model_file(model)
+    from .foreign import is_ours, native_scale
+    if not is_ours(path):  # .pth/.pt/.ckpt, or a .safetensors without our metadata: detected
+        return [native_scale(path)]
+    from .header import read_header
+    metadata, _ = read_header(path)
+    if "scale" not in metadata:
+        raise ValueError(f"{path}: no 'scale' in its metadata; not one of our weight files")
+    return [int(metadata["scale"])]
+
+
+def _model_file(model: str) -> Path:
+    """The file behind a catalogue name, a name pulled from a URL, or a path; one clear line if none."""
+    listed = catalogue()
+    if model in listed:
+        entry = listed[model]
+        if not entry.path.is_file():
+            raise ValueError(entry.not_pulled())
+        return entry.path
     path = Path(model)
     if path.is_file():
-        from .foreign import is_ours, native_scale
-        if not is_ours(path):  # .pth/.pt/.ckpt, or a .safetensors without our metadata: detected
-            return [native_scale(path)]
-        from .weights import read_metadata
-        metadata = read_metadata(path)
-        if "scale" not in metadata:
-            raise ValueError(f"{path}: no 'scale' in its metadata; not one of our weight files")
-        return [int(metadata["scale"])]
-    raise ValueError(f"unknown model {model!r}: not a file, and not one of {', '.join(available_names())}")
+        return path
+    cached = _cached_file(model) if path.name == model else None
+    if cached is not None:
+        return cached
+    raise ValueError(f"unknown model {model!r}: not a file, and not one of {', '.join(available_names())} "
+                     f"(`sr models` lists them; `sr models pull NAME|URL` adds one)")
 
 
 def available_names() -> list[str]:
@@ -90,7 +209,7 @@ def plan_passes(model: str, target_scale: float) -> list[int]:
 
 
 def resolve_model(model: str, scale: int) -> SRModel:
-    """Load a named model, a baseline, or a weights file, for native ``scale``."""
+    """Load a named model, a baseline, a pulled model, or a weights file, for native ``scale``."""
     if model in BASELINES:
         return baseline_model(model, scale)
     if model in NAMED_MODELS:
@@ -100,15 +219,45 @@ def resolve_model(model: str, scale: int) -> SRModel:
             raise ValueError(f"model {model!r} has no x{scale} weights (has {have})")
         from .weights import load_model
         return load_model(WEIGHTS_DIR / file, name=model)
-    path = Path(model)
-    if not path.is_file():
-        raise ValueError(f"unknown model {model!r}: not a file, and not one of {', '.join(available_names())}")
+    path = _model_file(model)
     from .foreign import is_ours, load_any
     from .weights import load_model
-    loaded = load_model(path) if is_ours(path) else load_any(path)
+    name = model if path != Path(model) else ""
+    loaded = load_model(path, name=name) if is_ours(path) else load_any(path, name=name)
     if loaded.scale != scale:
         raise ValueError(f"{path} is a x{loaded.scale} model, asked for x{scale}")
     return loaded
+
+
+def pull(source: str, *, sha256: Optional[str] = None, force: bool = False,
+         progress: Optional[Callable[[int, Optional[int]], None]] = None) -> tuple[str, Path, bool]:
+    """Download a catalogue model (by name or by its URL) or any URL with a given ``sha256``.
+
+    Returns (name for --model, file, downloaded): a file already there is re-hashed and kept
+    when it matches (downloaded False), else fetched again. Nothing unverified is kept.
+    """
+    from .download import download, file_sha256
+    listed = catalogue()
+    entry = listed.get(source) or next((e for e in listed.values() if e.url == source), None)
+    if entry is not None:
+        url, name, size, dest = entry.url, entry.name, entry.size, entry.path
+        if sha256 and sha256.lower() != entry.sha256:
+            raise ValueError(f"--sha256 differs from the catalogue's for {name} ({entry.sha256})")
+        sha256 = entry.sha256
+    elif "://" in source:
+        if not sha256:
+            raise ValueError(f"{source} is not in the catalogue: give its publisher's hash with --sha256 HEX, "
+                             "so that the file can be verified before it is used")
+        if len(sha256) != 64 or any(c not in "0123456789abcdefABCDEF" for c in sha256):
+            raise ValueError(f"--sha256 must be 64 hex digits, got {sha256!r}")
+        url, size, dest = source, None, models_cache() / _url_filename(source)
+        name = dest.stem
+    else:
+        raise ValueError(f"{source!r} is not in the catalogue ({', '.join(sorted(listed))}) nor a URL")
+    if dest.is_file() and not force:
+        if file_sha256(dest) == sha256.lower():
+            return name, dest, False
+    return name, download(url, dest, sha256=sha256, size=size, progress=progress), True
 
 
 def baseline_model(kind: str, scale: int) -> SRModel:
@@ -124,6 +273,7 @@ def baseline_model(kind: str, scale: int) -> SRModel:
         radius = 5
     else:
         raise ValueError(f"unknown baseline {kind!r}")
+    from .model import SRModel
     return SRModel(net=net, arch=kind, scale=int(scale), params={"scale": int(scale)}, name=kind,
                    receptive_radius=radius)
 
