@@ -26,6 +26,7 @@ class Job:
     source: Path
     destination: Path
     error: Optional[str] = None  # known before running (e.g. two inputs map to one output)
+    note: Optional[str] = None   # skipped before running, and why (an earlier run's output)
 
 
 @dataclass
@@ -46,25 +47,50 @@ def scale_text(scale: float) -> str:
     return str(int(scale)) if float(scale).is_integer() else f"{scale:g}"
 
 
-def find_inputs(inputs: Iterable[str], *, recursive: bool) -> list[tuple[Path, Optional[Path]]]:
-    """Expand files and folders into (image file, folder it was found under or None)."""
+def find_inputs(inputs: Iterable[str], *, recursive: bool,
+                exclude: Optional[Path] = None) -> list[tuple[Path, Optional[Path]]]:
+    """Expand files and folders into (image file, folder it was found under or None).
+
+    Walking a folder leaves out anything inside ``exclude`` (the output folder, when it
+    lies inside an input folder), so one run's outputs are not the next run's inputs.
+    A named file that does not exist (or is a symlink loop) is kept: its job fails alone.
+    """
+    skip = exclude.resolve() if exclude is not None else None
     found: list[tuple[Path, Optional[Path]]] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
             pattern = "**/*" if recursive else "*"
+            root = path.resolve()
             files = sorted(p for p in path.glob(pattern) if p.is_file() and p.suffix.lower() in READABLE_SUFFIXES)
+            if skip is not None and skip != root and _inside(skip, root):
+                files = [f for f in files if not _inside(f.resolve(), skip)]
             found += [(f, path) for f in files]
-        elif path.is_file():
-            found.append((path, None))
         else:
-            raise FileNotFoundError(f"no such file or folder: {item}")
+            found.append((path, None))
     return found
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def display(path) -> str:
+    """A file name fit for one line of a terminal: control characters (newlines, escape codes)
+    and undecodable bytes shown as escapes, everything else (spaces, unicode, brackets) as is."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(path))
 
 
 def plan_jobs(inputs: list[tuple[Path, Optional[Path]]], *, output: Optional[Path], fmt: str,
               suffix: Optional[str], scale: float) -> list[Job]:
-    """Decide each output path. ``output`` is a file only for a single file input."""
+    """Decide each output path. ``output`` is a file only for a single file input.
+
+    No job may write over any input of the run, not even with --overwrite. A file found
+    in a folder that is another found file's output by name (``a_x2.png`` beside
+    ``a.png``) and by size (``scale`` times it) is an earlier run's output: it is not
+    taken as an input (its job is "skipped"), and --overwrite may replace it. Of the same
+    name but another size it is a real input, and protected.
+    """
     single_file = len(inputs) == 1 and inputs[0][1] is None
     output_is_file = (output is not None and not output.is_dir()
                       and output.suffix.lower() in WRITABLE_SUFFIXES)
@@ -73,26 +99,89 @@ def plan_jobs(inputs: list[tuple[Path, Optional[Path]]], *, output: Optional[Pat
     if suffix is None:
         suffix = f"_x{scale_text(scale)}" if output is None else ""
 
+    def destination_of(source: Path, root: Optional[Path]) -> Path:
+        if output_is_file:
+            return output
+        folder = source.parent if output is None else output
+        if output is not None and root is not None:
+            folder = output / source.parent.relative_to(root)  # mirror the tree under OUTPUT
+        return folder / f"{source.stem}{suffix}{_output_suffix(source, fmt)}"
+
+    walked = {_key(source): source for source, root in inputs if root is not None}
+    earlier: dict[Path, Path] = {}  # an earlier run's output found in a folder -> its source
+    for source, root in inputs:
+        if root is None:
+            continue
+        key = _key(destination_of(source, root))
+        if key in walked and key != _key(source) and _is_output_of(walked[key], source, scale):
+            earlier[key] = source
+    protected = {_key(source) for source, _ in inputs if _key(source) not in earlier}
+    protected_ids = {_file_id(source) for source, _ in inputs if _key(source) not in earlier} - {None}
+
     jobs: list[Job] = []
     claimed: dict[Path, Path] = {}
     for source, root in inputs:
-        if output_is_file:
-            destination = output
-        else:
-            folder = source.parent if output is None else output
-            if output is not None and root is not None:
-                folder = output / source.parent.relative_to(root)  # mirror the tree under OUTPUT
-            destination = folder / f"{source.stem}{suffix}{_output_suffix(source, fmt)}"
-        job = Job(source, destination)
-        key = destination.resolve()
-        if key == source.resolve():
+        key = _key(source)
+        if key in earlier:
+            job = Job(source, source, note=f"an earlier output of {display(earlier[key])}, not an input")
+            jobs.append(job)
+            continue
+        job = Job(source, destination_of(source, root))
+        target = _key(job.destination)
+        if not source.is_file():
+            job.error = _missing(source)
+        elif target == key or _file_id(job.destination) == _file_id(source):
             job.error = "output would overwrite the input; use -o or --suffix"
-        elif key in claimed:
-            job.error = f"output {destination} is also the output of {claimed[key]}"
+        elif target in protected or _file_id(job.destination) in protected_ids:
+            job.error = (f"output {display(job.destination)} is itself an input of this run and is never "
+                         "overwritten; use -o or --suffix")
+        elif target in claimed:
+            job.error = f"output {display(job.destination)} is also the output of {display(claimed[target])}"
         else:
-            claimed[key] = source
+            claimed[target] = source
         jobs.append(job)
     return jobs
+
+
+def _key(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # a symlink loop
+        return path.absolute()
+
+
+def _file_id(path: Path) -> Optional[tuple[int, int]]:
+    """(device, inode): the same file under two names (hard links, case-insensitive folders)."""
+    try:
+        info = path.stat()
+    except (OSError, ValueError):
+        return None
+    return info.st_dev, info.st_ino
+
+
+def _missing(path: Path) -> str:
+    try:
+        path.stat()
+    except OSError as exc:
+        if exc.errno == 40:  # ELOOP
+            return "symlink loop"
+        if path.is_symlink():
+            return "broken symlink"
+        return "no such file or folder" if exc.errno == 2 else (exc.strerror or str(exc))
+    return "not a regular file"
+
+
+def _is_output_of(candidate: Path, source: Path, scale: float) -> bool:
+    """Whether ``candidate``'s pixel size is ``source``'s times ``scale`` (either way round:
+    EXIF orientation), read from the headers only."""
+    from PIL import Image
+    try:
+        with Image.open(source) as small, Image.open(candidate) as big:
+            (w, h), size = small.size, big.size
+    except Exception:
+        return False
+    expected = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return size in (expected, expected[::-1])
 
 
 def _output_suffix(source: Path, fmt: str) -> str:
@@ -155,9 +244,11 @@ def run_jobs(jobs: list[Job], upscale: Callable, *, existing: str = "error", qua
 
     ``existing`` says what to do when the output exists: "error", "skip" or "overwrite".
     """
-    from .imageio import ImageData, read_image, write_image
+    from .imageio import ImageData, read_image, remove_stale_temporaries, write_image
 
     results: list[Result] = []
+    for folder in sorted({job.destination.parent for job in jobs if not job.error and not job.note}):
+        remove_stale_temporaries(folder)  # what a killed run left; a running one's are kept
 
     def finish(result: Result) -> None:
         results.append(result)
@@ -165,6 +256,8 @@ def run_jobs(jobs: list[Job], upscale: Callable, *, existing: str = "error", qua
             on_result(result)
 
     def prepare(job: Job) -> Optional[str]:
+        if job.note:
+            return "note"
         if job.error:
             return job.error
         if job.destination.exists() and existing != "overwrite":
@@ -176,6 +269,8 @@ def run_jobs(jobs: list[Job], upscale: Callable, *, existing: str = "error", qua
         verdict = prepare(job)
         if verdict == "skip":
             finish(Result(str(job.source), str(job.destination), "skipped"))
+        elif verdict == "note":
+            finish(Result(str(job.source), str(job.destination), "skipped", job.note))
         elif verdict:
             finish(Result(str(job.source), str(job.destination), "failed", verdict))
         else:
@@ -237,7 +332,7 @@ def run_jobs(jobs: list[Job], upscale: Callable, *, existing: str = "error", qua
                     upscaled = ImageData(pixels=pixels, icc_profile=image.icc_profile,
                                          exif=image.exif, source_format=image.source_format)
                 except Exception as exc:  # one bad file must not stop the batch
-                    finish(Result(str(job.source), str(job.destination), "failed", _one_line(exc)))
+                    finish(Result(str(job.source), str(job.destination), "failed", _one_line(exc, job)))
                     failed = True
                 if not failed:
                     size = upscaled.pixels.nbytes
@@ -263,13 +358,20 @@ def _collect(job: Job, future: Future, finish: Callable[[Result], None]) -> bool
         finish(future.result())
         return False
     except Exception as exc:
-        finish(Result(str(job.source), str(job.destination), "failed", _one_line(exc)))
+        finish(Result(str(job.source), str(job.destination), "failed", _one_line(exc, job)))
         return True
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    message = text[0] if text else type(exc).__name__
+def _one_line(exc: BaseException, job: Optional[Job] = None) -> str:
+    """The reason a job failed, as one printable line, without repeating the input's name
+    (the report names it)."""
     if isinstance(exc, MemoryError):
-        message = "out of memory (try a smaller --tile)"
-    return message
+        return "out of memory (try a smaller --tile)"
+    text = str(exc).strip()
+    if job is not None:
+        for name in (str(job.source), str(job.destination)):
+            if text.startswith(name + ": "):
+                text = text[len(name) + 2:]
+            text = text.replace(name, display(name))
+    lines = text.splitlines()
+    return display(lines[0].strip()) if lines else type(exc).__name__

@@ -73,35 +73,53 @@ def cli():
 @click.option("--shard", metavar="K/N", help="Process only every N-th input from the K-th (0-based), for job arrays.")
 @click.option("--quiet", is_flag=True, help="No progress bar or per-file lines; errors are still printed.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per run with every file's result.")
+@click.option("--max-pixels", default="auto", show_default=True,
+              help="Refuse (that file fails, at once) an image whose output, or a pass on the way to it, has more "
+                   "pixels than this; 'auto' sizes it from the memory available. Raise it to try anyway.")
 @friendly_errors
 def upscale(inputs, output, scale, model, tile, tile_overlap, tile_batch, device, precision, fmt, quality, suffix,
-            recursive, skip_existing, overwrite, fail_fast, shard, quiet, as_json):
+            recursive, skip_existing, overwrite, fail_fast, shard, quiet, as_json, max_pixels):
     """Upscale images, folders or stdin (INPUT '-') to stdout.
 
-    Exit status: 0 when every image was written or skipped, 1 when any failed.
-    Existing outputs are never replaced without --overwrite.
+    Existing outputs are never replaced without --overwrite, and an input of the run never,
+    even with it. Walking a folder, an earlier run's outputs (a_x2.png beside a.png, twice
+    its size; anything under -o) are not taken as inputs. Outputs are written whole or not
+    at all; temporary files a killed run left are removed by the next run over the folder.
+
+    \b
+    Exit status:
+      0    every image was written (or skipped)
+      1    some image failed (each named on stderr, one line each); the others were written
+      2    usage error (bad option or value)
+      130  interrupted by Ctrl-C (143: SIGTERM); outputs already written are complete
     """
+    import math
     if skip_existing and overwrite:
         raise click.UsageError("--skip-existing and --overwrite exclude each other")
-    if scale <= 1:
-        raise click.BadParameter("must be greater than 1", param_hint="--scale")
+    from .upscale import MAX_SCALE, Upscaler
+    if not math.isfinite(scale) or scale <= 1:
+        raise click.BadParameter(f"must be greater than 1, got {scale:g}", param_hint="--scale")
+    if scale > MAX_SCALE:
+        raise click.BadParameter(f"{scale:g} is above the largest supported scale, {MAX_SCALE}", param_hint="--scale")
     tile_spec = parse_tile(tile)
-    from .upscale import Upscaler
+    pixel_limit = parse_max_pixels(max_pixels)
     if "-" in inputs:
         if len(inputs) > 1 or (output not in (None, Path("-"))) or as_json:
             raise click.UsageError("'-' reads stdin and writes stdout: give it alone, without -o or --json")
+        if sys.stdout.isatty():
+            raise click.UsageError("'-' writes the image to stdout, which is a terminal: redirect it (> out.png)")
         upscaler = Upscaler.create(model, scale, device=device, precision=precision, tile=tile_spec,
-                                   overlap=tile_overlap, batch_size=tile_batch)
+                                   overlap=tile_overlap, batch_size=tile_batch, max_pixels=pixel_limit)
         _upscale_stream(upscaler, fmt, quality)
         return
 
     from .batch import find_inputs, plan_jobs, run_jobs, shard as take_shard
-    found = take_shard(find_inputs(inputs, recursive=recursive), shard)
+    found = take_shard(find_inputs(inputs, recursive=recursive, exclude=output), shard)
     if not found:
         raise click.ClickException("no images found in the inputs" + ("" if recursive else " (folders: try --recursive)"))
     jobs = plan_jobs(found, output=output, fmt=fmt, suffix=suffix, scale=scale)
     upscaler = Upscaler.create(model, scale, device=device, precision=precision, tile=tile_spec,
-                               overlap=tile_overlap, batch_size=tile_batch)
+                               overlap=tile_overlap, batch_size=tile_batch, max_pixels=pixel_limit)
     existing = "skip" if skip_existing else "overwrite" if overwrite else "error"
     results = _run_with_progress(jobs, upscaler, existing, quality, fail_fast, quiet)
     failed = [r for r in results if r.status == "failed"]
@@ -114,23 +132,43 @@ def upscale(inputs, output, scale, model, tile, tile_overlap, tile_batch, device
         sys.exit(1)
 
 
+def parse_max_pixels(value: str):
+    """'auto' -> None (sized from free memory at run time); else a positive number of pixels."""
+    if value in (None, "auto"):
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        raise click.BadParameter("a number of pixels (e.g. 4e9) or 'auto'", param_hint="--max-pixels") from None
+    if not number >= 1 or number == float("inf"):
+        raise click.BadParameter(f"must be a number of pixels >= 1, got {value}", param_hint="--max-pixels")
+    return int(number)
+
+
 def _run_with_progress(jobs, upscaler, existing, quality, fail_fast, quiet):
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.text import Text
 
-    from .batch import run_jobs
+    from .batch import display, run_jobs
     console = Console(stderr=True)
     progress = Progress(TextColumn("[bold]upscale"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        TextColumn("{task.description}"), console=console, disable=quiet, transient=True)
+                        TextColumn("{task.description}", markup=False), console=console, disable=quiet,
+                        transient=True)
 
     def report(result):
+        # Names are printed as plain text (a '[' is not markup) with control characters escaped,
+        # so any file name is one line and can neither disturb the terminal nor stop the batch.
         progress.advance(task)
         if result.status == "failed":
-            console.print(f"[red]failed[/red] {result.source}: {result.error}", highlight=False)
+            console.print(Text.assemble(("failed", "red"), f" {display(result.source)}: {result.error}"),
+                          highlight=False, soft_wrap=True)
         elif not quiet:
             verb = "ok" if result.status == "ok" else "skipped"
-            timing = f" ({result.seconds:.2f}s)" if result.status == "ok" else ""
-            console.print(f"{verb} {result.source} -> {result.destination}{timing}", highlight=False)
+            detail = (f" ({result.seconds:.2f}s)" if result.status == "ok"
+                      else f" ({result.error})" if result.error else "")
+            console.print(Text(f"{verb} {display(result.source)} -> {display(result.destination)}{detail}"),
+                          highlight=False, soft_wrap=True)
 
     with progress:
         task = progress.add_task("", total=len(jobs))
@@ -155,8 +193,59 @@ def _upscale_stream(upscaler, fmt, quality):
         out_format = "png"
     result = ImageData(pixels=upscaler(image.pixels), icc_profile=image.icc_profile, exif=image.exif,
                        source_format=image.source_format)
-    sys.stdout.buffer.write(encode_image(result, format=out_format, quality=quality))
-    sys.stdout.buffer.flush()
+    write_stdout(encode_image(result, format=out_format, quality=quality))
+
+
+def write_stdout(data: bytes) -> None:
+    """Write all of ``data`` to stdout or raise OSError saying how much got out.
+
+    Every write's count is checked (a full disk or ``ulimit -f`` can take part of one), a reader
+    that closes early is an error, and where stdout is a regular file a failed write is cut back
+    to where it started, so no partial image is left there.
+    """
+    import io
+    import os
+    import stat
+    total = len(data)
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, ValueError, io.UnsupportedOperation):
+        fd = None  # not a real file (e.g. a test runner's buffer)
+    if fd is None:
+        written = sys.stdout.buffer.write(data)
+        if written is not None and written != total:
+            raise OSError(f"stdout took {written} of {total} bytes: the image is cut short")
+        sys.stdout.buffer.flush()
+        return
+    sys.stdout.flush()
+    start = None
+    try:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            start = os.lseek(fd, 0, os.SEEK_CUR)
+    except OSError:
+        pass
+    view, written = memoryview(data), 0
+    try:
+        while written < total:
+            count = os.write(fd, view[written: written + (1 << 20)])
+            if count <= 0:
+                raise OSError(f"stdout accepted nothing after {written} of {total} bytes")
+            written += count
+    except OSError as exc:
+        removed = False
+        if start is not None:
+            try:
+                os.ftruncate(fd, start)
+                removed = True
+            except OSError:
+                pass
+        try:  # nothing more can reach a closed stdout; stop Python complaining at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), fd)
+        except OSError:
+            pass
+        reason = "the reader closed it" if isinstance(exc, BrokenPipeError) else exc.strerror or str(exc)
+        raise OSError(f"stdout: wrote {written} of {total} bytes, then {reason}: the image is cut short"
+                      + (" (and removed)" if removed else "")) from None
 
 
 def _register_optional_commands() -> None:

@@ -1,20 +1,61 @@
-"""One place that turns the core's exceptions into one-line CLI errors."""
+"""One place that turns the core's exceptions into one-line CLI errors, and signals into exit codes.
+
+Exit status of a wrapped command: 0 success; 1 an error (one line on stderr, no traceback);
+2 a usage error (Click's); 130 interrupted by Ctrl-C (SIGINT), 143 by SIGTERM. Set SR_DEBUG=1
+to see the traceback of an unexpected error instead of its one line.
+"""
 from __future__ import annotations
 
 import functools
+import os
+import signal
+import sys
 
 import click
 
+EXIT_INTERRUPTED = 128 + signal.SIGINT   # 130
+EXIT_TERMINATED = 128 + signal.SIGTERM   # 143
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C so that the same clean-up runs."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
+def one_line(exc: BaseException) -> str:
+    if isinstance(exc, MemoryError):
+        return "out of memory (try a smaller --tile, or a smaller job)"
+    text = str(exc).strip()
+    first = text.splitlines()[0].strip() if text else ""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in first) or type(exc).__name__
+
 
 def friendly_errors(command):
-    """Wrap a Click command: ValueError/OSError/RuntimeError become one line and exit status 1."""
+    """Wrap a Click command: any exception becomes one line and exit status 1; Ctrl-C exits 130
+    and SIGTERM 143 (Click's own handling would print "Aborted!" and exit 1)."""
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
+            previous = signal.signal(signal.SIGTERM, _on_sigterm)
+        except ValueError:  # not the main thread: leave signals alone
+            previous = None
+        try:
             return command(*args, **kwargs)
-        except click.ClickException:
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
-        except (ValueError, OSError, RuntimeError) as exc:
-            text = str(exc).strip()
-            raise click.ClickException(text.splitlines()[0] if text else type(exc).__name__) from None
+        except KeyboardInterrupt as exc:
+            terminated = isinstance(exc, Terminated)
+            click.echo(f"interrupted ({'SIGTERM' if terminated else 'Ctrl-C'}): outputs already written are "
+                       "complete, nothing partial is left; rerun with --skip-existing to go on", err=True)
+            sys.exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
+        except Exception as exc:
+            if os.environ.get("SR_DEBUG"):
+                raise
+            raise click.ClickException(one_line(exc)) from None
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
     return wrapper

@@ -65,6 +65,13 @@ class Recognised:
     layout: str
 
     def build(self, source: str | Path = "") -> nn.Module:
+        from .weights import check_finite, check_tensors
+        with torch.device("meta"):  # shapes first: nothing is allocated for a file that does not fit
+            skeleton = build_arch(self.arch, **self.params)
+        check_tensors({k: (tuple(v.shape), v.dtype) for k, v in skeleton.state_dict().items()},
+                      {k: (tuple(v.shape), v.dtype) for k, v in self.state_dict.items()},
+                      source, what=f"{self.layout} ({self.arch})")
+        check_finite(self.state_dict, source)
         net = build_arch(self.arch, **self.params)
         try:
             net.load_state_dict(self.state_dict, strict=True)

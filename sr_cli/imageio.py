@@ -15,13 +15,18 @@ Reading (``read_image``):
     anything else is stretched from min(0, lowest) .. highest to 0 .. 65535.
   * The EXIF orientation is applied (as PIL.ImageOps.exif_transpose does) and
     the EXIF kept with Orientation reset to 1; the ICC profile is kept.
-  * Animated or multi-page files: the first frame only.
+  * Animated or multi-page files (GIF, APNG, WebP, multi-page TIFF) are refused with
+    ImageReadError naming the frame count, rather than silently losing every frame but
+    the first. A camera's MPO (one picture plus previews) is read as its first picture.
   * Files Pillow cannot identify (e.g. float RGB TIFF) are decoded by OpenCV,
     without metadata.
 
 Writing (``write_image``/``encode_image``): png, jpg, webp, tiff, bmp.
   * Atomic: the file is written to a temporary file beside the target and
-    renamed over it, so a failure never leaves a partial output. PNG and TIFF
+    renamed over it, so a failure never leaves a partial output. The temporary
+    file's name (``.NAME.sr-PID-HOST-RANDOM.tmp``) says which process wrote it, so
+    ``remove_stale_temporaries`` can delete those a killed run left behind (its
+    process is gone) without touching a running one's. PNG and TIFF
     are encoded while they are written (``png.py``, ``tiff.py``), so a large
     output needs no second copy.
   * JPEG and BMP cannot store alpha here: ValueError (use png/webp/tiff); we do
@@ -38,8 +43,12 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import secrets
+import socket
 import struct
+import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Optional, Union
@@ -51,7 +60,7 @@ from PIL import Image, ImageCms, UnidentifiedImageError
 from .png import EXIF_PREFIX, encode_png
 from .tiff import Patch, encode_tiff, join_parts
 
-__all__ = ["ImageData", "ImageReadError", "read_image", "write_image", "encode_image",
+__all__ = ["ImageData", "ImageReadError", "read_image", "write_image", "encode_image", "remove_stale_temporaries",
            "format_from_suffix", "to_tensor", "from_tensor_rows", "pil_to_pixels", "pixels_to_pil"]
 
 _SUFFIX_FORMATS = {".png": "png", ".jpg": "jpg", ".jpeg": "jpg", ".jpe": "jpg", ".webp": "webp",
@@ -127,6 +136,8 @@ def read_image(source: Union[str, os.PathLike, bytes]) -> ImageData:
             raise ImageReadError(f"{name}: {exc.strerror or exc}") from exc
     try:
         return _decode(data)
+    except MemoryError:
+        raise ImageReadError(f"{name}: cannot read image (out of memory while decoding)") from None
     except Exception as exc:  # any decoder failure on an untrusted file is "unreadable"
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise ImageReadError(f"{name}: cannot read image ({reason})") from exc
@@ -138,6 +149,9 @@ def _decode(data: bytes) -> ImageData:
     except UnidentifiedImageError:
         return _decode_with_cv2_only(data)
     with im:
+        frames = getattr(im, "n_frames", 1) if im.format != "MPO" else 1
+        if frames > 1:
+            raise ValueError(f"animated/multi-frame input: {frames} frames; not supported yet")
         pixels = _deep_pixels(data, im)
         if pixels is None:
             pixels = _pixels_from_pil(im)
@@ -293,7 +307,7 @@ def write_image(path: Union[str, os.PathLike], image: ImageData, *, format: Opti
     path = Path(path)
     parts = _encode_parts(image, format=format or format_from_suffix(path), quality=quality)
     while True:
-        temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        temporary = path.with_name(f".{path.name[:64]}.sr-{os.getpid()}-{_HOST}-{secrets.token_hex(4)}.tmp")
         try:  # os.open applies the umask, so the result gets the usual permissions (mkstemp: 0600)
             fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
             break
@@ -314,6 +328,50 @@ def write_image(path: Union[str, os.PathLike], image: ImageData, *, format: Opti
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+_HOST = f"{zlib.crc32(socket.gethostname().encode()) & 0xFFFFFF:06x}"  # which machine wrote a temporary file
+_TEMPORARY = re.compile(r"^\..*\.sr-(\d+)-([0-9a-f]{6})-[0-9a-f]{8}\.tmp$", re.DOTALL)
+STALE_FOREIGN_SECONDS = 24 * 3600  # another machine's temporary file (shared folder): stale after this
+
+
+def remove_stale_temporaries(folder: Union[str, os.PathLike]) -> list[Path]:
+    """Delete the temporary files ``write_image`` left in ``folder`` when its process was killed
+    (SIGKILL, power loss): those of this machine whose process is gone, and another machine's
+    older than a day (their process cannot be asked). Returns what was removed."""
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    now = time.time()
+    for entry in entries:
+        match = _TEMPORARY.match(entry.name)
+        if not match:
+            continue
+        try:
+            if match[2] == _HOST:
+                if _process_alive(int(match[1])):
+                    continue
+            elif now - entry.stat(follow_symlinks=False).st_mtime < STALE_FOREIGN_SECONDS:
+                continue
+            os.unlink(entry.path)
+            removed.append(Path(entry.path))
+        except OSError:
+            continue  # gone already, or not ours to delete: leave it
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True  # exists (someone else's), or cannot tell: keep its file
+    return True
 
 
 def encode_image(image: ImageData, *, format: str, quality: int = 95) -> bytes:

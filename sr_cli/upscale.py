@@ -8,6 +8,7 @@ and numpy arrays.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Union
 
@@ -20,6 +21,8 @@ from .tiling import tiled_apply
 
 DEFAULT_OVERLAP = 16
 MIN_TILE = 32
+MAX_SCALE = 64  # beyond this a factor is a typo, not a job (and would chain absurdly many passes)
+BYTES_PER_PIXEL_BUDGET = 2  # an image's peak pixel array and one more of its size (a resize or the next pass)
 TileSpec = Union[int, str, None]  # pixels, "auto", or None/0 for no tiling
 
 
@@ -35,25 +38,61 @@ class Upscaler:
     overlap: int = DEFAULT_OVERLAP
     batch_size: int = 1
     on_tile: Optional[Callable[[int, int], None]] = None  # progress within one image
+    max_pixels: Optional[int] = None  # largest pixel array of one image; None: sized from free memory
 
     @classmethod
     def create(cls, model: str = "default", scale: float = 4, *, device: str = "auto",
                precision: str = "fp32", tile: TileSpec = "auto", overlap: int = DEFAULT_OVERLAP,
-               batch_size: int = 1) -> "Upscaler":
+               batch_size: int = 1, max_pixels: Optional[int] = None) -> "Upscaler":
         from .registry import plan_passes, resolve_model
+        check_scale(scale)
         torch_device = pick_device(device)
         dtype = pick_dtype(precision, torch_device)
         if torch_device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # tiles repeat a few shapes: tuned kernels pay off
-        models = [resolve_model(model, s).to(torch_device, dtype) for s in plan_passes(model, scale)]
-        return cls(models=models, scale=float(scale), device=torch_device, dtype=dtype,
-                   tile=tile, overlap=overlap, batch_size=batch_size)
+        passes = plan_passes(model, scale)
+        loaded = {s: resolve_model(model, s).to(torch_device, dtype) for s in sorted(set(passes))}  # each once
+        return cls(models=[loaded[s] for s in passes], scale=float(scale), device=torch_device, dtype=dtype,
+                   tile=tile, overlap=overlap, batch_size=batch_size, max_pixels=max_pixels)
 
     def output_size(self, height: int, width: int) -> tuple[int, int]:
         return max(1, round(height * self.scale)), max(1, round(width * self.scale))
 
+    def check_fits(self, height: int, width: int, channels: int = 3, itemsize: int = 1) -> None:
+        """Raise ValueError, before any work, if this image's largest pixel array (the output, or a
+        native pass's output on the way to it) is above ``max_pixels``, or, with none given, would
+        not fit in the memory available."""
+        native = 1
+        for model in self.models:
+            native *= model.scale
+        out_h, out_w = self.output_size(height, width)
+        peak = max(out_h * out_w, height * native * width * native)
+        if self.max_pixels is not None:
+            if peak > self.max_pixels:
+                raise ValueError(f"{_size(out_w, out_h)} output: {peak:,} pixels at its largest step, "
+                                 f"above --max-pixels {self.max_pixels:,}; raise it to try")
+            return
+        need = peak * channels * itemsize * BYTES_PER_PIXEL_BUDGET
+        free = _free_memory(self.device) if self.device.type == "cuda" else _free_memory(torch.device("cpu"))
+        if need > free:
+            raise ValueError(f"{_size(out_w, out_h)} output: {peak:,} pixels at its largest step needs "
+                             f"~{need / 2**30:,.1f} GiB, {free / 2**30:,.1f} GiB available; --max-pixels "
+                             f"{peak} to try anyway")
+
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         return upscale_pixels(self, pixels)
+
+
+def _size(width: int, height: int) -> str:
+    return f"{width}x{height}"
+
+
+def check_scale(scale: float) -> None:
+    """A factor is a finite number in (1, MAX_SCALE]; ValueError otherwise."""
+    if not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 1:
+        raise ValueError(f"scale must be a number greater than 1, got {scale}")
+    if scale > MAX_SCALE:
+        raise ValueError(f"scale {scale:g} is above the largest supported, {MAX_SCALE}")
 
 
 def pick_device(spec: str = "auto") -> torch.device:
@@ -171,6 +210,9 @@ def upscale_pixels(upscaler: Upscaler, pixels: np.ndarray) -> np.ndarray:
     if pixels.dtype not in (np.uint8, np.uint16) or pixels.shape[2] not in (1, 2, 3, 4):
         raise ValueError(f"expected H x W x 1-4 uint8/uint16 pixels, got {pixels.shape} {pixels.dtype}")
     height, width, channels = pixels.shape
+    if height == 0 or width == 0:
+        raise ValueError("the image is empty (0 pixels)")
+    upscaler.check_fits(height, width, channels, pixels.itemsize)
     has_alpha = channels in (2, 4)
     colour = pixels[:, :, : channels - 1] if has_alpha else pixels
     out_h, out_w = upscaler.output_size(height, width)
