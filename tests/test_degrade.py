@@ -100,11 +100,11 @@ def test_robust_preset_mixes_clean_and_degraded_samples():
     clean = d.matlab_downscale(hr, 4)
     outs = [d.degrade(hr, scale=4, rng=np.random.default_rng([3, i]), pipeline=d.PRESETS["robust"]) for i in range(300)]
     share = np.mean([np.array_equal(o, clean) for o in outs])
-    assert 0.12 < share < 0.28  # clean_prob 0.2: 60 of 300 expected
+    assert 0.17 < share < 0.33  # clean_prob 0.25: 75 of 300 expected
     assert all(o.shape == (16, 16, 3) for o in outs)
     # the others differ, and by various amounts (blur, noise and JPEG are each optional)
     errors = sorted(float(np.abs(o - clean).mean()) for o in outs if not np.array_equal(o, clean))
-    assert 0 < 5 * errors[0] < errors[-1]
+    assert 0 < 2 * errors[0] < errors[-1]
 
 
 def test_matlab_downscale_matches_the_eval_lr():

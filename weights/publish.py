@@ -1,15 +1,18 @@
 """Copy a trained model into weights/ under a registry name, with its scores in the metadata.
 
     python weights/publish.py runs/boot_x4/model.safetensors default 4
+    python weights/publish.py runs/r/model.safetensors default 4 --degrade jpeg:25-55 \
+        --degrade blur:0.4-1.6+noise:1-8+jpeg:40-85
 
 Scores are measured here with the same code as `sr eval` (Set5, Set14, BSD100 from
 ../shared/data/benchmark, matlab convention) and stored as `psnr`/`ssim` metadata, which
-`sr models` shows.
+`sr models` shows. Each `--degrade SPEC` adds the scores on that degraded LR set (as
+`sr eval --degrade SPEC --seed 0` makes it) under `degraded`: {spec: {set: [psnr, ssim, blockiness]}}.
 """
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
 from sr_cli.evaluate import evaluate
@@ -20,7 +23,13 @@ BENCHMARK = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "be
 
 
 def main() -> None:
-    source, name, scale = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("source")
+    parser.add_argument("name", choices=sorted(NAMED_MODELS))
+    parser.add_argument("scale", type=int)
+    parser.add_argument("--degrade", action="append", default=[], help="Also score on this degraded set.")
+    args = parser.parse_args()
+    source, name, scale = args.source, args.name, args.scale
     model = load_model(source)
     if model.scale != scale:
         raise SystemExit(f"{source} is x{model.scale}, not x{scale}")
@@ -29,12 +38,18 @@ def main() -> None:
     scores = report.scores[source]
     psnr = {d: round(s.psnr, 3) for d, s in scores.items()}
     ssim = {d: round(s.ssim, 4) for d, s in scores.items()}
+    degraded = {}
+    for spec in args.degrade:
+        found = evaluate(datasets, scale=scale, models=[source], degrade=spec, seed=0).scores[source]
+        degraded[spec] = {d: [round(s.psnr, 3), round(s.ssim, 4), round(s.blockiness, 3)] for d, s in found.items()}
     metadata = read_metadata(source)
     extra = {k: v for k, v in metadata.items() if k not in ("format", "arch", "scale", "params")}
     extra.update(name=name, psnr=psnr, ssim=ssim, eval="sr eval, matlab convention, Y channel, border = scale")
+    if degraded:
+        extra["degraded"] = degraded
     target = WEIGHTS_DIR / NAMED_MODELS[name][scale]
     save_model(model.net, target, arch=model.arch, params=model.params, extra=extra)
-    print(json.dumps({"file": str(target), "psnr": psnr, "ssim": ssim}))
+    print(json.dumps({"file": str(target), "psnr": psnr, "ssim": ssim, "degraded": degraded}))
 
 
 if __name__ == "__main__":

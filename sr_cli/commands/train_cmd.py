@@ -201,7 +201,9 @@ class LiveDisplay:
 @click.option("--grad-clip", type=float, default=None, help="Clip the generator's gradient norm to this value.")
 @click.option("--degradation", type=click.Choice(DEGRADATIONS), default="bicubic", show_default=True,
               help="How LR patches are made: MATLAB bicubic, or a random real-world pipeline (blur, resize, "
-                   "noise, JPEG): robust (what the default models learn: a fifth clean, the rest blurred, noised and JPEG-compressed at the LR size), realesrgan (two rounds, as Real-ESRGAN) or simple (one milder round).")
+                   "noise, JPEG): robust (what the default models learn: a quarter clean, the rest blurred, "
+                   "noised and JPEG-compressed at the LR size), realesrgan (two rounds, as Real-ESRGAN) or simple "
+                   "(one milder round).")
 @click.option("--scale-aug", default="", metavar="F,F,...",
               help="Scale augmentation: add a copy of every HR image shrunk by each factor (MATLAB bicubic), "
                    "e.g. 0.9,0.8,0.7,0.6, as VDSR trained on the 291-image set. Default: none.")
