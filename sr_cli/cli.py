@@ -114,7 +114,10 @@ def upscale(inputs, output, scale, model, tile, tile_overlap, tile_batch, device
         return
 
     from .batch import find_inputs, plan_jobs, run_jobs, shard as take_shard
-    found = take_shard(find_inputs(inputs, recursive=recursive, exclude=output), shard)
+    try:
+        found = take_shard(find_inputs(inputs, recursive=recursive, exclude=output), shard)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--shard") from None
     if not found:
         raise click.ClickException("no images found in the inputs" + ("" if recursive else " (folders: try --recursive)"))
     jobs = plan_jobs(found, output=output, fmt=fmt, suffix=suffix, scale=scale)

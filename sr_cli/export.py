@@ -70,12 +70,19 @@ def export_model(model: SRModel, output: str | Path, *, fmt: str, opset: int = O
     output.parent.mkdir(parents=True, exist_ok=True)
     summary: dict[str, Any] = {"output": str(output), "format": fmt, "arch": model.arch, "scale": model.scale,
                                "max_abs_diff": None}
-    if fmt == "torchscript":
-        _export_torchscript(net, example, output, info)
-    else:
-        _export_onnx(net, example, output, info, opset)
-    if check:
-        summary["max_abs_diff"] = _check(model, output, fmt)
+    # Written and checked under a temporary name, renamed only once it passes: a failed export
+    # (or check) leaves nothing behind, and never replaces a good file with a bad one.
+    tmp = output.with_name(f".{output.name}.export.tmp")
+    try:
+        if fmt == "torchscript":
+            _export_torchscript(net, example, tmp, info)
+        else:
+            _export_onnx(net, example, tmp, info, opset)
+        if check:
+            summary["max_abs_diff"] = _check(model, tmp, fmt, shown=output)
+        tmp.replace(output)
+    finally:
+        tmp.unlink(missing_ok=True)
     return summary
 
 
@@ -83,22 +90,19 @@ def _example_side(m: int) -> int:
     return 2 * max(8, m)
 
 
-def _export_torchscript(net: nn.Module, example: torch.Tensor, output: Path, info: dict[str, str]) -> None:
-    tmp = output.with_name(output.name + ".tmp")
+def _export_torchscript(net: nn.Module, example: torch.Tensor, tmp: Path, info: dict[str, str]) -> None:
     with warnings.catch_warnings(), torch.no_grad():
         # TracerWarnings about shape checks that hold for every size; torch.jit's deprecation notice.
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(net, example, check_trace=False)
         torch.jit.save(traced, str(tmp), _extra_files={"sr_cli.json": json.dumps(info)})
-    tmp.replace(output)
 
 
-def _export_onnx(net: nn.Module, example: torch.Tensor, output: Path, info: dict[str, str], opset: int) -> None:
+def _export_onnx(net: nn.Module, example: torch.Tensor, tmp: Path, info: dict[str, str], opset: int) -> None:
     try:
         import onnx
     except ImportError:
         raise RuntimeError("ONNX export needs the onnx package: pip install onnx") from None
-    tmp = output.with_name(output.name + ".tmp")
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript-based exporter is deprecated; TracerWarnings
         # dynamo=False: the TorchScript-based exporter needs only onnx (not onnxscript) and gives
@@ -113,10 +117,9 @@ def _export_onnx(net: nn.Module, example: torch.Tensor, output: Path, info: dict
         entry.key, entry.value = key, value
     onnx.checker.check_model(proto)
     onnx.save(proto, str(tmp))
-    tmp.replace(output)
 
 
-def _check(model: SRModel, output: Path, fmt: str) -> float | None:
+def _check(model: SRModel, output: Path, fmt: str, shown: Path | None = None) -> float | None:
     """Largest |exported - PyTorch| on a random image whose size is not a multiple of anything."""
     generator = torch.Generator().manual_seed(0)
     x = torch.rand(1, model.in_channels, 13, 11, generator=generator)
@@ -132,6 +135,7 @@ def _check(model: SRModel, output: Path, fmt: str) -> float | None:
             return None
         session = onnxruntime.InferenceSession(str(output), providers=["CPUExecutionProvider"])
         got = torch.from_numpy(session.run(None, {"input": x.numpy()})[0])
+    output = shown or output  # messages name the file asked for, not its temporary name
     if got.shape != expected.shape:
         raise RuntimeError(f"{output}: exported model gives shape {tuple(got.shape)}, PyTorch "
                            f"{tuple(expected.shape)}")

@@ -73,6 +73,8 @@ _ORIENTATION = 0x0112
 _TIFF_EXIF_TAGS = {269, 270, 271, 272, 274, 282, 283, 296, 305, 306, 315, 316, 318, 319, 33432,
                    0x8769, 0x8825}
 _WEBP_MAX_SIDE = 16383
+# OpenCV prints its own warnings about broken files to stderr; the one line we raise says it all.
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
 
 class ImageReadError(ValueError):

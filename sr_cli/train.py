@@ -322,13 +322,55 @@ def load_checkpoint(run_dir: Path, *, net: nn.Module, ema: Optional[EMA],
                     optimizer: torch.optim.Optimizer, disc: Optional[nn.Module] = None,
                     disc_optimizer: Optional[torch.optim.Optimizer] = None,
                     scalers: Optional[dict[str, Any]] = None) -> dict[str, Any]:
-    """Restore what save_checkpoint wrote; returns the JSON state (step, best, config)."""
+    """Restore what save_checkpoint wrote; returns the JSON state (step, best, config).
+
+    A damaged checkpoint (truncated, not JSON/safetensors, tensors that do not fit the
+    network, NaN weights) raises one ValueError line naming the run folder."""
+    try:
+        return _load_checkpoint(run_dir, net=net, ema=ema, optimizer=optimizer, disc=disc,
+                                disc_optimizer=disc_optimizer, scalers=scalers)
+    except ValueError as exc:
+        if str(exc).startswith(str(run_dir)):
+            raise
+        raise ValueError(f"{run_dir}: the checkpoint cannot be resumed ({_first_line(exc)})") from None
+    except Exception as exc:  # safetensors errors, state dicts that do not fit, missing keys
+        raise ValueError(f"{run_dir}: the checkpoint cannot be resumed ({type(exc).__name__}: "
+                         f"{_first_line(exc)}); start a new run folder, or restore the files") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:300] or type(exc).__name__
+
+
+def read_checkpoint_state(run_dir: Path) -> dict[str, Any]:
+    """The checkpoint's JSON state, checked to be an object with a step and a config."""
+    path = run_dir / CHECKPOINT_STATE
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"{path}: damaged checkpoint state ({_first_line(exc)}); start a new run folder, "
+                         "or restore the file") from None
+    if not isinstance(state, dict) or not isinstance(state.get("step"), int) or not isinstance(state.get("config"), dict):
+        raise ValueError(f"{path}: damaged checkpoint state (no step or config); start a new run folder, "
+                         "or restore the file")
+    return state
+
+
+def _load_checkpoint(run_dir: Path, *, net: nn.Module, ema: Optional[EMA],
+                     optimizer: torch.optim.Optimizer, disc: Optional[nn.Module] = None,
+                     disc_optimizer: Optional[torch.optim.Optimizer] = None,
+                     scalers: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     from safetensors import safe_open
-    state = json.loads((run_dir / CHECKPOINT_STATE).read_text())
+
+    from .weights import check_finite
+    state = read_checkpoint_state(run_dir)
     with safe_open(str(run_dir / CHECKPOINT), framework="pt") as handle:
         if int((handle.metadata() or {}).get("step", -1)) != state["step"]:
             raise ValueError(f"{run_dir}: {CHECKPOINT} and {CHECKPOINT_STATE} are from different steps")
         tensors = {k: handle.get_tensor(k) for k in handle.keys()}
+    check_finite({k: v for k, v in tensors.items() if k.startswith(("model.", "ema.", "disc."))},
+                 run_dir / CHECKPOINT)
 
     def section(prefix):
         return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
@@ -737,7 +779,7 @@ def _train(config: TrainConfig, *, on_log: Callable[[dict[str, Any]], None], dis
     step = 0
     best: dict[str, Any] = {"psnr": None, "step": None}
     if has_checkpoint:
-        _check_compatible(json.loads((run_dir / CHECKPOINT_STATE).read_text())["config"], config)
+        _check_compatible(read_checkpoint_state(run_dir)["config"], config)
         state = load_checkpoint(run_dir, net=net, ema=ema, optimizer=optimizer, disc=disc,
                                 disc_optimizer=d_optimizer, scalers=scalers)
         step, best = state["step"], state["best"]

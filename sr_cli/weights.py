@@ -79,8 +79,11 @@ def load_model(path: str | Path, *, name: str = "") -> SRModel:
         except Exception as exc:
             raise ValueError(f"{path}: not a readable safetensors file ({_first_line(exc)})") from None
         _check_params_fit(params, header, path)
-        with torch.device("meta"):  # the network's shapes, without allocating it
-            skeleton = build_arch(metadata["arch"], **params)
+        try:
+            with torch.device("meta"):  # the network's shapes, without allocating it
+                skeleton = build_arch(metadata["arch"], **params)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
         expected = {k: (tuple(v.shape), v.dtype) for k, v in skeleton.state_dict().items()}
         check_tensors(expected, {k: (shape, _DTYPES.get(dtype)) for k, (shape, dtype) in header.items()},
                       path, what=f"{metadata['arch']} {json.dumps(params, sort_keys=True)}")

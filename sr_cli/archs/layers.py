@@ -47,5 +47,8 @@ def shuffle_plus_nearest(detail: torch.Tensor, x: torch.Tensor, factor: int) -> 
     upsampling of ``x`` added after it, without the HR-sized temporaries.
     """
     n, channels, height, width = x.shape
+    if torch.jit.is_tracing():  # export: ONNX drops an in-place add into a view; same sum out of place
+        summed = detail.view(n, channels, factor * factor, height, width) + x.unsqueeze(2)
+        return pixel_shuffle(summed.view(n, channels * factor * factor, height, width), factor)
     detail.view(n, channels, factor * factor, height, width).add_(x.unsqueeze(2))
     return pixel_shuffle(detail, factor)

@@ -1,0 +1,587 @@
+"""Adversarial suite (#22): hostile inputs, names, destinations, model files and signals.
+
+Every case checks the contract a user relies on: the exit status; one line on stderr per failed
+file, naming it and the reason; no traceback; no partial or temporary file left; no input
+changed (checksums before and after); the other files of the batch still written. Images are
+tiny and built on the fly; the model is a tiny LiteSR x2 written here. A few cases need a real
+process (signals, ``ulimit -f``, closed pipes); the rest run in-process through Click's runner.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import pickle
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from conftest import smooth_image
+from PIL import Image
+from safetensors.torch import save_file
+
+from sr_cli.archs import build_arch
+from sr_cli.batch import display
+from sr_cli.cli import cli
+from sr_cli.weights import save_model
+
+TINY = {"scale": 2, "num_feat": 8, "num_blocks": 1}
+ROOT = os.geteuid() == 0 if hasattr(os, "geteuid") else False
+
+
+# ----------------------------------------------------------------------------- helpers
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
+    net = build_arch("litesr", **TINY)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0, 0.05)
+    save_model(net, path, arch="litesr", params=TINY)
+    return path
+
+
+def png(path: Path, pixels: np.ndarray, mode: str | None = None, **options) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.fromarray(pixels[:, :, 0] if pixels.ndim == 3 and pixels.shape[2] == 1 else pixels, mode)
+    image.save(path, **options)
+    return path
+
+
+def noise(h: int, w: int, c: int = 3) -> np.ndarray:
+    return np.random.default_rng(h * 1000 + w).integers(0, 256, (h, w, c), dtype=np.uint8)
+
+
+def checksums(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file() and not p.is_symlink()}
+
+
+def leftovers(folder: Path) -> list[Path]:
+    """Temporary files of ours (or anybody's) under ``folder``."""
+    return [p for p in folder.rglob("*") if p.name.endswith(".tmp")]
+
+
+def upscale(*args, input: bytes | None = None):
+    return CliRunner().invoke(cli, ["upscale", *map(str, args)], input=input)
+
+
+def failed_lines(result) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("failed ")]
+
+
+def assert_clean(result, code: int) -> None:
+    assert result.exit_code == code, (result.exit_code, result.stderr, result.exception)
+    assert "Traceback" not in result.output and "Traceback" not in result.stderr
+    assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit), result.exception
+
+
+def assert_failed(result, name, reason: str) -> None:
+    """Exactly one stderr line names ``name`` and gives ``reason``."""
+    lines = [line for line in failed_lines(result) if display(name) in line]
+    assert len(lines) == 1, (name, result.stderr)
+    assert reason.lower() in lines[0].lower(), (reason, lines[0])
+
+
+def assert_image(path: Path, size: tuple[int, int]) -> None:
+    with Image.open(path) as image:
+        image.load()  # the whole file decodes: nothing cut short
+        assert image.size == size
+
+
+def sr_process(*args, **popen) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+    def default_signals():  # a parent that ignores SIGINT (a background job) would pass that on
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+    return subprocess.Popen([sys.executable, "-m", "sr_cli", *map(str, args)], env=env,
+                            preexec_fn=default_signals, **popen)
+
+
+# ----------------------------------------------------------------------------- hostile images
+
+def bomb_png() -> bytes:
+    """A valid-looking PNG header claiming 100000 x 100000 pixels, with almost no data."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 100000, 100000, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+
+
+def test_hostile_images_fail_alone_and_the_rest_are_written(model, tmp_path):
+    src, out = tmp_path / "in", tmp_path / "out"
+    png(src / "good.png", smooth_image(6, 7, 3))
+    good_bytes = (src / "good.png").read_bytes()
+    (src / "zero.png").write_bytes(b"")
+    (src / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(200))
+    (src / "truncated.png").write_bytes(good_bytes[: len(good_bytes) // 2])
+    (src / "text.png").write_text("hello, not an image\n")
+    (src / "bomb.png").write_bytes(bomb_png())
+    (src / "looks_like.jpg").write_bytes(good_bytes)  # a PNG under a .jpg name: read by content
+    png(src / "one_pixel.png", noise(1, 1))
+    png(src / "tall.png", noise(300, 1))
+    png(src / "wide.png", noise(1, 300))
+    png(src / "alpha.png", noise(5, 6, 4), "RGBA")
+    png(src / "grey_alpha.png", noise(5, 6, 2), "LA")
+    png(src / "palette.png", noise(5, 6)).unlink()
+    Image.fromarray(noise(5, 6)).convert("P").save(src / "palette.png")
+    Image.new("CMYK", (5, 4), (0, 255, 255, 0)).save(src / "cmyk.jpg")
+    deep = (smooth_image(5, 6, 3, np.uint16))
+    import cv2
+    cv2.imwrite(str(src / "sixteen.png"), deep[:, :, ::-1])
+    frames = [Image.new("RGB", (4, 4), colour) for colour in ("red", "blue", "green")]
+    frames[0].save(src / "anim.gif", save_all=True, append_images=frames[1:])
+    frames[0].save(src / "pages.tif", save_all=True, append_images=frames[1:2])
+    frames[0].save(src / "apng.png", save_all=True, append_images=frames[1:])
+    before = checksums(src)
+
+    result = upscale(src, "-o", out, "-s", 2, "-m", model, "--quiet", "--json")
+    assert_clean(result, 1)
+    for name, reason in [("zero.png", "cannot read"), ("corrupt.png", "cannot read"),
+                         ("truncated.png", "cannot read"), ("text.png", "cannot read"),
+                         ("bomb.png", "decompression bomb"), ("anim.gif", "3 frames"),
+                         ("pages.tif", "2 frames"), ("apng.png", "3 frames")]:
+        assert_failed(result, src / name, reason)
+        assert not list(out.glob(Path(name).stem + ".*"))
+    assert len(failed_lines(result)) == 8
+    for name, size in [("good.png", (14, 12)), ("looks_like.jpg", (14, 12)), ("one_pixel.png", (2, 2)),
+                       ("tall.png", (2, 600)), ("wide.png", (600, 2)), ("alpha.png", (12, 10)),
+                       ("grey_alpha.png", (12, 10)), ("palette.png", (12, 10)), ("cmyk.jpg", (10, 8)),
+                       ("sixteen.png", (12, 10))]:
+        assert_image(out / name, size)
+    assert cv2.imread(str(out / "sixteen.png"), cv2.IMREAD_UNCHANGED).dtype == np.uint16
+    assert Image.open(out / "alpha.png").mode == "RGBA"
+    summary = json.loads(result.stdout)
+    assert (summary["ok"], summary["failed"]) == (10, 8)
+    assert checksums(src) == before and not leftovers(tmp_path)
+
+
+def test_unreadable_and_special_files_named_on_the_command_line(model, tmp_path):
+    good = png(tmp_path / "good.png", smooth_image(6, 6, 3))
+    loop = tmp_path / "loop.png"
+    os.symlink(tmp_path / "loop2.png", loop)
+    os.symlink(loop, tmp_path / "loop2.png")
+    dangling = tmp_path / "dangling.png"
+    os.symlink(tmp_path / "nowhere.png", dangling)
+    fifo = tmp_path / "fifo.png"
+    os.mkfifo(fifo)  # reading it would block forever
+    folder_named_png = tmp_path / "folder.png"
+    folder_named_png.mkdir()
+    cases = [(loop, "symlink loop"), (dangling, "broken symlink"), (fifo, "not a regular file"),
+             (tmp_path / "missing.png", "no such file")]
+    if not ROOT:  # root reads anything: permissions cannot make a file unreadable
+        locked = png(tmp_path / "locked.png", smooth_image(6, 6, 3))
+        locked.chmod(0)
+        cases.append((locked, "permission denied"))
+    result = upscale(good, *(path for path, _ in cases), "-s", 2, "-m", model, "--quiet")
+    assert_clean(result, 1)
+    for path, reason in cases:
+        assert_failed(result, path, reason)
+    assert_image(tmp_path / "good_x2.png", (12, 12))
+    assert not leftovers(tmp_path)
+
+
+def test_symlink_loops_inside_a_folder_walk_end(model, tmp_path):
+    src = tmp_path / "in"
+    png(src / "a" / "x.png", smooth_image(6, 6, 3))
+    os.symlink("..", src / "a" / "up")       # a directory loop
+    os.symlink("self.png", src / "self.png")  # a file loop
+    result = upscale(src, "-r", "-o", tmp_path / "out", "-s", 2, "-m", model, "--quiet")
+    assert_clean(result, 0)
+    assert_image(tmp_path / "out" / "a" / "x.png", (12, 12))
+
+
+ODD_NAMES = ["with space.png", "unicodé 日本.png", "new\nline.png", "[red]markup[red].png", "[bold].png", "[link=x]y.png",
+             "esc\x1b[31mape.png", "tab\there.png", "dash -x.png", os.fsdecode(b"bytes\xff.png")]
+
+
+@pytest.mark.parametrize("quiet", [True, False])
+def test_odd_file_names_are_one_line_and_stop_nothing(model, tmp_path, quiet):
+    src = tmp_path / "in"
+    for name in ODD_NAMES:
+        png(src / name, smooth_image(5, 5, 3))
+    (src / "bad\nname [x].png").write_bytes(b"junk")
+    before = checksums(src)
+    result = upscale(src, "-s", 2, "-m", model, *(["--quiet"] if quiet else []))
+    assert_clean(result, 1)
+    assert len(failed_lines(result)) == 1
+    assert_failed(result, src / "bad\nname [x].png", "cannot read")
+    assert "\x1b" not in result.stderr  # no escape code reaches the terminal
+    for name in ODD_NAMES:
+        stem = name[: -len(".png")]
+        assert_image(src / f"{stem}_x2.png", (10, 10))
+        if not quiet:
+            assert sum(display(src / name) in line for line in result.stderr.splitlines()) == 1
+    assert {k: v for k, v in checksums(src).items() if "_x2" not in k} == before
+    assert not leftovers(tmp_path)
+
+
+# ----------------------------------------------------------------------------- collisions
+
+def test_overwrite_never_replaces_an_input(model, tmp_path):
+    src = tmp_path / "in"
+    png(src / "a.png", smooth_image(6, 6, 3))
+    png(src / "a_x2.png", smooth_image(7, 9, 3))  # a real input that happens to have that name
+    png(src / "b.png", smooth_image(6, 6, 3))
+    before = checksums(src)
+    result = upscale(src, "-s", 2, "-m", model, "--overwrite", "--quiet")
+    assert_clean(result, 1)
+    assert_failed(result, src / "a.png", "is itself an input")
+    assert checksums(src).items() >= before.items()  # every input byte for byte as it was
+    assert_image(src / "a_x2_x2.png", (18, 14))
+    assert_image(src / "b_x2.png", (12, 12))
+    # Named explicitly, too; and through a hard link (the same file under another name).
+    result = upscale(src / "a.png", src / "a_x2.png", "-s", 2, "-m", model, "--overwrite", "--quiet")
+    assert_clean(result, 1)
+    assert_failed(result, src / "a.png", "is itself an input")
+    out = tmp_path / "out"
+    out.mkdir()
+    os.link(src / "b.png", out / "b.png")
+    result = upscale(src / "b.png", "-o", out, "-s", 2, "-m", model, "--overwrite", "--quiet")
+    assert_clean(result, 1)
+    assert_failed(result, src / "b.png", "overwrite the input")
+    assert checksums(src).items() >= before.items() and not leftovers(tmp_path)
+
+
+def test_an_earlier_runs_outputs_are_not_taken_as_inputs(model, tmp_path):
+    src = tmp_path / "in"
+    png(src / "a.png", smooth_image(6, 6, 3))
+    png(src / "sub" / "b.png", smooth_image(5, 5, 3))
+    assert_clean(upscale(src, "-s", 2, "-m", model, "--quiet"), 0)
+    first = checksums(src)
+    # Again: a_x2.png (twice a.png's size) is a.png's earlier output, not a new input.
+    result = upscale(src, "-s", 2, "-m", model, "--skip-existing", "--json")
+    assert_clean(result, 0)
+    assert not (src / "a_x2_x2.png").exists() and checksums(src) == first
+    result = upscale(src, "-s", 2, "-m", model, "--overwrite", "--quiet")
+    assert_clean(result, 0)
+    assert not (src / "a_x2_x2.png").exists() and sorted(checksums(src)) == sorted(first)
+    # Outputs under -o inside the input tree are not walked into by the next run.
+    for _ in range(2):
+        result = upscale(src, "-r", "-o", src / "big", "-s", 2, "-m", model, "--skip-existing", "--quiet")
+        assert_clean(result, 0)
+    assert not (src / "big" / "big").exists()
+    assert_image(src / "big" / "sub" / "b.png", (10, 10))
+    assert not leftovers(tmp_path)
+
+
+def test_outputs_colliding_with_each_other(model, tmp_path):
+    src = tmp_path / "in"
+    png(src / "a.png", smooth_image(6, 6, 3))
+    png(src / "a.jpg", smooth_image(6, 6, 3), quality=95)
+    result = upscale(src, "-s", 2, "-m", model, "-f", "png", "--quiet")
+    assert_clean(result, 1)
+    assert len(failed_lines(result)) == 1 and "also the output of" in failed_lines(result)[0]
+    assert_image(src / "a_x2.png", (12, 12))
+
+
+def test_destination_that_cannot_be_written(model, tmp_path):
+    good = png(tmp_path / "a.png", smooth_image(6, 6, 3))
+    (tmp_path / "file").write_text("a file, not a folder")
+    result = upscale(good, "-o", tmp_path / "file" / "out", "-s", 2, "-m", model, "--quiet")
+    assert_clean(result, 1)
+    assert_failed(result, good, "not a directory")
+    if not ROOT:
+        locked = tmp_path / "locked"
+        locked.mkdir()
+        locked.chmod(0o555)
+        result = upscale(good, "-o", locked, "-s", 2, "-m", model, "--quiet")
+        assert_clean(result, 1)
+        assert_failed(result, good, "permission denied")
+    assert not leftovers(tmp_path)
+
+
+def test_full_destination_ulimit(model, tmp_path):
+    src, out = tmp_path / "in", tmp_path / "out"
+    png(src / "big.png", noise(160, 160))  # ~300 KB as a PNG output: over the limit
+    png(src / "small.png", smooth_image(4, 4, 3))
+    before = checksums(src)
+    command = (f"ulimit -f 64; exec {sys.executable} -m sr_cli upscale {src} -o {out} -s 2 "
+               f"-m {model} --quiet")
+    done = subprocess.run(["bash", "-c", command], capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.startswith("failed ")]
+    assert len(lines) == 1 and "big.png" in lines[0] and "too large" in lines[0].lower()
+    assert not (out / "big.png").exists() and not leftovers(tmp_path)
+    assert_image(out / "small.png", (8, 8))
+    assert checksums(src) == before
+
+
+# ----------------------------------------------------------------------------- stdout
+
+def test_stdout_happy_path_and_refusals(model, tmp_path):
+    data = io.BytesIO()
+    Image.fromarray(smooth_image(5, 7, 3)).save(data, format="PNG")
+    result = upscale("-", "-s", 2, "-m", model, input=data.getvalue())
+    assert_clean(result, 0)
+    assert Image.open(io.BytesIO(result.stdout_bytes)).size == (14, 10)
+    result = upscale("-", "-s", 2, "-m", model, input=b"garbage")
+    assert_clean(result, 1)
+    assert result.stdout_bytes == b"" and "cannot read image" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_stdout_closed_early_is_an_error(model, tmp_path):
+    source = png(tmp_path / "in.png", noise(128, 128))  # output ~200 KB: more than a pipe holds
+    with open(source, "rb") as stdin:
+        process = sr_process("upscale", "-", "-s", 2, "-m", model, stdin=stdin, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+        process.stdout.close()  # the reader goes away before reading anything
+        stderr = process.stderr.read().decode()
+        assert process.wait(timeout=120) == 1, stderr
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and "reader closed" in lines[0] and "cut short" in lines[0]
+
+
+def test_stdout_short_write_is_an_error_and_leaves_no_partial_image(model, tmp_path):
+    source = png(tmp_path / "in.png", noise(128, 128))
+    target = tmp_path / "out.png"
+    command = f"ulimit -f 32; exec {sys.executable} -m sr_cli upscale - -s 2 -m {model} < {source} > {target}"
+    done = subprocess.run(["bash", "-c", command], capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120)
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cut short" in lines[0] and "Traceback" not in done.stderr
+    assert target.stat().st_size == 0  # what the shell created, with nothing partial in it
+
+
+# ----------------------------------------------------------------------------- signals
+
+@pytest.fixture(scope="module")
+def slow_batch(tmp_path_factory) -> Path:
+    """Enough work that a signal sent after the first output lands mid-batch."""
+    folder = tmp_path_factory.mktemp("slow") / "in"
+    for index in range(24):
+        png(folder / f"{index:02d}.png", noise(128 + index, 128))
+    return folder
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGKILL, -9)])
+def test_signal_mid_batch_then_skip_existing_completes(model, slow_batch, tmp_path, signum, code):
+    src = tmp_path / "in"
+    shutil.copytree(slow_batch, src)
+    before = checksums(src)
+    out = tmp_path / "out"
+    process = sr_process("upscale", src, "-o", out, "-s", 2, "-m", model, "--quiet",
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not (out.is_dir() and any(p.suffix == ".png" for p in out.iterdir())):
+        assert process.poll() is None and time.monotonic() < deadline, "no output appeared"
+        time.sleep(0.02)
+    process.send_signal(signum)
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=120) == code, stderr
+    assert "Traceback" not in stderr
+    if signum != signal.SIGKILL:
+        assert not leftovers(tmp_path) and "interrupted" in stderr
+    for path in out.glob("*.png"):  # whatever was written is whole
+        width, height = Image.open(src / path.name).size
+        assert_image(path, (2 * width, 2 * height))
+    result = upscale(src, "-o", out, "-s", 2, "-m", model, "--skip-existing", "--quiet")
+    assert_clean(result, 0)
+    assert sorted(p.name for p in out.iterdir()) == sorted(before)  # all there, no temp file left
+    assert checksums(src) == before
+
+
+def test_stale_temporaries_of_dead_runs_are_removed_live_ones_kept(model, tmp_path):
+    from sr_cli import imageio
+    src = png(tmp_path / "a.png", smooth_image(6, 6, 3))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".a_x2.png.sr-{dead.pid}-{imageio._HOST}-0123abcd.tmp"
+    live = tmp_path / f".b_x2.png.sr-{os.getpid()}-{imageio._HOST}-0123abcd.tmp"
+    other_host = tmp_path / f".c_x2.png.sr-{dead.pid}-ffffff-0123abcd.tmp"
+    unrelated = tmp_path / "notes.tmp"
+    for path in (stale, live, other_host, unrelated):
+        path.write_bytes(b"partial")
+    if imageio._HOST == "ffffff":
+        pytest.skip("this host's tag collides with the test's other-host tag")
+    result = upscale(src, "-s", 2, "-m", model, "--quiet")
+    assert_clean(result, 0)
+    assert not stale.exists() and live.exists() and other_host.exists() and unrelated.exists()
+
+
+# ----------------------------------------------------------------------------- hostile model files
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ("touch PWNED",))
+
+
+def _model_cases(folder: Path) -> list[tuple[Path, str]]:
+    params = dict(TINY)
+    state = build_arch("litesr", **params).state_dict()
+    meta = {"format": "sr-cli/1", "arch": "litesr", "scale": "2", "params": json.dumps(params)}
+    cases = []
+
+    def add(name, reason, write):
+        path = folder / name
+        write(path)
+        cases.append((path, reason))
+
+    add("pickle.pth", "refused", lambda p: torch.save({"w": _RunsCode()}, p))
+    add("raw_pickle.pt", "convert it to .safetensors", lambda p: p.write_bytes(pickle.dumps({"w": _RunsCode()})))
+    add("list.pth", "not a state dict", lambda p: torch.save([1, 2, 3], p))
+    add("zero.safetensors", "not a readable", lambda p: p.write_bytes(b""))
+    add("huge_header.safetensors", "not a readable",
+        lambda p: p.write_bytes(struct.pack("<Q", 2**62) + b"{}"))
+    add("lying_offsets.safetensors", "not a readable", lambda p: p.write_bytes(
+        (lambda h: struct.pack("<Q", len(h)) + h)(json.dumps(
+            {"w": {"dtype": "F32", "shape": [1000, 1000], "data_offsets": [0, 4000000]}}).encode()) + b"\0" * 16))
+    add("absurd.safetensors", "num_feat=1000000000", lambda p: save_file(
+        state, str(p), metadata={**meta, "params": json.dumps({**params, "num_feat": 10**9})}))
+    add("absurd_blocks.safetensors", "num_blocks=100000000", lambda p: save_file(
+        state, str(p), metadata={**meta, "params": json.dumps({**params, "num_blocks": 10**8})}))
+    add("shape.safetensors", "has shape", lambda p: save_file(
+        state, str(p), metadata={**meta, "params": json.dumps({**params, "num_feat": 16})}))
+    add("missing.safetensors", "missing", lambda p: save_file(
+        dict(list(state.items())[:-1]), str(p), metadata=meta))
+    add("int.safetensors", "floating-point", lambda p: save_file(
+        {k: v.to(torch.int32) for k, v in state.items()}, str(p), metadata=meta))
+    add("nan.safetensors", "nan", lambda p: save_file(
+        {k: torch.full_like(v, float("nan")) for k, v in state.items()}, str(p), metadata=meta))
+    add("inf.pth", "nan or infinite", lambda p: torch.save(
+        {k: torch.full_like(v, float("inf")) for k, v in build_arch("srvgg", scale=2, num_feat=4,
+                                                                    num_conv=1).state_dict().items()}, p))
+    add("params_not_json.safetensors", "not json", lambda p: save_file(
+        state, str(p), metadata={**meta, "params": "{oops"}))
+    add("unknown_arch.safetensors", "unknown architecture", lambda p: save_file(
+        state, str(p), metadata={**meta, "arch": "nope"}))
+    return cases
+
+
+def test_hostile_model_files_are_refused_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    image = png(tmp_path / "a.png", smooth_image(5, 5, 3))
+    for path, reason in _model_cases(tmp_path):
+        result = upscale(image, "-s", 2, "-m", path, "--quiet")
+        assert_clean(result, 1)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and str(path) in lines[0] and reason.lower() in lines[0].lower(), (path, lines)
+        assert not (tmp_path / "a_x2.png").exists()
+    assert not (tmp_path / "PWNED").exists()  # the pickle's code never ran
+
+
+# ----------------------------------------------------------------------------- absurd values
+
+@pytest.mark.parametrize("args", [["-s", "0"], ["-s", "-2"], ["-s", "nan"], ["-s", "inf"], ["-s", "1e308"],
+                                  ["-s", "65"], ["--tile", "-1"], ["--tile", "huge"], ["--max-pixels", "0"],
+                                  ["--max-pixels", "lots"], ["-q", "0"], ["--tile-batch", "0"],
+                                  ["--shard", "5/2"], ["--skip-existing", "--overwrite"]])
+def test_absurd_values_are_usage_errors(model, tmp_path, args):
+    image = png(tmp_path / "a.png", smooth_image(5, 5, 3))
+    result = upscale(image, "-m", model, *args)
+    assert_clean(result, 2)
+    assert not (tmp_path / "a_x5.png").exists() and not list(tmp_path.glob("a_x*"))
+
+
+def test_outputs_too_large_are_refused_up_front(model, tmp_path, monkeypatch):
+    from sr_cli import upscale as upscale_module
+    small = png(tmp_path / "small.png", smooth_image(4, 4, 3))
+    large = png(tmp_path / "large.png", smooth_image(40, 40, 3))
+    result = upscale(small, large, "-s", 64, "-m", model, "--max-pixels", 1e6, "--quiet")
+    assert_clean(result, 1)
+    assert_failed(result, large, "--max-pixels")
+    assert_image(tmp_path / "small_x64.png", (256, 256))
+    # By default the limit comes from the memory available (here made 100 KB).
+    monkeypatch.setattr(upscale_module, "_free_memory", lambda device: 100_000)
+    result = upscale(large, "-s", 4, "-m", model, "--quiet")
+    assert_clean(result, 1)
+    assert_failed(result, large, "available")
+    assert not leftovers(tmp_path) and not (tmp_path / "large_x4.png").exists()
+
+
+def test_extreme_but_legal_tiling_values_work(model, tmp_path):
+    image = png(tmp_path / "a.png", smooth_image(9, 5, 3))
+    for args in (["--tile", "1", "--tile-overlap", "0"], ["--tile", "100000", "--tile-overlap", "100000"],
+                 ["--tile", "3", "--tile-batch", "1000"]):
+        result = upscale(image, "-s", 2, "-m", model, "--overwrite", "--quiet", *args)
+        assert_clean(result, 0)
+        assert_image(tmp_path / "a_x2.png", (10, 18))
+
+
+# ----------------------------------------------------------------------------- export and training
+
+def test_export_checks_before_it_writes(tmp_path, monkeypatch):
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from sr_cli import export
+    from sr_cli.weights import load_model
+    params = {"scale": 2, "num_feat": 8, "num_blocks": 1, "base": "nearest"}  # the layout "fast" ships
+    net = build_arch("litesr", **params)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0, 0.05)
+    save_model(net, tmp_path / "m.safetensors", arch="litesr", params=params)
+    model = load_model(tmp_path / "m.safetensors")
+    summary = export.export_model(model, tmp_path / "m.onnx", fmt="onnx")
+    assert summary["max_abs_diff"] < export.ONNX_TOLERANCE
+    monkeypatch.setattr(export, "ONNX_TOLERANCE", -1.0)  # every check fails now
+    with pytest.raises(RuntimeError, match="differs"):
+        export.export_model(model, tmp_path / "bad.onnx", fmt="onnx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.safetensors"]
+
+
+TRAIN_ARGS = ["--arch", "litesr", "--arch-opt", "num_feat=8", "--arch-opt", "num_blocks=1", "--scale", "2",
+              "--patch", "8", "--batch", "2", "--iters", "2", "--save-every", "2", "--workers", "0",
+              "--threads", "1", "--ema", "0.9"]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    from conftest import write_smooth_pngs
+    from sr_cli.commands.train_cmd import train_command
+    base = tmp_path_factory.mktemp("train")
+    images = write_smooth_pngs(base / "hr", count=2, size=24)
+    result = CliRunner().invoke(train_command, [*TRAIN_ARGS, "--data", str(images), "--out", str(base / "run")])
+    assert result.exit_code == 0, result.output
+    assert (base / "run" / "checkpoint.safetensors").is_file()
+    return images, base / "run"
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _nan_checkpoint(path: Path) -> None:
+    from safetensors import safe_open
+    with safe_open(str(path), framework="pt") as handle:
+        metadata, tensors = handle.metadata(), {k: handle.get_tensor(k) for k in handle.keys()}
+    save_file({k: v.fill_(float("nan")) if k.startswith("model.") else v for k, v in tensors.items()},
+              str(path), metadata=metadata)
+
+
+@pytest.mark.parametrize("damage, reason", [
+    (lambda run: _truncate(run / "checkpoint.safetensors"), "cannot be resumed"),
+    (lambda run: (run / "checkpoint.safetensors").write_bytes(b""), "cannot be resumed"),
+    (lambda run: (run / "checkpoint.safetensors").unlink(), "cannot be resumed"),
+    (lambda run: (run / "checkpoint.json").write_text("{not json"), "damaged checkpoint state"),
+    (lambda run: (run / "checkpoint.json").write_text("[]"), "damaged checkpoint state"),
+    (lambda run: _nan_checkpoint(run / "checkpoint.safetensors"), "nan"),
+], ids=["truncated", "empty", "missing-tensors", "state-not-json", "state-not-object", "nan-weights"])
+def test_resume_on_a_damaged_checkpoint_is_one_line(trained_run, tmp_path, damage, reason):
+    from sr_cli.commands.train_cmd import train_command
+    images, original = trained_run
+    run = tmp_path / "run"
+    shutil.copytree(original, run)
+    damage(run)
+    result = CliRunner().invoke(train_command, [*TRAIN_ARGS, "--data", str(images), "--out", str(run), "--resume"])
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    error = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(error) == 1 and str(run) in error[0] and reason in error[0].lower(), result.stderr
