@@ -6,7 +6,7 @@ TORCH_SPEC ?= torch>=2.3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.sr-installed
 
-.PHONY: install demo test test-community clean
+.PHONY: install demo test test-wheel test-community clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -24,8 +24,14 @@ demo: install
 	$(VENV)/bin/sr upscale docs/sample.png --scale 4 -o out/sample_x4.png --overwrite
 	@echo "Upscaled docs/sample.png -> out/sample_x4.png"
 
-test: install
+# The wheel check runs first so that pytest's summary stays the last line of the output.
+test: install test-wheel
 	$(PY) -m pytest
+
+# Build the wheel, install it into a fresh venv outside the checkout, run `sr models` and
+# `sr upscale` with every shipped model from there (tests/wheel_smoke.sh).
+test-wheel:
+	PYTHON="$(PYTHON)" TORCH_SPEC="$(TORCH_SPEC)" bash tests/wheel_smoke.sh
 
 clean:
 	rm -rf $(VENV) out .pytest_cache
