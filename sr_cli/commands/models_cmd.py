@@ -89,7 +89,7 @@ def models_command(ctx, as_json, show_all):
     Console().print(table)
 
 
-@models_command.command("pull")
+@models_command.command("pull", short_help="Download a catalogue model, or a model file's URL, verified.")
 @click.argument("source", metavar="NAME|URL")
 @click.option("--sha256", metavar="HEX", help="The publisher's sha256 of a URL outside the catalogue (required "
                                               "there: nothing unverified is kept).")
