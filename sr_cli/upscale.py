@@ -73,7 +73,7 @@ class Upscaler:
                                  f"above --max-pixels {self.max_pixels:,}; raise it to try")
             return
         need = peak * channels * itemsize * BYTES_PER_PIXEL_BUDGET
-        free = _free_memory(self.device) if self.device.type == "cuda" else _free_memory(torch.device("cpu"))
+        free = _free_memory(torch.device("cpu"))  # the output array lives in host memory, whatever the device
         if need > free:
             raise ValueError(f"{_size(out_w, out_h)} output: {peak:,} pixels at its largest step needs "
                              f"~{need / 2**30:,.1f} GiB, {free / 2**30:,.1f} GiB available; --max-pixels "
