@@ -173,7 +173,7 @@ def test_models_lists_installed_weights(weights_dir):
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
     default = {r["scale"]: r for r in rows if r["name"] == "default"}
-    assert set(default) == {2, 3, 4} and default[4]["arch"] == "litesr" and default[4]["parameters"] > 0
+    assert set(default) == {2, 4} and default[4]["arch"] == "litesr" and default[4]["parameters"] > 0
     assert {("bicubic", "any"), ("lanczos", "any")} <= {(r["name"], r["scale"]) for r in rows}
 
 

@@ -16,7 +16,8 @@ from sr_cli.weights import load_model, read_metadata
 
 SHIPPED = [(name, scale) for name, files in registry.NAMED_MODELS.items() for scale in files]
 SAMPLE = registry.WEIGHTS_DIR.parent / "docs" / "sample.png"
-REQUIRED = {("default", 2), ("default", 3), ("default", 4), ("fast", 2), ("fast", 3), ("fast", 4), ("photo", 4)}
+REQUIRED = {("default", 2), ("default", 4), ("classic", 2), ("classic", 3), ("classic", 4), ("fast", 2), ("fast", 3),
+            ("fast", 4), ("photo", 4)}
 
 
 def shipped_path(name, scale):
