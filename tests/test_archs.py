@@ -4,7 +4,7 @@ import torch
 
 from sr_cli.archs import ARCHS, DISCRIMINATORS, build_arch, set_fused_inference
 from sr_cli.archs.discriminators import build_discriminator
-from sr_cli.archs.edsr import chain_radius
+from sr_cli.archs.layers import chain_radius
 from sr_cli.model import SRModel
 from sr_cli.weights import load_model, save_model
 

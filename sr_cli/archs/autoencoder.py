@@ -28,8 +28,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .edsr import Upsampler, chain_radius, upsample_ops
-from .layers import PixelShuffle
+from .layers import PixelShuffle, Upsampler, chain_radius, upsample_ops
 
 _UP_MODES = ("pixelshuffle", "transpose")
 

@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .edsr import chain_radius
+from .layers import chain_radius
 
 _SCALES = (1, 2, 3, 4, 8)
 
