@@ -1,6 +1,6 @@
 """Community model files: read them safely, recognise their layout, load them as our models.
 
-Files are read without running any code: ``.safetensors`` by safetensors, and
+Files are read (``weights.read_state_dict``) without running any code: ``.safetensors`` by safetensors, and
 ``.pth``/``.pt``/``.ckpt`` by ``torch.load(weights_only=True)``, which refuses any
 pickle that needs more than tensors and plain containers. A refused file gets
 one line suggesting conversion to safetensors.
@@ -27,10 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import pickle
 import re
-import warnings
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -40,10 +37,8 @@ import torch.nn as nn
 
 from .archs import build_arch
 from .model import SRModel
+from .weights import read_state_dict
 
-TORCH_SUFFIXES = (".pth", ".pt", ".ckpt")
-CONTAINERS = ("params_ema", "params", "state_dict", "model", "net")
-PREFIXES = ("module.", "netG.")
 SUPPORTED = ("sr-cli .safetensors; Real-ESRGAN RRDBNet (x4plus, x4plus_anime_6B, x2plus, x1) and "
              "SRVGGNetCompact (realesr-general-x4v3, animevideov3); ESRGAN (original model.N and mmsr "
              "RRDB_trunk layouts, x4/x8); EDSR (EDSR-PyTorch keys); as .safetensors, .pth, .pt or .ckpt")
@@ -93,63 +88,9 @@ def is_ours(path: str | Path) -> bool:
     from .weights import read_metadata
     try:
         metadata = read_metadata(path)
-    except Exception:  # not a readable safetensors file: read_state_dict reports it in one line
+    except Exception:  # not a readable safetensors file: weights.read_state_dict reports it in one line
         return False
     return "arch" in metadata and "params" in metadata
-
-
-def read_state_dict(path: str | Path) -> tuple[StateDict, str]:
-    """Tensors of a model file, unwrapped and de-prefixed, plus where they were found (for messages).
-
-    Never runs code from the file: a pickle needing more than tensors is refused.
-    """
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix == ".safetensors":
-        from safetensors.torch import load_file
-        try:
-            obj: Any = load_file(str(path), device="cpu")
-        except Exception as exc:
-            raise ValueError(f"{path}: not a readable safetensors file ({_first_line(exc)})") from None
-    elif suffix in TORCH_SUFFIXES:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # e.g. "pickle protocol 4": irrelevant to the user
-                obj = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as exc:
-            needed = re.search(r"GLOBAL ([\w.]+)", str(exc))
-            if needed:
-                raise ValueError(f"{path}: refused: it needs the Python object {needed[1]} to load, and "
-                                 "unpickling it could run code; convert it to .safetensors where you trust "
-                                 "the file") from None
-            detail = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", str(exc))
-            raise ValueError(f"{path}: cannot be read as plain weights ({detail[1] if detail else _first_line(exc)}: "
-                             "a raw pickle, or a damaged file); if you trust it, convert it to "
-                             ".safetensors") from None
-        except Exception as exc:
-            raise ValueError(f"{path}: not a readable PyTorch file ({_first_line(exc)})") from None
-    else:
-        raise ValueError(f"{path}: unsupported file type {suffix or '(none)'!r}; "
-                         "model files are .safetensors, .pth, .pt or .ckpt")
-    trail = []
-    for _ in range(4):
-        if not isinstance(obj, Mapping):
-            break
-        key = next((k for k in CONTAINERS if isinstance(obj.get(k), Mapping)), None)
-        if key is None:
-            break
-        obj, trail = obj[key], trail + [key]
-    if not isinstance(obj, Mapping):
-        raise ValueError(f"{path}: holds a {type(obj).__name__}, not a state dict; supported: {SUPPORTED}")
-    state = {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
-    changed = True
-    while changed and state:
-        changed = False
-        for prefix in PREFIXES:
-            if all(k.startswith(prefix) for k in state):
-                state = {k[len(prefix):]: v for k, v in state.items()}
-                changed = True
-    return state, "/".join(trail)
 
 
 # ---------------------------------------------------------------------------
@@ -323,7 +264,7 @@ def load_any(path: str | Path, *, name: str = "") -> SRModel:
     if is_ours(path):
         from .weights import load_model
         return load_model(path, name=name)
-    state, container = read_state_dict(path)
+    state, container = read_state_dict(path, supported=SUPPORTED)
     found, reason = _recognise_file(state, path)
     metadata = {"source": path.name, "container": container}
     if found is not None:
@@ -345,7 +286,7 @@ def native_scale(path: str | Path) -> int:
         if "scale" not in metadata:
             raise ValueError(f"{path}: no 'scale' in its metadata")
         return int(metadata["scale"])
-    state, _ = read_state_dict(path)
+    state, _ = read_state_dict(path, supported=SUPPORTED)
     found, _ = _recognise_file(state, path)
     if found is not None:
         return int(found.params["scale"])
@@ -482,7 +423,7 @@ def convert(source: str | Path, destination: str | Path, *, overwrite: bool = Fa
         net, arch, params, layout = loaded.net, loaded.arch, loaded.params, "sr-cli"
         extra = {k: v for k, v in read_metadata(source).items() if k not in ("format", "arch", "scale", "params")}
     else:
-        state, _ = read_state_dict(source)
+        state, _ = read_state_dict(source, supported=SUPPORTED)
         found, reason = _recognise_file(state, source)
         if found is None:
             if _spandrel_model(state, source, name=source.stem, metadata={}, reason=reason) is not None:

@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
+import re
+import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -30,6 +33,9 @@ from .archs import build_arch
 from .model import SRModel
 
 FORMAT = "sr-cli/1"
+TORCH_SUFFIXES = (".pth", ".pt", ".ckpt")
+CONTAINERS = ("params_ema", "params", "state_dict", "model", "net")
+PREFIXES = ("module.", "netG.")
 
 
 def save_model(net: nn.Module, path: str | Path, *, arch: str, params: dict[str, Any],
@@ -95,6 +101,66 @@ def load_model(path: str | Path, *, name: str = "") -> SRModel:
     net = build_arch(metadata["arch"], **params)
     net.load_state_dict(tensors, strict=True)
     return SRModel.from_net(net, metadata["arch"], params, name=name or path.stem, metadata=metadata)
+
+
+def read_state_dict(path: str | Path, *, supported: str = "") -> tuple[dict[str, torch.Tensor], str]:
+    """The tensors of any weights file, unwrapped and de-prefixed, plus the containers they were
+    found in ("params_ema", ...; for messages). The one reader of weight files that are not
+    (necessarily) ours: foreign models, --init and --pretrained-g files, VGG19 for the perceptual loss.
+
+    ``.safetensors`` by safetensors; ``.pth``/``.pt``/``.ckpt`` by ``torch.load(weights_only=True)``,
+    which never runs code from the file: a pickle needing more than tensors is refused. The state
+    dict is taken out of the usual containers (``CONTAINERS``, BasicSR's ``params_ema`` first) and a
+    prefix every key has (``PREFIXES``: DistributedDataParallel's ``module.``, ``netG.``) is stripped.
+    ``supported`` ends the message for a file holding no state dict.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        from safetensors.torch import load_file
+        try:
+            obj: object = load_file(str(path), device="cpu")
+        except Exception as exc:
+            raise ValueError(f"{path}: not a readable safetensors file ({_first_line(exc)})") from None
+    elif suffix in TORCH_SUFFIXES:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # e.g. "pickle protocol 4": irrelevant to the user
+                obj = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as exc:
+            needed = re.search(r"GLOBAL ([\w.]+)", str(exc))
+            if needed:
+                raise ValueError(f"{path}: refused: it needs the Python object {needed[1]} to load, and "
+                                 "unpickling it could run code; convert it to .safetensors where you trust "
+                                 "the file") from None
+            detail = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", str(exc))
+            raise ValueError(f"{path}: cannot be read as plain weights ({detail[1] if detail else _first_line(exc)}: "
+                             "a raw pickle, or a damaged file); if you trust it, convert it to "
+                             ".safetensors") from None
+        except Exception as exc:
+            raise ValueError(f"{path}: not a readable PyTorch file ({_first_line(exc)})") from None
+    else:
+        raise ValueError(f"{path}: unsupported file type {suffix or '(none)'!r}; "
+                         "model files are .safetensors, .pth, .pt or .ckpt")
+    trail = []
+    for _ in range(4):
+        if not isinstance(obj, Mapping):
+            break
+        key = next((k for k in CONTAINERS if isinstance(obj.get(k), Mapping)), None)
+        if key is None:
+            break
+        obj, trail = obj[key], trail + [key]
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"{path}: holds a {type(obj).__name__}, not a state dict" + (f"; supported: {supported}" if supported else ""))
+    state = {k: v for k, v in obj.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
+    changed = True
+    while changed and state:
+        changed = False
+        for prefix in PREFIXES:
+            if all(k.startswith(prefix) for k in state):
+                state = {k[len(prefix):]: v for k, v in state.items()}
+                changed = True
+    return state, "/".join(trail)
 
 
 _DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
