@@ -17,7 +17,7 @@ TINY_LITESR = {"num_feat": 8, "num_blocks": 1}
 
 def tiny_train_config(images, out, **overrides):
     """A TrainConfig for a few fast steps of a tiny LiteSR x2 on ``images``; ``overrides`` on top."""
-    from sr_cli.train import TrainConfig
+    from sr_cli.training.config import TrainConfig
     settings = dict(arch="litesr", arch_params=TINY_LITESR, scale=2, data=[str(images)], out=str(out), patch=8,
                     batch=4, iters=8, lr=1e-3, workers=0, log_every=1, save_every=1000, val_every=1000, threads=1,
                     ema=0.9)

@@ -13,7 +13,9 @@ import torch.distributed as dist
 from safetensors.torch import load_file
 
 from sr_cli.archs.discriminators import build_discriminator
-from sr_cli.train import TrainConfig, train, weights_checksum
+from sr_cli.training.config import TrainConfig
+from sr_cli.training.distributed import weights_checksum
+from sr_cli.training.trainer import train
 from sr_cli.weights import load_model
 
 REPO = Path(__file__).resolve().parents[1]

@@ -4,7 +4,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from sr_cli.losses import (
+from sr_cli.training.losses import (
     GAN_KINDS, VGG19_LAYER_NAMES, PerceptualLoss, VGG19Features, build_pixel_loss, charbonnier_loss,
     feature_matching_loss, gan_loss, parse_loss_spec,
 )

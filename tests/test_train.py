@@ -8,8 +8,10 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
+from sr_cli.archs import build_arch
 from sr_cli.commands.train_cmd import parse_value, train_command
-from sr_cli.train import TrainConfig, lr_at, train
+from sr_cli.training.config import TrainConfig
+from sr_cli.training.trainer import lr_at, train
 from sr_cli.weights import load_model, read_metadata
 
 
@@ -73,6 +75,16 @@ def test_init_from_other_scale_keeps_body(images, tmp_path):
     assert any("tail" in r.get("message", "") for r in logs)
     src, dst = load_file(str(run / "model.safetensors")), load_file(str(run3 / "model.safetensors"))
     assert torch.equal(src["head.weight"], dst["head.weight"])
+
+
+def test_init_reads_a_data_parallel_checkpoint(images, tmp_path):
+    # what torch.save(ddp_model.state_dict()) writes: every key under "module."
+    source = build_arch("litesr", scale=2, **TINY)
+    path = tmp_path / "ddp.pth"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in source.state_dict().items()}}, path)
+    run = train(config(images, tmp_path / "run", iters=1, lr=0.0, ema=0.0, init=str(path)), on_log=lambda r: None)
+    out = load_file(str(run / "model.safetensors"))
+    assert all(torch.equal(out[k], v) for k, v in source.state_dict().items())
 
 
 def test_lr_schedules():
@@ -155,7 +167,7 @@ def l1_on(net, batch):
 
 @pytest.mark.parametrize("arch", list(FAMILIES))
 def test_each_generator_family_learns(arch, images, tmp_path):
-    from sr_cli.archs import ARCHS, build_arch
+    from sr_cli.archs import ARCHS
     assert set(FAMILIES) == set(ARCHS)  # a new family gets a case here
     loss = {"l1": 1.0, "kl": 0.01} if arch == "vae" else {"l1": 1.0}
     run = train(config(images, tmp_path / arch, arch=arch, arch_params=FAMILIES[arch], iters=12, lr=3e-3, ema=0.0,
@@ -271,8 +283,7 @@ def test_pretrained_generator(images, tmp_path):
 
 
 def test_pretrained_generator_from_a_real_esrgan_pth(images, tmp_path):
-    from sr_cli.archs import build_arch
-    from sr_cli.train import read_generator
+    from sr_cli.training.checkpoint import read_generator
     torch.manual_seed(5)
     source = build_arch("rrdbnet", scale=2, **FAMILIES["rrdbnet"])
     path = tmp_path / "RealESRGAN_x2_tiny.pth"
@@ -337,13 +348,27 @@ def test_config_defaults_mapping():
             config_defaults(train_command, {key: 1}, "f")
 
 
+def test_cli_defaults_are_the_config_defaults():
+    from sr_cli.commands.train_cmd import config_values
+    required = dict(arch="litesr", data=["."], out="o", scale=2)
+    ctx = train_command.make_context("train", ["--arch", "litesr", "--data", ".", "--out", "o", "--scale", "2"])
+    assert TrainConfig(**config_values(ctx.params)) == TrainConfig(**required)
+
+
+def test_train_options_import_no_torch():
+    import subprocess
+    import sys
+    code = "import sys, sr_cli.commands.train_cmd; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
 def test_cli_choices_match_the_core():
+    # training.config copies these names so that `sr train --help` needs no torch
     from sr_cli.archs import DISCRIMINATORS
-    from sr_cli.commands import train_cmd
     from sr_cli.degrade import PRESETS
-    from sr_cli.losses import GAN_KINDS
-    assert train_cmd.GAN_KINDS == GAN_KINDS and set(train_cmd.DISCRIMINATORS) == set(DISCRIMINATORS)
-    assert set(train_cmd.DEGRADATIONS) == {"bicubic", *PRESETS}
+    from sr_cli.training import config
+    assert set(config.DISCRIMINATORS) == set(DISCRIMINATORS)
+    assert set(config.DEGRADATIONS) == {"bicubic", *PRESETS}
 
 
 def test_amp_is_ignored_on_cpu(images, tmp_path):

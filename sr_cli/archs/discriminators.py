@@ -1,7 +1,7 @@
 """Discriminators for GAN training of the generators in ``ARCHS``.
 
 Both take NCHW images in [0, 1] and return raw logits (no sigmoid; the losses in
-``sr_cli.losses`` expect logits). ``forward(x, return_features=True)`` returns
+``sr_cli.training.losses`` expect logits). ``forward(x, return_features=True)`` returns
 ``(logits, features)``, ``features`` being the activations of each block, for a
 feature-matching loss.
 

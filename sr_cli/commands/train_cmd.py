@@ -1,19 +1,18 @@
 """`sr train`: train a generator on folders of HR images (PSNR-oriented, or GAN fine-tuning)."""
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 import shlex
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import click
 
-# Kept here (not imported) so that `sr --help` does not import torch; tests check they match the core.
-GAN_KINDS = ("vanilla", "lsgan", "ragan")
-DISCRIMINATORS = ("vgg", "unet")
-DEGRADATIONS = ("bicubic", "robust", "realesrgan", "simple")
+from ..training.config import DEFAULT_SCALE, Option, TrainConfig, cli_fields
+
 # Options a config file may not set.
 NOT_IN_CONFIG = ("config", "list_archs", "help")
 
@@ -145,7 +144,7 @@ class LiveDisplay:
         self.live.__exit__(*exc)
 
     def __call__(self, record: dict[str, Any]) -> None:
-        from ..train import format_seconds
+        from ..training.logging import format_seconds
         if "val_psnr" in record:
             self.val.plain = (f"val PSNR {record['val_psnr']:.3f} dB at step {record['step']} "
                               f"(best {record['best_psnr']:.3f} at {record['best_step']})")
@@ -161,94 +160,117 @@ class LiveDisplay:
 
 
 # ---------------------------------------------------------------------------
-# the command
+# the command: its options are TrainConfig's fields (sr_cli.training.config), plus these
+
+_PATHS = {"existing": dict(exists=True), "existing_file": dict(exists=True, dir_okay=False),
+          "existing_folder": dict(exists=True, file_okay=False), "folder": dict(file_okay=False)}
+
+
+def _flags(f: dataclasses.Field) -> tuple[str, ...]:
+    return f.metadata["cli"].flags or ("--" + f.name.replace("_", "-"),)
+
+
+def _default_text(spec: Option, value: Any) -> Any:
+    """A field's default as the command line writes it (``{"l1": 1.0}`` -> ``["l1=1"]``)."""
+    if spec.form in ("kv", "weights", "losses"):
+        items = [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in value.items()]
+        return items if spec.multiple else ",".join(items)
+    if spec.form in ("ints", "factors"):
+        return ",".join(f"{v:g}" for v in value)
+    return value
+
+
+def field_option(f: dataclasses.Field) -> Callable:
+    """The click option of a TrainConfig field, from its ``Option`` metadata."""
+    spec: Option = f.metadata["cli"]
+    if f.default is not dataclasses.MISSING:
+        default = _default_text(spec, f.default)
+    elif f.default_factory is not dataclasses.MISSING:
+        default = _default_text(spec, f.default_factory())
+    else:
+        default = None  # required: the command asks for it, or takes it from --pretrained-g
+    kind = spec.type or type(default)
+    kwargs: dict[str, Any] = {"help": spec.help, "multiple": spec.multiple, "metavar": spec.metavar}
+    if kind is bool:
+        kwargs["is_flag"] = True
+    else:
+        kwargs["default"] = default
+        kwargs["show_default"] = default not in (None, "", (), [])
+        if spec.choices:
+            kwargs["type"] = click.Choice(spec.choices)
+        elif kind == "path":
+            kwargs["type"] = click.Path(path_type=Path, **_PATHS[spec.path])
+        elif spec.minimum is not None:
+            kwargs["type"] = (click.IntRange if kind is int else click.FloatRange)(spec.minimum)
+        elif kind in (int, float):
+            kwargs["type"] = kind
+    return click.option(*_flags(f), spec.name or f.name, **kwargs)
+
+
+def train_options(command: Callable) -> Callable:
+    """Decorate ``command`` with --config, every TrainConfig option, --display and --list-archs."""
+    options = [click.option(
+        "--config", type=click.Path(exists=True, dir_okay=False, path_type=Path), is_eager=True,
+        expose_value=False, callback=_load_config,
+        help="TOML file of options: keys are the long option names (arch = \"litesr\", "
+             "arch-opt = {num_feat = 32}, loss = {l1 = 1}, data = [\"a/\", \"b/\"]); the command line "
+             "overrides it; unknown keys are an error. Relative paths are from the current folder.")]
+    for f in cli_fields():
+        options.append(field_option(f))
+        if f.name == "csv":
+            options.append(click.option(
+                "--display", type=click.Choice(["auto", "live", "plain"]), default="auto", show_default=True,
+                help="live: a progress display (terminals); plain: one line per log record; auto: live on a "
+                     "terminal."))
+    options.append(click.option("--list-archs", is_flag=True, help="Print the generator architectures and exit."))
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _comma_numbers(text: str, kind: type, param_hint: str, message: str) -> list:
+    try:
+        return [kind(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(message, param_hint=param_hint) from None
+
+
+def config_values(options: dict[str, Any]) -> dict[str, Any]:
+    """The command's option values -> TrainConfig keyword arguments (text forms parsed, bad
+    ones raised as click errors; arch, scale and out as given, perhaps None)."""
+    values: dict[str, Any] = {}
+    for f in cli_fields():
+        spec: Option = f.metadata["cli"]
+        value = options[spec.name or f.name]
+        hint = _flags(f)[-1]
+        if spec.form == "kv":
+            value = parse_arch_opts(value, param_hint=hint)
+        elif spec.form == "weights":
+            value = parse_weights(value, hint)
+        elif spec.form == "ints":
+            value = _comma_numbers(value, int, hint, "use comma-separated step numbers")
+        elif spec.form == "factors":
+            from ..data import shrink_factors
+            parsed = _comma_numbers(value, float, hint, "use comma-separated factors below 1, e.g. 0.9,0.8")
+            try:
+                value = list(shrink_factors(parsed))
+            except ValueError as error:
+                raise click.BadParameter(str(error), param_hint=hint) from None
+        elif spec.form == "losses":
+            from ..training.losses import parse_loss_spec
+            try:
+                value = parse_loss_spec(list(value))
+            except ValueError as exc:
+                raise click.ClickException(str(exc)) from None
+        elif spec.multiple:
+            value = list(value)
+        values[f.name] = value
+    return values
 
 
 @click.command("train")
-@click.option("--config", type=click.Path(exists=True, dir_okay=False, path_type=Path), is_eager=True,
-              expose_value=False, callback=_load_config,
-              help="TOML file of options: keys are the long option names (arch = \"litesr\", "
-                   "arch-opt = {num_feat = 32}, loss = {l1 = 1}, data = [\"a/\", \"b/\"]); the command line "
-                   "overrides it; unknown keys are an error. Relative paths are from the current folder.")
-@click.option("--arch", help="Generator architecture (see --list-archs); default with --pretrained-g: the file's.")
-@click.option("--arch-opt", "arch_opts", multiple=True, metavar="KEY=VALUE",
-              help="Architecture hyperparameter, e.g. num_feat=32; repeat for several.")
-@click.option("--data", "data", multiple=True, type=click.Path(exists=True, path_type=Path),
-              help="Folder of HR training images (searched recursively); repeat for several.")
-@click.option("-s", "--scale", type=click.IntRange(1), default=None,
-              help="Upscaling factor [default: the --pretrained-g file's, else 4].")
-@click.option("-o", "--out", type=click.Path(file_okay=False, path_type=Path),
-              help="Run folder: checkpoints, log.jsonl, model.safetensors.")
-@click.option("--val", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Folder of HR validation images (e.g. Set5), evaluated whole: Y-channel PSNR.")
-@click.option("--patch", type=click.IntRange(1), default=48, show_default=True,
-              help="LR patch size; HR patches are patch x scale.")
-@click.option("--batch", type=click.IntRange(1), default=16, show_default=True,
-              help="Patches per step (over all processes under torchrun).")
-@click.option("--iters", type=click.IntRange(1), default=100_000, show_default=True, help="Optimiser steps in all.")
-@click.option("--lr", type=float, default=2e-4, show_default=True, help="Peak learning rate (Adam, betas 0.9/0.99).")
-@click.option("--min-lr", type=float, default=1e-7, show_default=True, help="Final learning rate of the cosine schedule.")
-@click.option("--schedule", type=click.Choice(["cosine", "step"]), default="cosine", show_default=True,
-              help="Learning-rate decay: cosine to --min-lr, or step (x --gamma at each milestone).")
-@click.option("--milestones", default="", help="Step schedule milestones, comma-separated (default: 1/2 and 3/4 of --iters).")
-@click.option("--gamma", type=float, default=0.5, show_default=True, help="Step schedule factor.")
-@click.option("--warmup", type=click.IntRange(0), default=0, show_default=True, help="Linear warmup steps.")
-@click.option("--loss", "loss", multiple=True, default=["l1=1"], show_default=True,
-              help="Loss term NAME=WEIGHT: l1, mse, charbonnier, perceptual (needs --vgg-weights), kl (vae), "
-                   "and with --gan: gan (= --gan-weight), feature_matching; repeat or comma-separate.")
-@click.option("--ema", type=float, default=0.999, show_default=True,
-              help="EMA decay of the weights (the EMA is what gets exported); 0 disables.")
-@click.option("--grad-clip", type=float, default=None, help="Clip the generator's gradient norm to this value.")
-@click.option("--degradation", type=click.Choice(DEGRADATIONS), default="bicubic", show_default=True,
-              help="How LR patches are made: MATLAB bicubic, or a random real-world pipeline (blur, resize, "
-                   "noise, JPEG): robust (what the default models learn: a quarter clean, the rest blurred, "
-                   "noised and JPEG-compressed at the LR size), realesrgan (two rounds, as Real-ESRGAN) or simple "
-                   "(one milder round).")
-@click.option("--scale-aug", default="", metavar="F,F,...",
-              help="Scale augmentation: add a copy of every HR image shrunk by each factor (MATLAB bicubic), "
-                   "e.g. 0.9,0.8,0.7,0.6, as VDSR trained on the 291-image set. Default: none.")
-@click.option("--gan", type=click.Choice(GAN_KINDS), default=None,
-              help="GAN training with this adversarial loss (ragan: ESRGAN's relativistic average).")
-@click.option("--disc", type=click.Choice(DISCRIMINATORS), default="vgg", show_default=True,
-              help="Discriminator: vgg (SRGAN/ESRGAN) or unet (Real-ESRGAN; HR patches multiple of 8).")
-@click.option("--disc-opt", "disc_opts", multiple=True, metavar="KEY=VALUE",
-              help="Discriminator hyperparameter, e.g. num_feat=32; repeat for several.")
-@click.option("--gan-weight", type=click.FloatRange(0), default=None,
-              help="Weight of the adversarial term (the same as --loss gan=X) [default: 0.1].")
-@click.option("--d-steps", type=click.IntRange(1), default=1, show_default=True,
-              help="Discriminator steps per generator step (on the same batch).")
-@click.option("--d-lr", type=float, default=None, help="Discriminator peak learning rate [default: --lr].")
-@click.option("--pretrained-g", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="Start the generator from this weights file (e.g. a PSNR run's model.safetensors, or a "
-                   "Real-ESRGAN/ESRGAN/EDSR .pth); --arch, --arch-opt and --scale default to the file's.")
-@click.option("--vgg-weights", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="torchvision VGG19 state dict (.pth or .safetensors) for the perceptual loss; nothing is downloaded.")
-@click.option("--perceptual-layers", default="conv5_4=1", show_default=True,
-              help="VGG19 layers and weights of the perceptual loss (conv5_4: ESRGAN's, before the activation).")
-@click.option("--amp", type=click.Choice(["bf16", "fp16"]), default=None,
-              help="Mixed precision on CUDA (fp16 with gradient scaling); ignored, with a note, elsewhere.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for the weights and the data.")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint (exactly).")
-@click.option("--workers", type=click.IntRange(0), default=4, show_default=True,
-              help="Data loader processes (0: load in the training process).")
-@click.option("--epoch-length", type=click.IntRange(1), default=None,
-              help="Samples per virtual epoch (default: the number of images); only affects the epoch count logged.")
-@click.option("--val-every", type=click.IntRange(1), default=5000, show_default=True, help="Validate every N steps.")
-@click.option("--save-every", type=click.IntRange(1), default=5000, show_default=True, help="Checkpoint every N steps.")
-@click.option("--log-every", type=click.IntRange(1), default=100, show_default=True, help="Log every N steps.")
-@click.option("--csv", "csv_log", is_flag=True, help="Also write log.csv (one row per log line and validation).")
-@click.option("--display", type=click.Choice(["auto", "live", "plain"]), default="auto", show_default=True,
-              help="live: a progress display (terminals); plain: one line per log record; auto: live on a terminal.")
-@click.option("--threads", type=click.IntRange(1), default=None, help="torch intra-op threads (default: torch's).")
-@click.option("--init", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="Initialise the generator from a weights file (tensors whose shapes differ, e.g. "
-                   "another scale's tail, are left as built).")
-@click.option("--list-archs", is_flag=True, help="Print the generator architectures and exit.")
-def train_command(arch, arch_opts, data, scale, out, val, patch, batch, iters, lr, min_lr, schedule, milestones,
-                  gamma, warmup, loss, ema, grad_clip, degradation, scale_aug, gan, disc, disc_opts, gan_weight, d_steps, d_lr,
-                  pretrained_g, vgg_weights, perceptual_layers, amp, device, seed, resume, workers, epoch_length,
-                  val_every, save_every, log_every, csv_log, display, threads, init, list_archs):
+@train_options
+def train_command(display: str, list_archs: bool, **options: Any) -> None:
     """Train a super-resolution network on HR images.
 
     \b
@@ -266,49 +288,26 @@ def train_command(arch, arch_opts, data, scale, out, val, patch, batch, iters, l
         for name in ARCHS:
             click.echo(name)
         return
-    missing = [flag for flag, value in (("--arch", arch or pretrained_g), ("--data", data), ("--out", out))
-               if not value]
+    missing = [flag for flag, value in (("--arch", options["arch"] or options["pretrained_g"]),
+                                        ("--data", options["data"]), ("--out", options["out"])) if not value]
     if missing:
         raise click.UsageError(f"missing {', '.join(missing)}")
-    try:
-        milestone_list = [int(m) for m in milestones.split(",") if m.strip()]
-    except ValueError:
-        raise click.BadParameter("use comma-separated step numbers", param_hint="--milestones") from None
-    from ..data import shrink_factors
-    try:
-        parsed = [float(f) for f in scale_aug.split(",") if f.strip()]
-    except ValueError:
-        raise click.BadParameter("use comma-separated factors below 1, e.g. 0.9,0.8", param_hint="--scale-aug") from None
-    try:
-        factors = list(shrink_factors(parsed))
-    except ValueError as error:
-        raise click.BadParameter(str(error), param_hint="--scale-aug") from None
-    params = parse_arch_opts(arch_opts)
-    disc_params = parse_arch_opts(disc_opts, param_hint="--disc-opt")
-    layers = parse_weights(perceptual_layers, "--perceptual-layers")
+    values = config_values(options)
     rank = int(os.environ.get("RANK", "0"))
     live = display == "live" or (display == "auto" and sys.stdout.isatty())
     try:
-        from ..losses import parse_loss_spec
-        from ..train import TrainConfig, print_record, read_generator, train
-        if pretrained_g:
-            file_arch, file_params, _ = read_generator(pretrained_g)
-            arch = arch or file_arch
-            if arch == file_arch:
-                params = {**{k: v for k, v in file_params.items() if k != "scale"}, **params}
-            scale = scale or int(file_params["scale"])
-        loss_weights = parse_loss_spec(list(loss))
-        config = TrainConfig(
-            arch=arch, arch_params=params, data=[str(d) for d in data], scale=scale or 4, out=str(out),
-            val=str(val) if val else None, patch=patch, batch=batch, iters=iters, lr=lr, min_lr=min_lr,
-            schedule=schedule, milestones=milestone_list, gamma=gamma, warmup=warmup, loss=loss_weights, ema=ema,
-            grad_clip=grad_clip, device=device, seed=seed, resume=resume, workers=workers, epoch_length=epoch_length,
-            val_every=val_every, save_every=save_every, log_every=log_every, threads=threads,
-            init=str(init) if init else None, pretrained_g=str(pretrained_g) if pretrained_g else None,
-            degradation=degradation, scale_aug=factors, gan=gan, disc=disc, disc_params=disc_params, gan_weight=gan_weight,
-            d_steps=d_steps, d_lr=d_lr, vgg_weights=str(vgg_weights) if vgg_weights else None,
-            perceptual_layers=layers, amp=amp, csv=csv_log, command=shlex.join(["sr", *sys.argv[1:]]),
-        )
+        from ..training.checkpoint import read_generator
+        from ..training.logging import print_record
+        from ..training.trainer import train
+        if values["pretrained_g"]:
+            file_arch, file_params, _ = read_generator(values["pretrained_g"])
+            values["arch"] = values["arch"] or file_arch
+            if values["arch"] == file_arch:
+                values["arch_params"] = {**{k: v for k, v in file_params.items() if k != "scale"},
+                                         **values["arch_params"]}
+            values["scale"] = values["scale"] or int(file_params["scale"])
+        values["scale"] = values["scale"] or DEFAULT_SCALE
+        config = TrainConfig(**values, command=shlex.join(["sr", *sys.argv[1:]]))
         if live and rank == 0:
             with LiveDisplay(config.iters) as show:
                 run_dir = train(config, on_log=show)

@@ -26,6 +26,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .config import GAN_KINDS
+
 # ---------------------------------------------------------------------------
 # pixel losses
 
@@ -63,7 +65,6 @@ def build_pixel_loss(name: str, *, eps: float = 1e-3) -> Callable[[torch.Tensor,
 # ---------------------------------------------------------------------------
 # adversarial losses
 
-GAN_KINDS = ("vanilla", "lsgan", "ragan")
 
 
 def gan_loss(kind: str, real_logits: Optional[torch.Tensor], fake_logits: torch.Tensor, *,
@@ -172,19 +173,11 @@ class VGG19Features(nn.Module):
         return out
 
     def load_vgg19_weights(self, path: str | Path) -> None:
-        """Load a torchvision VGG19 state dict (``.pth`` via torch.load(weights_only=True),
-        or ``.safetensors``). Keys with or without the ``features.`` prefix are
+        """Load a torchvision VGG19 state dict (any file ``weights.read_state_dict`` reads:
+        ``.pth`` or ``.safetensors``). Keys with or without the ``features.`` prefix are
         accepted; classifier keys are ignored; any missing conv weight raises."""
-        path = Path(path)
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-            state = load_file(str(path))
-        else:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
-            if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
-                state = state["state_dict"]
-        if not isinstance(state, Mapping):
-            raise ValueError(f"{path}: not a state dict")
+        from ..weights import read_state_dict
+        state, _ = read_state_dict(path)
         own = self.state_dict()
         picked = {}
         for key in own:
@@ -201,7 +194,7 @@ class VGG19Features(nn.Module):
 
 
 class PerceptualLoss(nn.Module):
-    """Weighted distance between VGG19 features of prediction and target.
+    """Weighted L1 distance between VGG19 features of prediction and target.
 
     ``layer_weights`` maps VGG19 layer names to weights; the default
     ``{"conv5_4": 1.0}`` is ESRGAN's (features before the activation). SRGAN-style
@@ -213,16 +206,12 @@ class PerceptualLoss(nn.Module):
     """
 
     def __init__(self, *, weights_path: str | Path | None = None,
-                 layer_weights: Mapping[str, float] | None = None, criterion: str = "l1",
-                 normalize: bool = True, allow_random_init: bool = False):
+                 layer_weights: Mapping[str, float] | None = None, allow_random_init: bool = False):
         super().__init__()
         self.layer_weights = dict(layer_weights or {"conv5_4": 1.0})
         unknown = [name for name in self.layer_weights if name not in VGG19_LAYER_NAMES]
         if unknown or not self.layer_weights:
             raise ValueError(f"unknown VGG19 layers {unknown}; known: {', '.join(VGG19_LAYER_NAMES)}")
-        if criterion not in ("l1", "mse"):
-            raise ValueError(f"unknown criterion {criterion!r} (l1, mse)")
-        self.criterion = F.l1_loss if criterion == "l1" else F.mse_loss
         last = max(self.layer_weights, key=VGG19_LAYER_NAMES.index)
         self.vgg = VGG19Features(last_layer=last)
         if weights_path is not None:
@@ -232,7 +221,6 @@ class PerceptualLoss(nn.Module):
                              "random init only with allow_random_init=True")
         self.vgg.requires_grad_(False)
         self.vgg.eval()
-        self.normalize = normalize
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
@@ -244,7 +232,7 @@ class PerceptualLoss(nn.Module):
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[1] == 1:
             x = x.repeat(1, 3, 1, 1)
-        return (x - self.mean) / self.std if self.normalize else x
+        return (x - self.mean) / self.std
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         pred_feats = self.vgg(self._prepare(pred), self.layer_weights)
@@ -252,7 +240,7 @@ class PerceptualLoss(nn.Module):
             target_feats = self.vgg(self._prepare(target), self.layer_weights)
         total = pred.new_zeros(())
         for name, weight in self.layer_weights.items():
-            total = total + weight * self.criterion(pred_feats[name], target_feats[name])
+            total = total + weight * F.l1_loss(pred_feats[name], target_feats[name])
         return total
 
 
