@@ -2,7 +2,9 @@
 
 Planning is pure (paths in, jobs out). Running decodes the next image and
 encodes the last one on background threads while the model works on the
-current one; every output is written atomically.
+current one; every output is written atomically. Videos (``video.py``) and
+animated or multi-page images (``animation.py``) run in the batch as one job each,
+in their turn, with their own pipeline.
 """
 from __future__ import annotations
 
@@ -15,9 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
-READABLE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".tga", ".ppm", ".pgm"}
+from .video import VIDEO_SUFFIXES, WRITABLE_VIDEO_SUFFIXES, is_video
+
+IMAGE_SUFFIXES = {".png", ".apng", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".tga", ".ppm", ".pgm"}
+READABLE_SUFFIXES = IMAGE_SUFFIXES | VIDEO_SUFFIXES
 FORMAT_SUFFIXES = {"png": ".png", "jpg": ".jpg", "jpeg": ".jpg", "webp": ".webp", "tiff": ".tif", "bmp": ".bmp"}
-WRITABLE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"}
+# .gif and .apng: animations only (a still GIF is written as PNG).
+WRITABLE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".apng"} | WRITABLE_VIDEO_SUFFIXES
 PENDING_WRITE_BYTES = 256 << 20  # outputs (as pixels) waiting to be encoded at once, beyond the first
 
 
@@ -38,9 +44,12 @@ class Result:
     seconds: float = 0.0
     input_size: Optional[tuple[int, int]] = None   # width, height
     output_size: Optional[tuple[int, int]] = None
+    frames: Optional[int] = None  # videos and animations: frames written
+    fps: Optional[float] = None   # videos and animations: frames per second, start to finish
 
     def as_dict(self) -> dict:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()
+                if v is not None or k not in ("frames", "fps")}
 
 
 def scale_text(scale: float) -> str:
@@ -175,6 +184,13 @@ def _is_output_of(candidate: Path, source: Path, scale: float) -> bool:
     """Whether ``candidate``'s pixel size is ``source``'s times ``scale`` (either way round:
     EXIF orientation), read from the headers only."""
     from PIL import Image
+    if is_video(source) or is_video(candidate):
+        from .video import probe_size
+        small, big = probe_size(source), probe_size(candidate)
+        if small is None or big is None:
+            return False
+        expected = (max(1, round(small[0] * scale)), max(1, round(small[1] * scale)))
+        return big == expected
     try:
         with Image.open(source) as small, Image.open(candidate) as big:
             (w, h), size = small.size, big.size
@@ -185,6 +201,17 @@ def _is_output_of(candidate: Path, source: Path, scale: float) -> bool:
 
 
 def _output_suffix(source: Path, fmt: str) -> str:
+    if is_video(source):  # -f is for images: a clip keeps its container (or goes into Matroska)
+        from .video import output_suffix
+        return output_suffix(source)
+    if source.suffix.lower() in (".gif", ".apng"):
+        from .imageio import frame_count
+        if frame_count(source) > 1:  # an animated GIF stays a GIF ('same'), or -f's animation format
+            from .animation import output_suffix
+            try:
+                return output_suffix(source, fmt)
+            except ValueError:
+                pass  # the job fails when it runs, with the same line
     if fmt == "same":
         suffix = source.suffix.lower()
         return suffix if suffix in WRITABLE_SUFFIXES else ".png"
@@ -239,12 +266,16 @@ class ThreadChooser:
 
 
 def run_jobs(jobs: list[Job], upscale: Callable, *, existing: str = "error", quality: int = 95,
-             fail_fast: bool = False, on_result: Optional[Callable[[Result], None]] = None) -> list[Result]:
+             fail_fast: bool = False, on_result: Optional[Callable[[Result], None]] = None,
+             video=None, on_frame: Optional[Callable[[int, Optional[int], float], None]] = None) -> list[Result]:
     """Run every job; a failure is recorded and the batch goes on (unless ``fail_fast``).
 
     ``existing`` says what to do when the output exists: "error", "skip" or "overwrite".
+    Videos and animations need ``upscale`` to be an ``Upscaler``; ``video`` is a
+    ``VideoOptions`` (codec, CRF, pixel format, frame range; the range applies to animations
+    too) and ``on_frame(done, total, fps)`` reports their progress.
     """
-    from .imageio import ImageData, read_image, remove_stale_temporaries, write_image
+    from .imageio import AnimatedImage, ImageData, read_image, remove_stale_temporaries, write_image
 
     results: list[Result] = []
     for folder in sorted({job.destination.parent for job in jobs if not job.error and not job.note}):
@@ -284,8 +315,24 @@ def run_jobs(jobs: list[Job], upscale: Callable, *, existing: str = "error", qua
     chooser = ThreadChooser(original_threads) if on_cpu and original_threads > 1 and len(runnable) > 1 else None
 
     def timed_read(path: Path):
+        if is_video(path):
+            return None, 0.0  # read by its own pipeline, in its turn
         start = time.perf_counter()
         return read_image(path), time.perf_counter() - start
+
+    def run_frames(job: Job, started: float) -> Result:
+        """A video or an animation: its own pipeline, frame by frame."""
+        torch.set_num_threads(original_threads)
+        job.destination.parent.mkdir(parents=True, exist_ok=True)
+        if is_video(job.source):
+            from .video import upscale_video
+            stats = upscale_video(job.source, job.destination, upscale, options=video, on_frame=on_frame)
+        else:
+            from .animation import upscale_animation
+            stats = upscale_animation(job.source, job.destination, upscale, quality=quality,
+                                      frames=getattr(video, "frames", None), on_frame=on_frame)
+        return Result(str(job.source), str(job.destination), "ok", None, round(time.perf_counter() - started, 3),
+                      stats.input_size, stats.output_size, stats.frames, round(stats.fps, 3))
 
     def write(job: Job, image, started: float, in_size, read_seconds: float) -> Result:
         start = time.perf_counter()
@@ -320,7 +367,17 @@ def run_jobs(jobs: list[Job], upscale: Callable, *, existing: str = "error", qua
                              if index + 1 < len(runnable) else None)
                 failed = False
                 try:
-                    image, read_seconds = current_read.result()
+                    try:
+                        image, read_seconds = current_read.result()
+                    except AnimatedImage:
+                        image = None
+                    if image is None:  # a video or an animation: after the outputs before it, in order
+                        while pending:
+                            failed = collect_oldest() or failed
+                        finish(run_frames(job, started))
+                        if failed and fail_fast:
+                            break
+                        continue
                     in_size = (image.pixels.shape[1], image.pixels.shape[0])
                     threads = chooser.threads() if chooser is not None else original_threads
                     torch.set_num_threads(threads)

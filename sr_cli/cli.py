@@ -36,6 +36,7 @@ def cli():
     \b
     sr upscale photo.jpg --scale 4        upscale one image (writes photo_x4.jpg)
     sr upscale shots/ -o big/ --recursive upscale a folder tree
+    sr upscale clip.mp4 --scale 2         a video, sound kept (pip install "sr-cli[video]")
     sr models                             list the models (shipped, pulled, catalogue)
     sr models pull RealESRGAN_x4plus      download a community model, verified
     sr eval Set5/ --scale 4 --model default --model bicubic
@@ -61,7 +62,8 @@ def cli():
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True,
               help="Inference precision. fp32 is the fast path on CPUs; fp16/bf16 on GPUs.")
 @click.option("-f", "--format", "fmt", type=click.Choice(FORMATS), default="same", show_default=True,
-              help="Output format; 'same' keeps each input's format.")
+              help="Output format of images; 'same' keeps each input's format (an animated GIF stays a GIF). "
+                   "Videos keep their container (or go into .mkv); -o NAME.mkv picks another.")
 @click.option("-q", "--quality", type=click.IntRange(1, 100), default=95, show_default=True,
               help="JPEG/WebP quality.")
 @click.option("--suffix", default=None,
@@ -73,13 +75,28 @@ def cli():
 @click.option("--shard", metavar="K/N", help="Process only every N-th input from the K-th (0-based), for job arrays.")
 @click.option("--quiet", is_flag=True, help="No progress bar or per-file lines; errors are still printed.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per run with every file's result.")
+@click.option("--codec", default=None,
+              help="Video encoder (libx264, libx265, libvpx-vp9, libsvtav1, or h264/hevc...). Default: the "
+                   "input's codec family where the container takes it, else H.264 (VP9 in WebM).")
+@click.option("--crf", type=click.IntRange(0, 63), default=None,
+              help="Video quality, lower is better (default: 18 for x264, 20 x265, 31 VP9, 30 AV1).")
+@click.option("--pix-fmt", default=None, help="Video pixel format, e.g. yuv420p, yuv444p, yuv420p10le. "
+                                              "Default: the input's, where the encoder takes it.")
+@click.option("--frames", "frame_range", metavar="A:B", default=None,
+              help="Only frames A to B-1 (from 0) of videos and animations, e.g. 0:48 for a preview.")
 @click.option("--max-pixels", default="auto", show_default=True,
               help="Refuse (that file fails, at once) an image whose output, or a pass on the way to it, has more "
                    "pixels than this; 'auto' sizes it from the memory available. Raise it to try anyway.")
 @friendly_errors
 def upscale(inputs, output, scale, model, tile, tile_overlap, tile_batch, device, precision, fmt, quality, suffix,
-            recursive, skip_existing, overwrite, fail_fast, shard, quiet, as_json, max_pixels):
-    """Upscale images, folders or stdin (INPUT '-') to stdout.
+            recursive, skip_existing, overwrite, fail_fast, shard, quiet, as_json, codec, crf, pix_fmt, frame_range,
+            max_pixels):
+    """Upscale images, videos, folders or stdin (INPUT '-') to stdout.
+
+    Videos (mp4, mkv, mov, webm, ...; needs `pip install "sr-cli[video]"`) are decoded,
+    upscaled and encoded frame by frame on overlapping threads, keeping every timestamp,
+    the rotation and the audio and subtitle streams (copied). Animated GIF/APNG/WebP and
+    multi-page TIFF keep every frame, the durations, loop count and disposal.
 
     Existing outputs are never replaced without --overwrite, and an input of the run never,
     even with it. Walking a folder, an earlier run's outputs (a_x2.png beside a.png, twice
@@ -103,6 +120,12 @@ def upscale(inputs, output, scale, model, tile, tile_overlap, tile_batch, device
         raise click.BadParameter(f"{scale:g} is above the largest supported scale, {MAX_SCALE}", param_hint="--scale")
     tile_spec = parse_tile(tile)
     pixel_limit = parse_max_pixels(max_pixels)
+    from .video import VideoOptions, parse_frames
+    try:
+        frames = parse_frames(frame_range)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--frames") from None
+    video = VideoOptions(codec=codec, crf=crf, pix_fmt=pix_fmt, frames=frames)
     if "-" in inputs:
         if len(inputs) > 1 or (output not in (None, Path("-"))) or as_json:
             raise click.UsageError("'-' reads stdin and writes stdout: give it alone, without -o or --json")
@@ -119,12 +142,13 @@ def upscale(inputs, output, scale, model, tile, tile_overlap, tile_batch, device
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--shard") from None
     if not found:
-        raise click.ClickException("no images found in the inputs" + ("" if recursive else " (folders: try --recursive)"))
+        raise click.ClickException("no images or videos found in the inputs"
+                                   + ("" if recursive else " (folders: try --recursive)"))
     jobs = plan_jobs(found, output=output, fmt=fmt, suffix=suffix, scale=scale)
     upscaler = Upscaler.create(model, scale, device=device, precision=precision, tile=tile_spec,
                                overlap=tile_overlap, batch_size=tile_batch, max_pixels=pixel_limit)
     existing = "skip" if skip_existing else "overwrite" if overwrite else "error"
-    results = _run_with_progress(jobs, upscaler, existing, quality, fail_fast, quiet)
+    results = _run_with_progress(jobs, upscaler, existing, quality, fail_fast, quiet, video)
     failed = [r for r in results if r.status == "failed"]
     if as_json:
         summary = {"ok": sum(r.status == "ok" for r in results), "skipped": sum(r.status == "skipped" for r in results),
@@ -148,7 +172,7 @@ def parse_max_pixels(value: str):
     return int(number)
 
 
-def _run_with_progress(jobs, upscaler, existing, quality, fail_fast, quiet):
+def _run_with_progress(jobs, upscaler, existing, quality, fail_fast, quiet, video=None):
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.text import Text
@@ -170,6 +194,8 @@ def _run_with_progress(jobs, upscaler, existing, quality, fail_fast, quiet):
             verb = "ok" if result.status == "ok" else "skipped"
             detail = (f" ({result.seconds:.2f}s)" if result.status == "ok"
                       else f" ({result.error})" if result.error else "")
+            if result.status == "ok" and result.frames:
+                detail = f" ({result.frames} frames, {result.seconds:.2f}s, {result.fps:.2f} fps)"
             console.print(Text(f"{verb} {display(result.source)} -> {display(result.destination)}{detail}"),
                           highlight=False, soft_wrap=True)
 
@@ -180,8 +206,23 @@ def _run_with_progress(jobs, upscaler, existing, quality, fail_fast, quiet):
         def tile_done(done, total):
             progress.update(tiles, completed=done, total=total, visible=total > 1,
                             description=f"tile {done}/{total}")
+        frames = progress.add_task("frames", total=None, visible=False)
+
+        def frame_done(done, total, fps):
+            # Frames of a video or an animation, with the rate so far and the time left at that rate.
+            left = f", ETA {_clock((total - done) / fps)}" if total and fps > 0 else ""
+            count = f"{done}/{total}" if total else f"{done}"
+            progress.update(frames, completed=done, total=total, visible=done < (total or done + 1),
+                            description=f"frame {count}, {fps:.2f} fps{left}")
         upscaler.on_tile = tile_done
-        return run_jobs(jobs, upscaler, existing=existing, quality=quality, fail_fast=fail_fast, on_result=report)
+        return run_jobs(jobs, upscaler, existing=existing, quality=quality, fail_fast=fail_fast, on_result=report,
+                        video=video, on_frame=frame_done)
+
+
+def _clock(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
 
 
 def _upscale_stream(upscaler, fmt, quality):
@@ -189,7 +230,12 @@ def _upscale_stream(upscaler, fmt, quality):
     data = sys.stdin.buffer.read()
     if not data:
         raise click.ClickException("no image data on stdin")
-    image = read_image(data)
+    from .imageio import AnimatedImage
+    try:
+        image = read_image(data)
+    except AnimatedImage as exc:
+        raise click.ClickException(f"stdin holds {exc.frames} frames: give an animation as a file "
+                                   "(sr upscale anim.gif)") from None
     out_format = (image.source_format or "png").lower() if fmt == "same" else fmt
     out_format = {"jpeg": "jpg", "tif": "tiff"}.get(out_format, out_format)
     if out_format not in FORMATS:

@@ -15,13 +15,17 @@ Reading (``read_image``):
     anything else is stretched from min(0, lowest) .. highest to 0 .. 65535.
   * The EXIF orientation is applied (as PIL.ImageOps.exif_transpose does) and
     the EXIF kept with Orientation reset to 1; the ICC profile is kept.
-  * Animated or multi-page files (GIF, APNG, WebP, multi-page TIFF) are refused with
-    ImageReadError naming the frame count, rather than silently losing every frame but
-    the first. A camera's MPO (one picture plus previews) is read as its first picture.
+  * Animated or multi-page files (GIF, APNG, WebP, multi-page TIFF) hold several pictures:
+    ``read_image`` raises ``AnimatedImage`` (an ImageReadError naming the frame count) rather
+    than silently losing every frame but the first, and ``read_animation`` reads them, one
+    frame at a time, with their durations, loop count and disposal. A camera's MPO (one
+    picture plus previews) is read as its first picture.
   * Files Pillow cannot identify (e.g. float RGB TIFF) are decoded by OpenCV,
     without metadata.
 
-Writing (``write_image``/``encode_image``): png, jpg, webp, tiff, bmp.
+Writing (``write_image``/``encode_image``): png, jpg, webp, tiff, bmp; ``write_animation``:
+gif, png (APNG), webp and multi-page tiff, every frame with its duration, disposal (APNG:
+and blend), the loop count and the first frame's ICC profile.
   * Atomic: the file is written to a temporary file beside the target and
     renamed over it, so a failure never leaves a partial output. The temporary
     file's name (``.NAME.sr-PID-HOST-RANDOM.tmp``) says which process wrote it, so
@@ -60,8 +64,10 @@ from PIL import Image, ImageCms, UnidentifiedImageError
 from .png import EXIF_PREFIX, encode_png
 from .tiff import Patch, encode_tiff, join_parts
 
-__all__ = ["ImageData", "ImageReadError", "read_image", "write_image", "encode_image", "remove_stale_temporaries",
-           "format_from_suffix", "to_tensor", "from_tensor_rows", "pil_to_pixels", "pixels_to_pil"]
+__all__ = ["ImageData", "ImageReadError", "AnimatedImage", "read_image", "write_image", "encode_image",
+           "remove_stale_temporaries", "open_temporary", "format_from_suffix", "to_tensor", "from_tensor_rows",
+           "pil_to_pixels", "pixels_to_pil", "Animation", "read_animation", "write_animation", "frame_count",
+           "ANIMATION_FORMATS"]
 
 _SUFFIX_FORMATS = {".png": "png", ".jpg": "jpg", ".jpeg": "jpg", ".jpe": "jpg", ".webp": "webp",
                    ".tif": "tiff", ".tiff": "tiff", ".bmp": "bmp"}
@@ -79,6 +85,14 @@ cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
 class ImageReadError(ValueError):
     """A file that cannot be read as an image; the message is one line naming the file."""
+
+
+class AnimatedImage(ImageReadError):
+    """A file of several frames given to ``read_image``: read it with ``read_animation``."""
+
+    def __init__(self, message: str, frames: int):
+        super().__init__(message)
+        self.frames = frames
 
 
 @dataclass
@@ -138,6 +152,8 @@ def read_image(source: Union[str, os.PathLike, bytes]) -> ImageData:
             raise ImageReadError(f"{name}: {exc.strerror or exc}") from exc
     try:
         return _decode(data)
+    except AnimatedImage as exc:
+        raise AnimatedImage(f"{name}: {exc}", exc.frames) from None
     except MemoryError:
         raise ImageReadError(f"{name}: cannot read image (out of memory while decoding)") from None
     except Exception as exc:  # any decoder failure on an untrusted file is "unreadable"
@@ -151,9 +167,9 @@ def _decode(data: bytes) -> ImageData:
     except UnidentifiedImageError:
         return _decode_with_cv2_only(data)
     with im:
-        frames = getattr(im, "n_frames", 1) if im.format != "MPO" else 1
+        frames = _frames_in(im)
         if frames > 1:
-            raise ValueError(f"animated/multi-frame input: {frames} frames; not supported yet")
+            raise AnimatedImage(f"animated/multi-frame input: {frames} frames (read_animation reads them)", frames)
         pixels = _deep_pixels(data, im)
         if pixels is None:
             pixels = _pixels_from_pil(im)
@@ -308,13 +324,7 @@ def write_image(path: Union[str, os.PathLike], image: ImageData, *, format: Opti
     """Write ``image`` atomically; the format comes from ``format`` or the suffix."""
     path = Path(path)
     parts = _encode_parts(image, format=format or format_from_suffix(path), quality=quality)
-    while True:
-        temporary = path.with_name(f".{path.name[:64]}.sr-{os.getpid()}-{_HOST}-{secrets.token_hex(4)}.tmp")
-        try:  # os.open applies the umask, so the result gets the usual permissions (mkstemp: 0600)
-            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-            break
-        except FileExistsError:
-            continue
+    temporary, fd = open_temporary(path)
     try:
         with os.fdopen(fd, "wb") as file:
             for part in parts:
@@ -330,6 +340,19 @@ def write_image(path: Union[str, os.PathLike], image: ImageData, *, format: Opti
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+def open_temporary(path: Union[str, os.PathLike]) -> tuple[Path, int]:
+    """A new, empty temporary file beside ``path`` (``.NAME.sr-PID-HOST-RANDOM.tmp``) and its
+    descriptor, open for writing; the caller renames it over ``path`` or deletes it."""
+    path = Path(path)
+    while True:
+        temporary = path.with_name(f".{path.name[:64]}.sr-{os.getpid()}-{_HOST}-{secrets.token_hex(4)}.tmp")
+        try:  # os.open applies the umask, so the result gets the usual permissions (mkstemp: 0600)
+            return temporary, os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
+                                      0o666)
+        except FileExistsError:
+            continue
 
 
 _HOST = f"{zlib.crc32(socket.gethostname().encode()) & 0xFFFFFF:06x}"  # which machine wrote a temporary file
@@ -422,6 +445,142 @@ def _encode_with_pil(image: ImageData, *, fmt: str, quality: int) -> memoryview:
     buffer = io.BytesIO()
     im.save(buffer, _PIL_FORMATS[fmt], **{k: v for k, v in options.items() if v is not None})
     return buffer.getbuffer()
+
+
+# ----------------------------------------------------------------------------- animations
+
+# Suffix -> the format an animation is written in (all of Pillow's multi-frame writers).
+ANIMATION_FORMATS = {".gif": "GIF", ".png": "PNG", ".apng": "PNG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF"}
+
+
+def _frames_in(im: Image.Image) -> int:
+    return 1 if im.format == "MPO" else getattr(im, "n_frames", 1)
+
+
+def frame_count(source: Union[str, os.PathLike]) -> int:
+    """How many frames (pages) an image file holds; 1 for stills and for what Pillow cannot open."""
+    try:
+        with Image.open(source) as im:
+            return _frames_in(im)
+    except Exception:
+        return 1
+
+
+@dataclass
+class Frame:
+    """One frame of an animation as shown (Pillow composes each frame over the ones before)."""
+
+    index: int
+    pixels: np.ndarray
+    duration: Optional[float] = None   # milliseconds
+    disposal: Optional[int] = None     # GIF: 0-3; APNG: 0-2
+    blend: Optional[int] = None        # APNG only: 0 source, 1 over
+
+
+class Animation:
+    """An open multi-frame file (GIF, APNG, animated WebP, multi-page TIFF): ``frames()`` reads
+    its frames one at a time, so only the frame being read is held."""
+
+    def __init__(self, source: Union[str, os.PathLike, bytes]):
+        self.name = "<bytes>" if isinstance(source, (bytes, bytearray)) else str(source)
+        try:
+            data = bytes(source) if isinstance(source, (bytes, bytearray)) else Path(source).read_bytes()
+            self._image = Image.open(io.BytesIO(data))
+            self.count = _frames_in(self._image)
+        except Exception as exc:
+            reason = getattr(exc, "strerror", None) or " ".join(str(exc).split()) or type(exc).__name__
+            raise ImageReadError(f"{self.name}: cannot read image ({reason})") from exc
+        self.format = self._image.format
+        # A GIF without a loop extension plays once: None keeps it that way.
+        self.loop = self._image.info.get("loop", None if self.format == "GIF" else 0)
+        self.icc_profile = self._image.info.get("icc_profile") or None
+
+    def frames(self, start: int = 0, stop: Optional[int] = None):
+        stop = self.count if stop is None else min(stop, self.count)
+        for index in range(start, stop):
+            try:
+                self._image.seek(index)
+                pixels = np.require(_pixels_from_pil(self._image), requirements=["C", "W"])
+            except Exception as exc:
+                reason = " ".join(str(exc).split()) or type(exc).__name__
+                raise ImageReadError(f"{self.name}: cannot read frame {index} ({reason})") from exc
+            info = self._image.info
+            disposal = getattr(self._image, "disposal_method", None) if self.format == "GIF" else info.get("disposal")
+            yield Frame(index, pixels, info.get("duration"), disposal, info.get("blend"))
+
+    def close(self) -> None:
+        self._image.close()
+
+    def __enter__(self) -> "Animation":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def read_animation(source: Union[str, os.PathLike, bytes]) -> Animation:
+    """Open a multi-frame file; iterate ``.frames(start, stop)`` for its frames."""
+    return Animation(source)
+
+
+def write_animation(path: Union[str, os.PathLike], frames: list[Frame], *, format: Optional[str] = None,
+                    loop: Optional[int] = 0, icc_profile: Optional[bytes] = None, quality: int = 95) -> None:
+    """Write ``frames`` as one animated (GIF, APNG, WebP) or multi-page (TIFF) file, atomically.
+
+    Every frame is written whole, with its duration and disposal (APNG: and blend). Frames
+    are converted to one mode (RGBA if any has alpha; grey stays grey where the format has
+    it); 16-bit frames become 8-bit except grey TIFF pages. Pillow's GIF and APNG writers
+    fold a frame identical to the one before into it (their durations add up), which shows
+    the same. ``format``: "GIF", "PNG", "WEBP", "TIFF" or None for the suffix's.
+    """
+    path = Path(path)
+    fmt = (format or ANIMATION_FORMATS.get(path.suffix.lower(), "")).upper()
+    if fmt not in set(ANIMATION_FORMATS.values()):
+        raise ValueError(f"{path.suffix or format} holds one frame; write an animation as .gif, .png (APNG), "
+                         ".webp or .tif")
+    if not frames:
+        raise ValueError("an animation needs at least one frame")
+    images = [pixels_to_pil(frame.pixels, "I" if frame.pixels.dtype == np.uint16 else "") for frame in frames]
+    if fmt != "TIFF":  # TIFF pages stand alone; the others share one canvas and mode
+        alpha = any(frame.pixels.shape[2] in (2, 4) for frame in frames)
+        grey = all(frame.pixels.shape[2] in (1, 2) for frame in frames) and fmt != "WEBP"
+        mode = ("LA" if fmt == "PNG" else "RGBA") if alpha and grey else "RGBA" if alpha else "L" if grey else "RGB"
+        images = [im if im.mode == mode else im.convert(mode) for im in
+                  (_eight_bit(im) for im in images)]
+    options: dict = {"save_all": True, "append_images": images[1:]}
+    durations = [frame.duration for frame in frames]
+    if fmt in ("GIF", "PNG", "WEBP") and any(d is not None for d in durations):
+        options["duration"] = [100 if d is None else d for d in durations]
+    if fmt in ("GIF", "PNG") and any(f.disposal is not None for f in frames):
+        options["disposal"] = [f.disposal or 0 for f in frames]
+    if fmt == "PNG" and any(f.blend is not None for f in frames):
+        options["blend"] = [f.blend or 0 for f in frames]
+    if fmt != "TIFF" and loop is not None:
+        options["loop"] = loop
+    if fmt in ("PNG", "WEBP", "TIFF") and icc_profile:
+        options["icc_profile"] = icc_profile
+    if fmt == "WEBP":
+        options.update(quality=quality, lossless=quality == 100)
+    if fmt == "TIFF":
+        options["compression"] = "tiff_deflate"
+    temporary, fd = open_temporary(path)
+    os.close(fd)
+    try:
+        with open(temporary, "w+b") as file:  # w+: Pillow's multi-page TIFF writer reads back what it wrote
+            images[0].save(file, fmt, **options)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def _eight_bit(im: Image.Image) -> Image.Image:
+    if im.mode in ("I", "I;16"):  # 16-bit grey -> 8 bits, round(x / 257)
+        values = np.asarray(im).astype(np.float64) / 257
+        return Image.fromarray(np.round(values).clip(0, 255).astype(np.uint8))
+    return im
 
 
 # ----------------------------------------------------------------------------- tensors and PIL

@@ -76,13 +76,17 @@ def test_palette_becomes_rgb_or_rgba_with_transparency(tmp_path):
     assert rgba.shape == (3, 4, 4) and tuple(rgba[0, 0]) == (10, 20, 30, 255) and rgba[1, 1, 3] == 0
 
 
-def test_animated_gif_is_refused_not_cut_to_its_first_frame(tmp_path):
+def test_animated_gif_is_not_cut_to_its_first_frame(tmp_path):
+    from sr_cli.imageio import AnimatedImage, read_animation
     frames = [Image.new("P", (4, 4), index) for index in (1, 2)]
     for frame in frames:
         frame.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0] + [0] * 759)
     frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
-    with pytest.raises(ImageReadError, match="multi-frame input: 2 frames"):
+    with pytest.raises(AnimatedImage, match="multi-frame input: 2 frames"):  # an ImageReadError
         read_image(tmp_path / "anim.gif")
+    with read_animation(tmp_path / "anim.gif") as animation:
+        colours = [tuple(frame.pixels[0, 0]) for frame in animation.frames()]
+    assert colours == [(255, 0, 0), (0, 255, 0)]
     frames[0].save(tmp_path / "still.gif")
     pixels = read_image(tmp_path / "still.gif").pixels
     assert pixels.shape == (4, 4, 3) and (pixels == [255, 0, 0]).all()
