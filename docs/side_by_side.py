@@ -1,66 +1,79 @@
-"""Make docs/side_by_side.png: one image shrunk x4, then upscaled by each model, beside the original.
+"""Make docs/side_by_side.png: everyday JPEGs upscaled x4 by bicubic and each model.
 
-    .venv/bin/python docs/side_by_side.py                     # bicubic, default, photo
+    .venv/bin/python docs/side_by_side.py                      # bicubic, classic, default, photo
     .venv/bin/python docs/side_by_side.py --model fast --out /tmp/fast.png
 
-The source is docs/sample.png (CC0, see SAMPLE.md), so the picture can ship with the
-project. Its LR copy is made as `sr eval` makes them (MATLAB bicubic, 8-bit); each
-panel is labelled with its model and its Y-channel PSNR / SSIM against the original
-(border = scale), and the bottom row repeats a crop of every panel at 2x, nearest,
-so textures can be compared pixel for pixel.
+The inputs are what people really upscale: small, compressed photos. Each is a
+crop of a photo that may be redistributed, shrunk by 2 (area) as a web copy would
+be, and saved as a JPEG at quality 60 with Pillow (4:2:0 chroma, its default):
+
+  docs/jpeg_rocket.jpg  from scikit-image's rocket.jpg (a real JPEG; SpaceX, public domain)
+  docs/jpeg_chelsea.jpg from scikit-image's chelsea.png (CC0, Stefan van der Walt)
+
+The script remakes them from scikit-image's data when it is installed (the `test`
+extra), else uses the copies in docs/. One row per photo: the input enlarged x4
+with nearest neighbours (the JPEG blocks as they are), then each upscaler's output
+of that same file, through `sr_cli.upscale_image`, the core behind `sr upscale`.
 """
 from __future__ import annotations
 
 import argparse
+import io
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image, ImageDraw
 
 from sr_cli import upscale_image
-from sr_cli.metrics import calculate_psnr, calculate_ssim
-from sr_cli.resize import imresize, modcrop
 
 DOCS = Path(__file__).resolve().parent
+SCALE = 4
+# name -> (scikit-image file, crop top, left, size in the original's pixels)
+PHOTOS = {"rocket": ("rocket.jpg", 235, 232, 192), "chelsea": ("chelsea.png", 40, 140, 192)}
+QUALITY = 60
 
 
-def shrink(hr: np.ndarray, scale: int) -> np.ndarray:
-    x = torch.from_numpy(hr).permute(2, 0, 1)[None].double() / 255
-    lr = imresize(x, 1 / scale)[0].permute(1, 2, 0).numpy()
-    return (lr * 255).round().clip(0, 255).astype(np.uint8)
+def make_input(name: str) -> Path:
+    """Crop, shrink x2 and JPEG-compress one photo into docs/jpeg_<name>.jpg; return its path."""
+    out = DOCS / f"jpeg_{name}.jpg"
+    try:
+        import skimage
+    except ImportError:
+        return out  # the committed copy
+    file, top, left, size = PHOTOS[name]
+    with Image.open(Path(skimage.__file__).parent / "data" / file) as photo:
+        crop = photo.convert("RGB").crop((left, top, left + size, top + size))
+    small = crop.resize((size // 2, size // 2), Image.BOX)
+    buffer = io.BytesIO()
+    small.save(buffer, "JPEG", quality=QUALITY)
+    out.write_bytes(buffer.getvalue())
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--image", default=str(DOCS / "sample.png"))
-    parser.add_argument("--model", action="append", help="Models after bicubic (default: default, photo).")
-    parser.add_argument("--scale", type=int, default=4)
-    parser.add_argument("--crop", default="40,150,80", help="Zoomed crop: top,left,size in HR pixels.")
+    parser.add_argument("--model", action="append", help="Models after bicubic (default: classic, default, photo).")
     parser.add_argument("--out", default=str(DOCS / "side_by_side.png"))
     args = parser.parse_args()
-    hr = modcrop(np.array(Image.open(args.image).convert("RGB")), args.scale)
-    lr = shrink(hr, args.scale)
-    panels = [("original", hr)]
-    for name in ["bicubic"] + (args.model or ["default", "photo"]):
-        panels.append((name, upscale_image(lr, scale=args.scale, model=name, device="cpu")))
-    top, left, size = (int(v) for v in args.crop.split(","))
-    height, width = hr.shape[:2]
-    label_height = 30
-    sheet = Image.new("RGB", (width * len(panels), label_height + height + 2 * size), "white")
+    models = ["bicubic"] + (args.model or ["classic", "default", "photo"])
+    rows = []
+    for name in PHOTOS:
+        path = make_input(name)
+        lr = np.asarray(Image.open(path).convert("RGB"))
+        h, w = lr.shape[:2]
+        panels = [("input: JPEG q60, nearest", np.asarray(Image.fromarray(lr).resize((w * SCALE, h * SCALE), Image.NEAREST)))]
+        panels += [(model, upscale_image(lr, scale=SCALE, model=model, device="cpu")) for model in models]
+        rows.append(panels)
+    label = 24
+    width, height = rows[0][0][1].shape[1], rows[0][0][1].shape[0]
+    sheet = Image.new("RGB", (width * len(rows[0]), (label + height) * len(rows)), "white")
     draw = ImageDraw.Draw(sheet)
-    for i, (name, pixels) in enumerate(panels):
-        if name == "original":
-            caption = f"original ({width}x{height})"
-        else:
-            psnr = calculate_psnr(pixels, hr, crop_border=args.scale)
-            ssim = calculate_ssim(pixels, hr, crop_border=args.scale)
-            caption = f"{Path(name).stem if name.endswith('.safetensors') else name}: {psnr:.2f} dB / {ssim:.4f}"
-        draw.text((i * width + 4, 8), caption, fill="black")
-        sheet.paste(Image.fromarray(pixels), (i * width, label_height))
-        zoom = Image.fromarray(pixels[top: top + size, left: left + size]).resize((2 * size, 2 * size), Image.NEAREST)
-        sheet.paste(zoom, (i * width + (width - 2 * size) // 2, label_height + height))
-    sheet.save(args.out)
+    for r, panels in enumerate(rows):
+        y = r * (label + height)
+        for i, (caption, pixels) in enumerate(panels):
+            draw.text((i * width + 4, y + 6), caption, fill="black")
+            sheet.paste(Image.fromarray(pixels), (i * width, y + label))
+    sheet.save(args.out, optimize=True)
     print(args.out)
 
 
