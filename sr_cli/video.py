@@ -277,6 +277,7 @@ def _run(av, inp, out, upscaler, options: VideoOptions, on_frame) -> VideoStats:
         # hold a few frames back), so that the excerpt's start and end are known when they are sent.
         nonlocal index
         begun = time.perf_counter()
+        blocked = 0.0  # seconds waiting on a full queue: not decoding
         held: deque = deque()  # (seconds, time base, packet), in demux order
         passed: set = set()  # copied streams past the excerpt's end
 
@@ -291,7 +292,13 @@ def _run(av, inp, out, upscaler, options: VideoOptions, on_frame) -> VideoStats:
                 packet.pts = None if packet.pts is None else packet.pts - shift
                 packet.dts = None if packet.dts is None else packet.dts - shift
             packet.stream = copied[packet.stream.index]  # rebased to the output's time base when muxed
-            decoded.put(("packet", packet))
+            put(("packet", packet))
+
+        def put(item) -> None:
+            nonlocal blocked
+            waited = time.perf_counter()
+            decoded.put(item)
+            blocked += time.perf_counter() - waited
 
         def release(upto: Optional[float]) -> None:
             while held and (upto is None or held[0][0] <= upto):
@@ -322,9 +329,7 @@ def _run(av, inp, out, upscaler, options: VideoOptions, on_frame) -> VideoStats:
                             window["offset"] = (now or 0.0) if start else 0.0
                         release(now)
                         pixels = frame.to_ndarray(format=rgb, src_colorspace=matrix, src_color_range=colour_range)
-                        stats.stages["decode"] += time.perf_counter() - begun
-                        decoded.put(("frame", pixels, frame.pts, frame.time_base, frame.rotation))
-                        begun = time.perf_counter()
+                        put(("frame", pixels, frame.pts, frame.time_base, frame.rotation))
                     index += 1
                     if stop_at is not None and index >= stop_at:
                         video_done = True
@@ -337,7 +342,7 @@ def _run(av, inp, out, upscaler, options: VideoOptions, on_frame) -> VideoStats:
                         break
             if window["offset"] is not None:
                 release(None)
-            stats.stages["decode"] += time.perf_counter() - begun
+            stats.stages["decode"] = time.perf_counter() - begun - blocked
             decoded.put(_END)
         except _Stop:
             pass
