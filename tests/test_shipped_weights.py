@@ -57,3 +57,24 @@ def test_shipped_model_beats_bicubic(name, scale):
     gain = calculate_psnr(ours, hr, crop_border=scale) - calculate_psnr(bicubic, hr, crop_border=scale)
     # the photo model trades PSNR for texture: it only has to stay near bicubic
     assert gain > (-1.0 if name == "photo" else 0.3), gain
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_default_cleans_jpeg_inputs(scale):
+    """The default models are trained on real-world degradations: on a JPEG-compressed input they
+    must not enlarge the 8x8 blocks (as the bicubic-trained classic models do) and must score above
+    the classic models (which reproduce the blocks faithfully)."""
+    from sr_cli.degrade import jpeg
+    from sr_cli.metrics import blockiness
+    if not shipped_path("default", scale).is_file():
+        pytest.skip("not shipped")
+    hr = np.array(Image.open(SAMPLE).convert("RGB"))
+    hr = hr[: hr.shape[0] // (8 * scale) * 8 * scale, : hr.shape[1] // (8 * scale) * 8 * scale]
+    x = torch.from_numpy(hr).permute(2, 0, 1)[None].double() / 255
+    lr = (imresize(x, 1 / scale)[0].permute(1, 2, 0).numpy() * 255).round().clip(0, 255).astype(np.uint8)
+    lr = (jpeg(lr.astype(np.float32) / 255, 35) * 255).round().astype(np.uint8)
+    out = {name: upscale_pixels(Upscaler.create(name, scale, device="cpu"), lr) for name in ("default", "classic", "bicubic")}
+    blocks = {name: blockiness(img, scale=scale) for name, img in out.items()}
+    psnr = {name: calculate_psnr(img, hr, crop_border=scale) for name, img in out.items()}
+    assert blocks["default"] < min(blocks["classic"], blocks["bicubic"]), blocks
+    assert psnr["default"] > psnr["classic"] + 0.1, psnr
