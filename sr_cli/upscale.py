@@ -129,8 +129,7 @@ def auto_tile(model: SRModel, height: int, width: int, device: torch.device) -> 
     Working memory: the tile's activations (a few feature maps at LR size plus the
     upscaled output) and the blending strip (a few output rows, the output's width). On
     CPUs 256 is the cap: smaller tiles keep the feature maps in cache, which outweighs
-    their overlap (sr bench, default x4 on 512x512: 0.69 s with 256-px tiles, 1.05 s
-    untiled; 1024x1024: 2.64 s at 256, 3.95 s at 512).
+    their overlap (docs/benchmarks.md, "Tiling on a CPU").
     """
     free = _free_memory(device)
     budget = free * (0.5 if device.type == "cuda" else 0.25)
