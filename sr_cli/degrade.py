@@ -210,9 +210,14 @@ def poisson_noise(img: np.ndarray, rng: np.random.Generator, scale: float, *, gr
     return img + (noise * scale).astype(np.float32)
 
 
+def to_uint8(img: np.ndarray) -> np.ndarray:
+    """Float [0, 1] -> uint8 levels, rounded and clipped."""
+    return np.clip(np.round(img * 255.0), 0, 255).astype(np.uint8)
+
+
 def jpeg(img: np.ndarray, quality: int) -> np.ndarray:
     """JPEG re-compression at ``quality`` (1-100) with OpenCV; the result has uint8 levels."""
-    u8 = np.clip(np.round(img * 255.0), 0, 255).astype(np.uint8)
+    u8 = to_uint8(img)
     bgr = u8[:, :, ::-1] if u8.shape[2] == 3 else u8
     ok, data = cv2.imencode(".jpg", np.ascontiguousarray(bgr), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     if not ok:
@@ -251,12 +256,12 @@ def _jpeg(img: np.ndarray, rng: np.random.Generator, stage: Stage) -> np.ndarray
 
 
 def matlab_downscale(hr: np.ndarray, scale: int) -> np.ndarray:
-    """HWC float32 -> (H // scale, W // scale) by MATLAB bicubic, quantised to uint8 levels."""
-    from .resize import imresize
+    """HWC float32 -> (H // scale, W // scale) by MATLAB bicubic, quantised to uint8 levels: the
+    training data's clean LR (``data.bicubic_lr``) on an HWC array."""
+    from .data import bicubic_lr  # data imports this module
     h, w = hr.shape[0] // scale, hr.shape[1] // scale
     chw = torch.from_numpy(np.ascontiguousarray(hr[:h * scale, :w * scale])).permute(2, 0, 1)
-    lr = imresize(chw, 1.0 / scale).clamp(0, 1).mul(255).round().div(255)
-    return np.ascontiguousarray(lr.permute(1, 2, 0).numpy(), dtype=np.float32)
+    return np.ascontiguousarray(bicubic_lr(chw, scale).permute(1, 2, 0).numpy(), dtype=np.float32)
 
 
 def _one_round_at_lr(out: np.ndarray, rng: np.random.Generator, stage: Stage) -> np.ndarray:
@@ -266,7 +271,7 @@ def _one_round_at_lr(out: np.ndarray, rng: np.random.Generator, stage: Stage) ->
         out = _noise(out, rng, stage)
     if rng.random() < stage.jpeg_prob:
         out = _jpeg(out, rng, stage)
-    return (np.clip(np.round(out * 255.0), 0, 255) / 255.0).astype(np.float32)
+    return to_uint8(out).astype(np.float32) / 255.0
 
 
 def degrade(hr: np.ndarray, *, scale: int, rng: np.random.Generator, pipeline: Pipeline) -> np.ndarray:
@@ -318,7 +323,7 @@ def degrade(hr: np.ndarray, *, scale: int, rng: np.random.Generator, pipeline: P
             out = blur(out, kernel) if kernel is not None else out
     if out.shape[:2] != (h, w):  # only when a round ended elsewhere (never with the presets)
         out = resize(out, (h, w), "area")
-    return (np.clip(np.round(out * 255.0), 0, 255) / 255.0).astype(np.float32)
+    return to_uint8(out).astype(np.float32) / 255.0
 
 
 
@@ -361,7 +366,7 @@ class DegradeSpec:
                     out = gaussian_noise(out, rng, rng.uniform(low, high) / 255.0, gray=False)
                 else:
                     out = jpeg(np.clip(out, 0.0, 1.0), int(rng.integers(int(low), int(high) + 1)))
-        u8 = np.clip(np.round(out * 255.0), 0, 255).astype(np.uint8)
+        u8 = to_uint8(out)
         return u8[..., 0] if grey else u8
 
 

@@ -45,6 +45,7 @@ and blend), the loop count and the first frame's ICC profile.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
@@ -65,7 +66,7 @@ from .png import EXIF_PREFIX, encode_png
 from .tiff import Patch, encode_tiff, join_parts
 
 __all__ = ["ImageData", "ImageReadError", "AnimatedImage", "read_image", "write_image", "encode_image",
-           "remove_stale_temporaries", "open_temporary", "format_from_suffix", "to_tensor", "from_tensor_rows",
+           "remove_stale_temporaries", "open_temporary", "atomic_file", "format_from_suffix", "to_tensor", "from_tensor_rows",
            "pil_to_pixels", "pixels_to_pil", "Animation", "read_animation", "write_animation", "frame_count",
            "ANIMATION_FORMATS"]
 
@@ -324,16 +325,26 @@ def write_image(path: Union[str, os.PathLike], image: ImageData, *, format: Opti
     """Write ``image`` atomically; the format comes from ``format`` or the suffix."""
     path = Path(path)
     parts = _encode_parts(image, format=format or format_from_suffix(path), quality=quality)
+    with atomic_file(path) as file:
+        for part in parts:
+            if isinstance(part, Patch):  # TIFF: the directory, rewritten once the strips are known
+                file.seek(part.offset)
+                file.write(part.data)
+                file.seek(0, os.SEEK_END)
+            else:
+                file.write(part)
+
+
+@contextlib.contextmanager
+def atomic_file(path: Union[str, os.PathLike]):
+    """A binary file (read-write: Pillow's multi-page TIFF writer reads back what it wrote) on a new
+    temporary file beside ``path``; when the block ends it is synced and renamed over ``path``, and
+    on any error (Ctrl-C included) removed, so ``path`` is never left cut short."""
+    path = Path(path)
     temporary, fd = open_temporary(path)
     try:
-        with os.fdopen(fd, "wb") as file:
-            for part in parts:
-                if isinstance(part, Patch):  # TIFF: the directory, rewritten once the strips are known
-                    file.seek(part.offset)
-                    file.write(part.data)
-                    file.seek(0, os.SEEK_END)
-                else:
-                    file.write(part)
+        with os.fdopen(fd, "w+b") as file:
+            yield file
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
@@ -344,12 +355,12 @@ def write_image(path: Union[str, os.PathLike], image: ImageData, *, format: Opti
 
 def open_temporary(path: Union[str, os.PathLike]) -> tuple[Path, int]:
     """A new, empty temporary file beside ``path`` (``.NAME.sr-PID-HOST-RANDOM.tmp``) and its
-    descriptor, open for writing; the caller renames it over ``path`` or deletes it."""
+    descriptor, open for reading and writing; the caller renames it over ``path`` or deletes it."""
     path = Path(path)
     while True:
         temporary = path.with_name(f".{path.name[:64]}.sr-{os.getpid()}-{_HOST}-{secrets.token_hex(4)}.tmp")
         try:  # os.open applies the umask, so the result gets the usual permissions (mkstemp: 0600)
-            return temporary, os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
+            return temporary, os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
                                       0o666)
         except FileExistsError:
             continue
@@ -563,17 +574,8 @@ def write_animation(path: Union[str, os.PathLike], frames: list[Frame], *, forma
         options.update(quality=quality, lossless=quality == 100)
     if fmt == "TIFF":
         options["compression"] = "tiff_deflate"
-    temporary, fd = open_temporary(path)
-    os.close(fd)
-    try:
-        with open(temporary, "w+b") as file:  # w+: Pillow's multi-page TIFF writer reads back what it wrote
-            images[0].save(file, fmt, **options)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as file:
+        images[0].save(file, fmt, **options)
 
 
 def _eight_bit(im: Image.Image) -> Image.Image:
