@@ -107,6 +107,21 @@ def test_robust_preset_mixes_clean_and_degraded_samples():
     assert 0 < 2 * errors[0] < errors[-1]
 
 
+def test_robust_jpeg_preset_compresses_harder_than_robust():
+    from sr_cli.metrics import blockiness
+    import cv2
+    small = np.random.default_rng(5).integers(0, 256, (12, 12, 3), dtype=np.uint8)
+    hr = cv2.resize(small, (256, 256), interpolation=cv2.INTER_CUBIC).astype(np.float32) / 255
+
+    def mean_blockiness(preset):
+        outs = [d.degrade(hr, scale=4, rng=np.random.default_rng([7, i]), pipeline=d.PRESETS[preset])
+                for i in range(40)]
+        return np.mean([blockiness(np.round(o * 255).astype(np.uint8), scale=1) for o in outs])
+
+    # quality 15-60 instead of 15-90: the 8x8 grid stands out more (1.0 = no grid)
+    assert mean_blockiness("robust_jpeg") - 1 > 1.3 * (mean_blockiness("robust") - 1) > 0
+
+
 def test_matlab_downscale_matches_the_eval_lr():
     from sr_cli.evaluate import bicubic_downscale
     u8 = (image(32, 24) * 255).round().astype(np.uint8)

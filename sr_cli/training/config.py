@@ -24,7 +24,7 @@ from typing import Any, Optional
 # sr_cli.degrade.PRESETS, which import torch (tests/test_train.py checks that they match).
 GAN_KINDS = ("vanilla", "lsgan", "ragan")
 DISCRIMINATORS = ("vgg", "unet")
-DEGRADATIONS = ("bicubic", "robust", "realesrgan", "simple")
+DEGRADATIONS = ("bicubic", "robust", "robust_jpeg", "realesrgan", "simple")
 SCHEDULES = ("cosine", "step")
 AMP_CHOICES = ("bf16", "fp16")
 PIXEL_LOSS_NAMES = ("l1", "mse", "charbonnier")
@@ -111,7 +111,7 @@ class TrainConfig:
     degradation: str = option(
         "bicubic", help="How LR patches are made: MATLAB bicubic, or a random real-world pipeline (blur, resize, "
                         "noise, JPEG): robust (what the default models learn: a quarter clean, the rest blurred, "
-                        "noised and JPEG-compressed at the LR size), realesrgan (two rounds, as Real-ESRGAN) or "
+                        "noised and JPEG-compressed at the LR size), robust_jpeg (the same with JPEG quality 15-60), realesrgan (two rounds, as Real-ESRGAN) or "
                         "simple (one milder round).", choices=DEGRADATIONS, fixed=True)
     scale_aug: list[float] = option(
         [], help="Scale augmentation: add a copy of every HR image shrunk by each factor (MATLAB bicubic), "
