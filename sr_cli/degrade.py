@@ -32,7 +32,7 @@ independently here, in the data loader's workers).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional
 
 import cv2
@@ -107,21 +107,16 @@ PRESETS: dict[str, Pipeline] = {
         final_sinc_prob=0.0, clean_prob=0.25, at_lr_size=True,
         lr_downscale={"matlab": 0.8, "area": 0.1, "bilinear": 0.1},
     ),
-    # The second fine-tune stage of the default models: robust with JPEG quality 15-60, where the
-    # block grid is visible; the clean quarter keeps clean inputs sharp.
-    "robust_jpeg": Pipeline(
-        first=Stage(blur_prob=0.4, blur_sigma=(0.2, 1.6), sinc_prob=0.1, kernel_sizes=(7, 13),
-                    noise_prob=0.5, gaussian_noise_prob=0.6, noise_range=(1.0, 10.0),
-                    poisson_scale_range=(0.05, 1.0), gray_noise_prob=0.4, jpeg_prob=1.0, jpeg_range=(15, 60)),
-        final_sinc_prob=0.0, clean_prob=0.25, at_lr_size=True,
-        lr_downscale={"matlab": 0.8, "area": 0.1, "bilinear": 0.1},
-    ),
     "simple": Pipeline(
         first=Stage(blur_sigma=(0.2, 2.0), sinc_prob=0.0, resize_probs=(0.0, 0.0, 1.0), noise_range=(1.0, 10.0),
                     poisson_scale_range=(0.05, 1.0), jpeg_range=(60, 95)),
         final_sinc_prob=0.0,
     ),
 }
+
+# The second fine-tune stage of the default models: robust with JPEG quality 15-60, where the block
+# grid is visible; the clean quarter keeps clean inputs sharp.
+PRESETS["robust_jpeg"] = replace(PRESETS["robust"], first=replace(PRESETS["robust"].first, jpeg_range=(15, 60)))
 
 
 def get_pipeline(name: str) -> Pipeline:
