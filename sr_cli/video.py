@@ -304,109 +304,110 @@ def _run(av, inp, out, upscaler, options: VideoOptions, on_frame) -> VideoStats:
             while held and (upto is None or held[0][0] <= upto):
                 send(*held.popleft())
 
-        try:
-            video_done = False
-            for packet in inp.demux(video, *(inp.streams[i] for i in copied)):
-                if packet.stream.index != video.index:
-                    when = packet.pts if packet.pts is not None else packet.dts
-                    if packet.size == 0 or when is None:
-                        continue
-                    held.append((float(when * packet.time_base), packet.time_base, packet))
-                    if video_done:
-                        release(None)
-                        if len(passed) == len(copied):
-                            break
+        video_done = False
+        for packet in inp.demux(video, *(inp.streams[i] for i in copied)):
+            if packet.stream.index != video.index:
+                when = packet.pts if packet.pts is not None else packet.dts
+                if packet.size == 0 or when is None:
                     continue
-                if video_done:
-                    continue
-                for frame in packet.decode():
-                    now = frame.time
-                    if index < start:
-                        while held and now is not None and held[0][0] < now:
-                            held.popleft()  # before frame A, so before the excerpt
-                    elif stop_at is None or index < stop_at:
-                        if window["offset"] is None:
-                            window["offset"] = (now or 0.0) if start else 0.0
-                        release(now)
-                        pixels = frame.to_ndarray(format=rgb, src_colorspace=matrix, src_color_range=colour_range)
-                        put(("frame", pixels, frame.pts, frame.time_base, frame.rotation))
-                    index += 1
-                    if stop_at is not None and index >= stop_at:
-                        video_done = True
-                        duration = float(frame.duration * frame.time_base) if frame.duration else 0.0
-                        window["end"] = (now or 0.0) + duration
-                        break
+                held.append((float(when * packet.time_base), packet.time_base, packet))
                 if video_done:
                     release(None)
                     if len(passed) == len(copied):
                         break
-            if window["offset"] is not None:
+                continue
+            if video_done:
+                continue
+            for frame in packet.decode():
+                now = frame.time
+                if index < start:
+                    while held and now is not None and held[0][0] < now:
+                        held.popleft()  # before frame A, so before the excerpt
+                elif stop_at is None or index < stop_at:
+                    if window["offset"] is None:
+                        window["offset"] = (now or 0.0) if start else 0.0
+                    release(now)
+                    pixels = frame.to_ndarray(format=rgb, src_colorspace=matrix, src_color_range=colour_range)
+                    put(("frame", pixels, frame.pts, frame.time_base, frame.rotation))
+                index += 1
+                if stop_at is not None and index >= stop_at:
+                    video_done = True
+                    duration = float(frame.duration * frame.time_base) if frame.duration else 0.0
+                    window["end"] = (now or 0.0) + duration
+                    break
+            if video_done:
                 release(None)
-            stats.stages["decode"] = time.perf_counter() - begun - blocked
-            decoded.put(_END)
-        except _Stop:
-            pass
-        except av.error.FFmpegError as exc:
-            errors.append(ValueError(f"cannot decode frame {index} ({_reason(exc)})"))
-            stop.set()
-        except BaseException as exc:
-            errors.append(exc)
-            stop.set()
+                if len(passed) == len(copied):
+                    break
+        if window["offset"] is not None:
+            release(None)
+        stats.stages["decode"] = time.perf_counter() - begun - blocked
+        decoded.put(_END)
 
     def encode() -> None:
         begun = time.perf_counter()
-        try:
-            waiting: list = []  # copied packets before the first frame: the header waits for its rotation
-            started = False
-            last_pts = None
-            while True:
-                stats.stages["encode"] += time.perf_counter() - begun
-                item = upscaled.get()
-                begun = time.perf_counter()
-                if item is _END:
-                    break
-                if item[0] == "packet":
-                    if started:
-                        out.mux(item[1])
-                    else:
-                        waiting.append(item[1])
-                    continue
-                _, pixels, pts, time_base, rotation = item
-                if pixels.shape[:2] != (out_h, out_w):
-                    raise ValueError(f"the frame size changes mid-clip (frame {stats.frames}); not supported")
-                if not started:
-                    if rotation:
-                        encoder.set_display_rotation(rotation)
-                    started = True
-                frame = av.VideoFrame.from_ndarray(pixels, format=rgb)
-                frame = frame.reformat(format=encoder.codec_context.pix_fmt, dst_colorspace=matrix,
-                                       dst_color_range=colour_range)
-                pts = _shifted(pts, time_base, window["offset"])
-                if last_pts is not None and (pts is None or pts <= last_pts):
-                    pts = last_pts + 1  # a missing or repeated timestamp: the encoder needs them rising
-                frame.pts, frame.time_base = pts, time_base
-                last_pts = pts
-                for packet in encoder.encode(frame):
-                    out.mux(packet)
-                for packet in waiting:
-                    out.mux(packet)
-                waiting.clear()
-            for packet in encoder.encode(None):
+        waiting: list = []  # copied packets before the first frame: the header waits for its rotation
+        started = False
+        last_pts = None
+        while True:
+            stats.stages["encode"] += time.perf_counter() - begun
+            item = upscaled.get()
+            begun = time.perf_counter()
+            if item is _END:
+                break
+            if item[0] == "packet":
+                if started:
+                    out.mux(item[1])
+                else:
+                    waiting.append(item[1])
+                continue
+            _, pixels, pts, time_base, rotation = item
+            if pixels.shape[:2] != (out_h, out_w):
+                raise ValueError(f"the frame size changes mid-clip (frame {stats.frames}); not supported")
+            if not started:
+                if rotation:
+                    encoder.set_display_rotation(rotation)
+                started = True
+            frame = av.VideoFrame.from_ndarray(pixels, format=rgb)
+            frame = frame.reformat(format=encoder.codec_context.pix_fmt, dst_colorspace=matrix,
+                                   dst_color_range=colour_range)
+            pts = _shifted(pts, time_base, window["offset"])
+            if last_pts is not None and (pts is None or pts <= last_pts):
+                pts = last_pts + 1  # a missing or repeated timestamp: the encoder needs them rising
+            frame.pts, frame.time_base = pts, time_base
+            last_pts = pts
+            for packet in encoder.encode(frame):
                 out.mux(packet)
             for packet in waiting:
                 out.mux(packet)
-            stats.stages["encode"] += time.perf_counter() - begun
-        except _Stop:
-            pass
-        except av.error.FFmpegError as exc:
-            errors.append(ValueError(f"cannot encode frame {stats.frames} with {stats.codec} ({_reason(exc)})"))
-            stop.set()
-        except BaseException as exc:
-            errors.append(exc)
-            stop.set()
+            waiting.clear()
+        for packet in encoder.encode(None):
+            out.mux(packet)
+        for packet in waiting:
+            out.mux(packet)
+        stats.stages["encode"] += time.perf_counter() - begun
 
-    threads = [threading.Thread(target=decode, name="sr-video-decode", daemon=True),
-               threading.Thread(target=encode, name="sr-video-encode", daemon=True)]
+    def stage(body, failed):
+        """The thread of a stage: its error is kept for the caller and stops the others; PyAV's
+        errors are described with ``failed(reason)``."""
+        def run() -> None:
+            try:
+                body()
+            except _Stop:
+                pass
+            except av.error.FFmpegError as exc:
+                errors.append(ValueError(failed(_reason(exc))))
+                stop.set()
+            except BaseException as exc:
+                errors.append(exc)
+                stop.set()
+        return run
+
+    threads = [threading.Thread(target=stage(decode, lambda why: f"cannot decode frame {index} ({why})"),
+                                name="sr-video-decode", daemon=True),
+               threading.Thread(target=stage(encode, lambda why: f"cannot encode frame {stats.frames} with "
+                                                                 f"{stats.codec} ({why})"),
+                                name="sr-video-encode", daemon=True)]
     began = time.perf_counter()
     for thread in threads:
         thread.start()
