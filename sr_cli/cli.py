@@ -1,31 +1,18 @@
-"""The `sr` command line: each command parses, calls the core, reports.
+"""The `sr` command line: the group, its help and version, and every command attached.
 
-torch is imported inside commands so that `sr --help` stays fast.
+Each command lives in sr_cli/commands/ and imports torch only when it runs, so `sr --help` stays fast.
 """
 from __future__ import annotations
-
-import json
-import sys
-from pathlib import Path
 
 import click
 
 from . import __version__
-from .errors import friendly_errors
-
-FORMATS = ["same", "png", "jpg", "webp", "tiff", "bmp"]
-
-
-def parse_tile(value: str) -> object:
-    if value in ("auto", None):
-        return "auto"
-    try:
-        tile = int(value)
-    except ValueError:
-        raise click.BadParameter("use a number of pixels, 0 for no tiling, or 'auto'") from None
-    if tile < 0:
-        raise click.BadParameter("tile must be >= 0")
-    return tile or None
+from .commands.bench_cmd import bench_command
+from .commands.convert_cmd import convert_command, export_command
+from .commands.eval_cmd import eval_command
+from .commands.models_cmd import models_command
+from .commands.train_cmd import train_command
+from .commands.upscale_cmd import upscale_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -43,275 +30,13 @@ def cli():
     """
 
 
-@cli.command()
-@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
-@click.option("-o", "--output", type=click.Path(path_type=Path),
-              help="Output file (one input), or folder (created if missing). Default: beside each input.")
-@click.option("-s", "--scale", type=float, default=4.0, show_default=True,
-              help="Upscaling factor: 2, 3, 4 run a model natively; any other factor > 1 runs the best "
-                   "native model(s) and resizes to exactly round(size x scale).")
-@click.option("-m", "--model", default="default", show_default=True,
-              help="A model name (see `sr models`; 'bicubic' and 'lanczos' are always there) or a weights file.")
-@click.option("--tile", default="auto", show_default=True,
-              help="Tile size in input pixels, 0 for none, or 'auto' (from free memory). Bounds memory use.")
-@click.option("--tile-overlap", type=click.IntRange(0), default=16, show_default=True,
-              help="Context pixels each tile reads beyond its edges; tiles are cross-faded over half of it.")
-@click.option("--tile-batch", type=click.IntRange(1), default=1, show_default=True,
-              help="Tiles of equal size run together; more keeps a GPU busy (CPUs gain nothing).")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True,
-              help="Inference precision. fp32 is the fast path on CPUs; fp16/bf16 on GPUs.")
-@click.option("-f", "--format", "fmt", type=click.Choice(FORMATS), default="same", show_default=True,
-              help="Output format of images; 'same' keeps each input's format (an animated GIF stays a GIF). "
-                   "Videos keep their container (or go into .mkv); -o NAME.mkv picks another.")
-@click.option("-q", "--quality", type=click.IntRange(1, 100), default=95, show_default=True,
-              help="JPEG/WebP quality.")
-@click.option("--suffix", default=None,
-              help="Added to output names. Default: '_x<scale>' beside the inputs, nothing with -o FOLDER.")
-@click.option("-r", "--recursive", is_flag=True, help="Walk folders recursively; the tree is mirrored under -o.")
-@click.option("--skip-existing", is_flag=True, help="Skip inputs whose output already exists.")
-@click.option("--overwrite", is_flag=True, help="Replace existing outputs (never an input).")
-@click.option("--fail-fast", is_flag=True, help="Stop at the first failure instead of carrying on.")
-@click.option("--shard", metavar="K/N", help="Process only every N-th input from the K-th (0-based), for job arrays.")
-@click.option("--quiet", is_flag=True, help="No progress bar or per-file lines; errors are still printed.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per run with every file's result.")
-@click.option("--codec", default=None,
-              help="Video encoder (libx264, libx265, libvpx-vp9, libsvtav1, or h264/hevc...). Default: the "
-                   "input's codec family where the container takes it, else H.264 (VP9 in WebM).")
-@click.option("--crf", type=click.IntRange(0, 63), default=None,
-              help="Video quality, lower is better (default: 18 for x264, 20 x265, 31 VP9, 30 AV1).")
-@click.option("--pix-fmt", default=None, help="Video pixel format, e.g. yuv420p, yuv444p, yuv420p10le. "
-                                              "Default: the input's, where the encoder takes it.")
-@click.option("--frames", "frame_range", metavar="A:B", default=None,
-              help="Only frames A to B-1 (from 0) of videos and animations, e.g. 0:48 for a preview.")
-@click.option("--max-pixels", default="auto", show_default=True,
-              help="Refuse (that file fails, at once) an image whose output, or a pass on the way to it, has more "
-                   "pixels than this; 'auto' sizes it from the memory available. Raise it to try anyway.")
-@friendly_errors
-def upscale(inputs, output, scale, model, tile, tile_overlap, tile_batch, device, precision, fmt, quality, suffix,
-            recursive, skip_existing, overwrite, fail_fast, shard, quiet, as_json, codec, crf, pix_fmt, frame_range,
-            max_pixels):
-    """Upscale images, videos, folders or stdin (INPUT '-') to stdout.
-
-    Videos (mp4, mkv, mov, webm, ...; needs `pip install "sr-cli[video]"`) are decoded,
-    upscaled and encoded frame by frame on overlapping threads, keeping every timestamp,
-    the rotation and the audio and subtitle streams (copied). Animated GIF/APNG/WebP and
-    multi-page TIFF keep every frame, the durations, loop count and disposal.
-
-    Existing outputs are never replaced without --overwrite, and an input of the run never,
-    even with it. Walking a folder, an earlier run's outputs (a_x2.png beside a.png, twice
-    its size; anything under -o) are not taken as inputs. Outputs are written whole or not
-    at all; temporary files a killed run left are removed by the next run over the folder.
-
-    \b
-    Exit status:
-      0    every image was written (or skipped)
-      1    some image failed (each named on stderr, one line each); the others were written
-      2    usage error (bad option or value)
-      130  interrupted by Ctrl-C (143: SIGTERM); outputs already written are complete
-    """
-    import math
-    if skip_existing and overwrite:
-        raise click.UsageError("--skip-existing and --overwrite exclude each other")
-    from .upscale import MAX_SCALE, Upscaler
-    if not math.isfinite(scale) or scale <= 1:
-        raise click.BadParameter(f"must be greater than 1, got {scale:g}", param_hint="--scale")
-    if scale > MAX_SCALE:
-        raise click.BadParameter(f"{scale:g} is above the largest supported scale, {MAX_SCALE}", param_hint="--scale")
-    tile_spec = parse_tile(tile)
-    pixel_limit = parse_max_pixels(max_pixels)
-    from .video import VideoOptions, parse_frames
-    try:
-        frames = parse_frames(frame_range)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--frames") from None
-    video = VideoOptions(codec=codec, crf=crf, pix_fmt=pix_fmt, frames=frames)
-    if "-" in inputs:
-        if len(inputs) > 1 or (output not in (None, Path("-"))) or as_json:
-            raise click.UsageError("'-' reads stdin and writes stdout: give it alone, without -o or --json")
-        if sys.stdout.isatty():
-            raise click.UsageError("'-' writes the image to stdout, which is a terminal: redirect it (> out.png)")
-        upscaler = Upscaler.create(model, scale, device=device, precision=precision, tile=tile_spec,
-                                   overlap=tile_overlap, batch_size=tile_batch, max_pixels=pixel_limit)
-        _upscale_stream(upscaler, fmt, quality)
-        return
-
-    from .batch import find_inputs, plan_jobs, run_jobs, shard as take_shard
-    try:
-        found = take_shard(find_inputs(inputs, recursive=recursive, exclude=output), shard)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--shard") from None
-    if not found:
-        raise click.ClickException("no images or videos found in the inputs"
-                                   + ("" if recursive else " (folders: try --recursive)"))
-    jobs = plan_jobs(found, output=output, fmt=fmt, suffix=suffix, scale=scale)
-    upscaler = Upscaler.create(model, scale, device=device, precision=precision, tile=tile_spec,
-                               overlap=tile_overlap, batch_size=tile_batch, max_pixels=pixel_limit)
-    existing = "skip" if skip_existing else "overwrite" if overwrite else "error"
-    results = _run_with_progress(jobs, upscaler, existing, quality, fail_fast, quiet, video)
-    failed = [r for r in results if r.status == "failed"]
-    if as_json:
-        summary = {"ok": sum(r.status == "ok" for r in results), "skipped": sum(r.status == "skipped" for r in results),
-                   "failed": len(failed), "scale": scale, "model": model, "results": [r.as_dict() for r in results]}
-        click.echo(json.dumps(summary, indent=2))
-    if failed:
-        click.echo(f"{len(failed)} of {len(results)} failed", err=True)
-        sys.exit(1)
-
-
-def parse_max_pixels(value: str):
-    """'auto' -> None (sized from free memory at run time); else a positive number of pixels."""
-    if value in (None, "auto"):
-        return None
-    try:
-        number = float(value)
-    except ValueError:
-        raise click.BadParameter("a number of pixels (e.g. 4e9) or 'auto'", param_hint="--max-pixels") from None
-    if not number >= 1 or number == float("inf"):
-        raise click.BadParameter(f"must be a number of pixels >= 1, got {value}", param_hint="--max-pixels")
-    return int(number)
-
-
-def _run_with_progress(jobs, upscaler, existing, quality, fail_fast, quiet, video=None):
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-    from rich.text import Text
-
-    from .batch import display, run_jobs
-    console = Console(stderr=True)
-    progress = Progress(TextColumn("[bold]upscale"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        TextColumn("{task.description}", markup=False), console=console, disable=quiet,
-                        transient=True)
-
-    def report(result):
-        # Names are printed as plain text (a '[' is not markup) with control characters escaped,
-        # so any file name is one line and can neither disturb the terminal nor stop the batch.
-        progress.advance(task)
-        if result.status == "failed":
-            console.print(Text.assemble(("failed", "red"), f" {display(result.source)}: {result.error}"),
-                          highlight=False, soft_wrap=True)
-        elif not quiet:
-            verb = "ok" if result.status == "ok" else "skipped"
-            detail = (f" ({result.seconds:.2f}s)" if result.status == "ok"
-                      else f" ({result.error})" if result.error else "")
-            if result.status == "ok" and result.frames:
-                detail = f" ({result.frames} frames, {result.seconds:.2f}s, {result.fps:.2f} fps)"
-            console.print(Text(f"{verb} {display(result.source)} -> {display(result.destination)}{detail}"),
-                          highlight=False, soft_wrap=True)
-
-    with progress:
-        task = progress.add_task("", total=len(jobs))
-        tiles = progress.add_task("tiles", total=None, visible=False)
-
-        def tile_done(done, total):
-            progress.update(tiles, completed=done, total=total, visible=total > 1,
-                            description=f"tile {done}/{total}")
-        frames = progress.add_task("frames", total=None, visible=False)
-
-        def frame_done(done, total, fps):
-            # Frames of a video or an animation, with the rate so far and the time left at that rate.
-            left = f", ETA {_clock((total - done) / fps)}" if total and fps > 0 else ""
-            count = f"{done}/{total}" if total else f"{done}"
-            progress.update(frames, completed=done, total=total, visible=done < (total or done + 1),
-                            description=f"frame {count}, {fps:.2f} fps{left}")
-        upscaler.on_tile = tile_done
-        return run_jobs(jobs, upscaler, existing=existing, quality=quality, fail_fast=fail_fast, on_result=report,
-                        video=video, on_frame=frame_done)
-
-
-def _clock(seconds: float) -> str:
-    seconds = max(0, round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
-
-
-def _upscale_stream(upscaler, fmt, quality):
-    from .imageio import ImageData, encode_image, read_image
-    data = sys.stdin.buffer.read()
-    if not data:
-        raise click.ClickException("no image data on stdin")
-    from .imageio import AnimatedImage
-    try:
-        image = read_image(data)
-    except AnimatedImage as exc:
-        raise click.ClickException(f"stdin holds {exc.frames} frames: give an animation as a file "
-                                   "(sr upscale anim.gif)") from None
-    out_format = (image.source_format or "png").lower() if fmt == "same" else fmt
-    out_format = {"jpeg": "jpg", "tif": "tiff"}.get(out_format, out_format)
-    if out_format not in FORMATS:
-        out_format = "png"
-    result = ImageData(pixels=upscaler(image.pixels), icc_profile=image.icc_profile, exif=image.exif,
-                       source_format=image.source_format)
-    write_stdout(encode_image(result, format=out_format, quality=quality))
-
-
-def write_stdout(data: bytes) -> None:
-    """Write all of ``data`` to stdout or raise OSError saying how much got out.
-
-    Every write's count is checked (a full disk or ``ulimit -f`` can take part of one), a reader
-    that closes early is an error, and where stdout is a regular file a failed write is cut back
-    to where it started, so no partial image is left there.
-    """
-    import io
-    import os
-    import stat
-    total = len(data)
-    try:
-        fd = sys.stdout.fileno()
-    except (AttributeError, ValueError, io.UnsupportedOperation):
-        fd = None  # not a real file (e.g. a test runner's buffer)
-    if fd is None:
-        written = sys.stdout.buffer.write(data)
-        if written is not None and written != total:
-            raise OSError(f"stdout took {written} of {total} bytes: the image is cut short")
-        sys.stdout.buffer.flush()
-        return
-    sys.stdout.flush()
-    start = None
-    try:
-        if stat.S_ISREG(os.fstat(fd).st_mode):
-            start = os.lseek(fd, 0, os.SEEK_CUR)
-    except OSError:
-        pass
-    view, written = memoryview(data), 0
-    try:
-        while written < total:
-            count = os.write(fd, view[written: written + (1 << 20)])
-            if count <= 0:
-                raise OSError(f"stdout accepted nothing after {written} of {total} bytes")
-            written += count
-    except OSError as exc:
-        removed = False
-        if start is not None:
-            try:
-                os.ftruncate(fd, start)
-                removed = True
-            except OSError:
-                pass
-        try:  # nothing more can reach a closed stdout; stop Python complaining at exit
-            os.dup2(os.open(os.devnull, os.O_WRONLY), fd)
-        except OSError:
-            pass
-        reason = "the reader closed it" if isinstance(exc, BrokenPipeError) else exc.strerror or str(exc)
-        raise OSError(f"stdout: wrote {written} of {total} bytes, then {reason}: the image is cut short"
-                      + (" (and removed)" if removed else "")) from None
-
-
-def _register_optional_commands() -> None:
-    # Commands live in their own modules; each is registered here so the group stays one place.
-    for module, name in (("models_cmd", "models_command"), ("eval_cmd", "eval_command"),
-                         ("train_cmd", "train_command"), ("bench_cmd", "bench_command"),
-                         ("convert_cmd", "convert_command"), ("convert_cmd", "export_command")):
-        try:
-            imported = __import__(f"sr_cli.commands.{module}", fromlist=[name])
-        except ModuleNotFoundError as exc:
-            if exc.name not in (f"sr_cli.commands.{module}", "sr_cli.commands"):
-                raise
-            continue
-        cli.add_command(getattr(imported, name))
-
-
-_register_optional_commands()
+cli.add_command(upscale_command)
+cli.add_command(models_command)
+cli.add_command(eval_command)
+cli.add_command(train_command)
+cli.add_command(bench_command)
+cli.add_command(convert_command)
+cli.add_command(export_command)
 
 
 def main() -> None:

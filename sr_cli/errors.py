@@ -33,9 +33,16 @@ def one_line(exc: BaseException) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in first) or type(exc).__name__
 
 
-def friendly_errors(command):
+def friendly_errors(command=None, *, on_interrupt: str = ""):
     """Wrap a Click command: any exception becomes one line and exit status 1; Ctrl-C exits 130
-    and SIGTERM 143 (Click's own handling would print "Aborted!" and exit 1)."""
+    and SIGTERM 143 (Click's own handling would print "Aborted!" and exit 1).
+
+    ``on_interrupt`` ends the interruption's line with what the user can do next, which only
+    the command knows. Use it bare (``@friendly_errors``) or with it (``@friendly_errors(on_interrupt=...)``).
+    """
+    if command is None:
+        return functools.partial(friendly_errors, on_interrupt=on_interrupt)
+
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
@@ -48,8 +55,8 @@ def friendly_errors(command):
             raise
         except KeyboardInterrupt as exc:
             terminated = isinstance(exc, Terminated)
-            click.echo(f"interrupted ({'SIGTERM' if terminated else 'Ctrl-C'}): outputs already written are "
-                       "complete, nothing partial is left; rerun with --skip-existing to go on", err=True)
+            click.echo(f"interrupted ({'SIGTERM' if terminated else 'Ctrl-C'})"
+                       + (f": {on_interrupt}" if on_interrupt else ""), err=True)
             sys.exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
         except Exception as exc:
             if os.environ.get("SR_DEBUG"):

@@ -6,6 +6,9 @@ from pathlib import Path
 
 import click
 
+from ..errors import friendly_errors
+from .upscale_cmd import parse_tile
+
 
 def _parse_size(text: str) -> tuple[int, int]:
     try:
@@ -36,11 +39,11 @@ def _parse_size(text: str) -> tuple[int, int]:
               help="Also run a Real-ESRGAN-style tile loop (10 px pad, no blending, float32 output) "
                    "and print speed and peak-memory ratios.")
 @click.option("--json", "as_json", is_flag=True, help="Print results as JSON.")
+@friendly_errors
 def bench_command(models, sizes, scale, tiles, tile_overlap, device, precision, threads, repeat, warmup,
                   compare_reference, as_json):
     """Measure upscaling speed and memory: median/min/max time, output MP/s, peak RSS, FLOPs per
     output pixel, achieved GFLOP/s and its share of this machine's 3x3 conv peak (measured here)."""
-    from ..cli import parse_tile
     import torch
     from ..bench import bench_one, conv_peak_gflops
     from ..upscale import pick_device, pick_dtype
@@ -48,18 +51,15 @@ def bench_command(models, sizes, scale, tiles, tile_overlap, device, precision, 
         torch.set_num_threads(threads)
     parsed_sizes = [_parse_size(s) for s in sizes]
     parsed_tiles = [parse_tile(t) for t in tiles]
-    try:
-        torch_device = pick_device(device)
-        peak = conv_peak_gflops(torch_device, pick_dtype(precision, torch_device))
-        results = []
-        for model in models:
-            for width, height in parsed_sizes:
-                for tile in parsed_tiles:
-                    results += bench_one(model, height=height, width=width, scale=scale, tile=tile,
-                                         device=device, precision=precision, warmup=warmup, repeat=repeat,
-                                         conv_peak=peak, reference=compare_reference, overlap=tile_overlap)
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
+    torch_device = pick_device(device)
+    peak = conv_peak_gflops(torch_device, pick_dtype(precision, torch_device))
+    results = []
+    for model in models:
+        for width, height in parsed_sizes:
+            for tile in parsed_tiles:
+                results += bench_one(model, height=height, width=width, scale=scale, tile=tile,
+                                     device=device, precision=precision, warmup=warmup, repeat=repeat,
+                                     conv_peak=peak, reference=compare_reference, overlap=tile_overlap)
     if as_json:
         click.echo(json.dumps({"conv_peak_gflops": peak, "results": [r.as_dict() for r in results]}, indent=2))
         return

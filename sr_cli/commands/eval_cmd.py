@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from ..errors import friendly_errors
+
 CSV_COLUMNS = ("model", "dataset", "image", "scale", "convention", "channel", "crop_border", "psnr", "ssim",
                "blockiness")
 
@@ -45,6 +47,7 @@ CSV_COLUMNS = ("model", "dataset", "image", "scale", "convention", "channel", "c
               help="Tile size in LR pixels for inference, 0 for whole images.")
 @click.option("--tile-overlap", type=click.IntRange(0), default=16, show_default=True,
               help="Context per tile side, in LR pixels.")
+@friendly_errors
 def eval_command(datasets, scale, models, lr_dir, save_dir, as_json, as_csv, per_image, convention, rgb,
                  crop_border, degrade, seed, device, tile, tile_overlap):
     """Score models on HR image folders (e.g. Set5 Set14 BSD100): PSNR and SSIM.
@@ -64,20 +67,18 @@ def eval_command(datasets, scale, models, lr_dir, save_dir, as_json, as_csv, per
 
     from ..evaluate import evaluate
 
+    console = Console(stderr=True)
+    # Off a terminal the bar draws nothing but leaves an empty line, which would split an error's one line.
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=Console(stderr=True), transient=True) as bar:
+                  console=console, transient=True, disable=not console.is_terminal) as bar:
         task = bar.add_task("evaluating", total=None)
 
         def progress(done: int, total: int, what: str) -> None:
             bar.update(task, completed=done, total=total, description=what)
 
-        try:
-            report = evaluate(list(datasets), scale=scale, models=list(models), lr_dir=lr_dir, save_dir=save_dir,
-                              convention=convention, crop_border=crop_border, rgb=rgb, device=device,
-                              tile=tile or None, overlap=tile_overlap, degrade=degrade, seed=seed,
-                              progress=progress)
-        except (ValueError, OSError) as exc:
-            raise click.ClickException(str(exc)) from None
+        report = evaluate(list(datasets), scale=scale, models=list(models), lr_dir=lr_dir, save_dir=save_dir,
+                          convention=convention, crop_border=crop_border, rgb=rgb, device=device,
+                          tile=tile or None, overlap=tile_overlap, degrade=degrade, seed=seed, progress=progress)
 
     if as_json:
         click.echo(json.dumps(report.to_dict(per_image=per_image), indent=2))

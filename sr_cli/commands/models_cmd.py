@@ -95,7 +95,7 @@ def models_command(ctx, as_json, show_all):
                                               "there: nothing unverified is kept).")
 @click.option("--force", is_flag=True, help="Download again even when a verified copy is already there.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-@friendly_errors
+@friendly_errors(on_interrupt="run it again to resume the download")
 def pull_command(source, sha256, force, quiet):
     """Download a catalogue model (see `sr models`) or a model file's URL into the per-user cache.
 

@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 import click
 
+from ..errors import friendly_errors
 from ..training.config import DEFAULT_SCALE, Option, TrainConfig, cli_fields
 
 # Options a config file may not set.
@@ -71,7 +72,9 @@ def read_toml(path: Path) -> dict[str, Any]:
     try:
         with open(path, "rb") as handle:
             return tomllib.load(handle)
-    except tomllib.TOMLDecodeError as exc:
+    except (OSError, ValueError) as exc:
+        # Read while Click parses, outside the command's error reporting: unreadable, not UTF-8 and
+        # not TOML (both ValueErrors) must still be one line.
         raise click.BadParameter(f"{path}: {exc}", param_hint="--config") from None
 
 
@@ -270,6 +273,7 @@ def config_values(options: dict[str, Any]) -> dict[str, Any]:
 
 @click.command("train")
 @train_options
+@friendly_errors(on_interrupt="continue with --resume (from the last checkpoint)")
 def train_command(display: str, list_archs: bool, **options: Any) -> None:
     """Train a super-resolution network on HR images.
 
@@ -295,30 +299,22 @@ def train_command(display: str, list_archs: bool, **options: Any) -> None:
     values = config_values(options)
     rank = int(os.environ.get("RANK", "0"))
     live = display == "live" or (display == "auto" and sys.stdout.isatty())
-    try:
-        from ..training.checkpoint import read_generator
-        from ..training.logging import print_record
-        from ..training.trainer import train
-        if values["pretrained_g"]:
-            file_arch, file_params, _ = read_generator(values["pretrained_g"])
-            values["arch"] = values["arch"] or file_arch
-            if values["arch"] == file_arch:
-                values["arch_params"] = {**{k: v for k, v in file_params.items() if k != "scale"},
-                                         **values["arch_params"]}
-            values["scale"] = values["scale"] or int(file_params["scale"])
-        values["scale"] = values["scale"] or DEFAULT_SCALE
-        config = TrainConfig(**values, command=shlex.join(["sr", *sys.argv[1:]]))
-        if live and rank == 0:
-            with LiveDisplay(config.iters) as show:
-                run_dir = train(config, on_log=show)
-        else:
-            run_dir = train(config, on_log=print_record)
-    except click.ClickException:
-        raise
-    except KeyboardInterrupt:
-        raise click.ClickException("interrupted; continue with --resume (from the last checkpoint)") from None
-    except (ValueError, OSError, RuntimeError) as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise click.ClickException(message) from None
+    from ..training.checkpoint import read_generator
+    from ..training.logging import print_record
+    from ..training.trainer import train
+    if values["pretrained_g"]:
+        file_arch, file_params, _ = read_generator(values["pretrained_g"])
+        values["arch"] = values["arch"] or file_arch
+        if values["arch"] == file_arch:
+            values["arch_params"] = {**{k: v for k, v in file_params.items() if k != "scale"},
+                                     **values["arch_params"]}
+        values["scale"] = values["scale"] or int(file_params["scale"])
+    values["scale"] = values["scale"] or DEFAULT_SCALE
+    config = TrainConfig(**values, command=shlex.join(["sr", *sys.argv[1:]]))
+    if live and rank == 0:
+        with LiveDisplay(config.iters) as show:
+            run_dir = train(config, on_log=show)
+    else:
+        run_dir = train(config, on_log=print_record)
     if rank == 0:
         click.echo(f"done: {run_dir / 'model.safetensors'}")
