@@ -7,35 +7,32 @@ one line suggesting conversion to safetensors.
 
 The state dict is unwrapped (``params_ema``, ``params``, ``state_dict``,
 ``model``, ``net``; ``params_ema`` first), ``module.``/``netG.`` prefixes are
-stripped, and its layout is recognised from key names and tensor shapes alone:
+stripped, and its layout is recognised from key names and tensor shapes alone, by the
+layouts each architecture declares next to its network, in its ``ArchDescriptor``
+(``sr_cli.archs.ARCHS``, tried in that order; each module's docstring lists its keys):
 
-  Real-ESRGAN RRDBNet     conv_first, body.N.rdbK.convJ, conv_body, conv_up1/2, conv_hr, conv_last
-                          (x4plus, x4plus_anime_6B, x2plus and x1: conv_first takes in*4 / in*16)
-  Real-ESRGAN Compact     body.N (SRVGGNetCompact: realesr-general-x4v3, animevideov3, ...)
-  ESRGAN (original)       model.0, model.1.sub.N.RDBK.convJ.0, model.1.sub.<nb>, model.3/6/8/10 (x4; x8)
-  ESRGAN (mmsr layout)    conv_first, RRDB_trunk.N.RDBK.convJ, trunk_conv, upconv1/2, HRconv, conv_last
-  EDSR (EDSR-PyTorch)     head.0, body.N.body.0/2, body.<nb>, tail.0.K, tail.1, sub_mean/add_mean
+  archs/compact.py        Real-ESRGAN SRVGGNetCompact (realesr-general-x4v3, animevideov3, ...)
+  archs/edsr.py           EDSR (EDSR-PyTorch layout)
+  archs/rrdbnet.py        Real-ESRGAN RRDBNet (x4plus, x4plus_anime_6B, x2plus, x1);
+                          ESRGAN (original layout, x4/x8); ESRGAN (mmsr layout, x4/x8)
 
-Each is renamed onto one of our architectures (``sr_cli.archs``) and loaded with
-``strict=True``. Anything else goes to spandrel when it is installed (optional:
-its models are wrapped in our ``SRModel`` and still run through our tiling, padded
-to their size requirements, and kept in float32 where spandrel says they do not
-support half precision); otherwise one line names the formats we support.
+Each is renamed onto that architecture and loaded with ``strict=True``. Anything else goes to
+spandrel when it is installed (optional: its models are wrapped in our ``SRModel`` and still run
+through our tiling, padded to their size requirements, and kept in float32 where spandrel says
+they do not support half precision); otherwise one line names the formats we support.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import math
-import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import torch
 import torch.nn as nn
 
-from .archs import build_arch
+from .archs import ARCHS, build_arch
+from .archs.descriptor import Recognised, StateDict, Unmappable
 from .model import SRModel
 from .weights import read_state_dict
 
@@ -43,37 +40,24 @@ SUPPORTED = ("sr-cli .safetensors; Real-ESRGAN RRDBNet (x4plus, x4plus_anime_6B,
              "SRVGGNetCompact (realesr-general-x4v3, animevideov3); ESRGAN (original model.N and mmsr "
              "RRDB_trunk layouts, x4/x8); EDSR (EDSR-PyTorch keys); as .safetensors, .pth, .pt or .ckpt")
 
-StateDict = dict[str, torch.Tensor]
 
-
-class Unmappable(ValueError):
-    """A layout we recognise but cannot map onto our architectures (spandrel may still load it)."""
-
-
-@dataclass(frozen=True)
-class Recognised:
-    """A state dict renamed onto one of our architectures, with the hyperparameters read from it."""
-
-    arch: str
-    params: dict[str, Any]
-    state_dict: StateDict
-    layout: str
-
-    def build(self, source: str | Path = "") -> nn.Module:
-        from .weights import check_finite, check_tensors
-        with torch.device("meta"):  # shapes first: nothing is allocated for a file that does not fit
-            skeleton = build_arch(self.arch, **self.params)
-        check_tensors({k: (tuple(v.shape), v.dtype) for k, v in skeleton.state_dict().items()},
-                      {k: (tuple(v.shape), v.dtype) for k, v in self.state_dict.items()},
-                      source, what=f"{self.layout} ({self.arch})")
-        check_finite(self.state_dict, source)
-        net = build_arch(self.arch, **self.params)
-        try:
-            net.load_state_dict(self.state_dict, strict=True)
-        except RuntimeError as exc:
-            detail = " ".join(str(exc).split())[:300]
-            raise ValueError(f"{source}: looks like {self.layout}, but its tensors do not fit: {detail}") from None
-        return net.eval()
+def build(found: Recognised, source: str | Path = "") -> nn.Module:
+    """The network ``found`` describes, holding its weights: shapes and dtypes are checked against
+    the architecture first, then every tensor is checked finite, then loaded with ``strict=True``."""
+    from .weights import check_finite, check_tensors
+    with torch.device("meta"):  # shapes first: nothing is allocated for a file that does not fit
+        skeleton = build_arch(found.arch, **found.params)
+    check_tensors({k: (tuple(v.shape), v.dtype) for k, v in skeleton.state_dict().items()},
+                  {k: (tuple(v.shape), v.dtype) for k, v in found.state_dict.items()},
+                  source, what=f"{found.layout} ({found.arch})")
+    check_finite(found.state_dict, source)
+    net = build_arch(found.arch, **found.params)
+    try:
+        net.load_state_dict(found.state_dict, strict=True)
+    except RuntimeError as exc:
+        detail = " ".join(str(exc).split())[:300]
+        raise ValueError(f"{source}: looks like {found.layout}, but its tensors do not fit: {detail}") from None
+    return net.eval()
 
 
 # ---------------------------------------------------------------------------
@@ -94,161 +78,15 @@ def is_ours(path: str | Path) -> bool:
 
 
 # ---------------------------------------------------------------------------
-# layouts
-
-
-def _indices(state: StateDict, pattern: str) -> list[int]:
-    """Sorted distinct integers captured by ``pattern`` (one group) over the keys."""
-    regex = re.compile(pattern)
-    return sorted({int(m.group(1)) for k in state if (m := regex.fullmatch(k))})
-
-
-def _rrdb_params(state: StateDict, layout: str, scale: Optional[int] = None) -> Recognised:
-    """Hyperparameters of a state dict already in our RRDBNet's key names."""
-    first, last = state["conv_first.weight"], state["conv_last.weight"]
-    num_feat, in_total = int(first.shape[0]), int(first.shape[1])
-    out_ch = int(last.shape[0])
-    in_ch = in_total
-    if scale is None:
-        scale = 8 if "conv_up3.weight" in state else 4
-        # Real-ESRGAN x2/x1 pixel-unshuffle the input, so conv_first sees 4x / 16x the channels.
-        if scale == 4 and in_total != out_ch:
-            for factor, unshuffled_scale in ((4, 2), (16, 1)):
-                if in_total == out_ch * factor:
-                    scale, in_ch = unshuffled_scale, out_ch
-    params = {"scale": scale, "in_channels": in_ch, "out_channels": out_ch, "num_feat": num_feat,
-              "num_block": len(_indices(state, r"body\.(\d+)\.rdb1\.conv1\.weight")),
-              "num_grow_ch": int(state["body.0.rdb1.conv1.weight"].shape[0])}
-    return Recognised("rrdbnet", params, state, layout)
-
-
-def _real_esrgan_rrdb(state: StateDict) -> Optional[Recognised]:
-    need = ("conv_first.weight", "body.0.rdb1.conv1.weight", "conv_body.weight", "conv_up1.weight",
-            "conv_up2.weight", "conv_hr.weight", "conv_last.weight")
-    if not all(k in state for k in need):
-        return None
-    return _rrdb_params(state, "Real-ESRGAN RRDBNet")
-
-
-def _esrgan_original(state: StateDict) -> Optional[Recognised]:
-    if "model.0.weight" not in state or "model.1.sub.0.RDB1.conv1.0.weight" not in state:
-        return None
-    blocks = _indices(state, r"model\.1\.sub\.(\d+)\.RDB1\.conv1\.0\.weight")
-    num_block = len(blocks)
-    # After the trunk: (upsample, conv, lrelu) per x2 stage, then HR conv, lrelu, last conv.
-    tail = [i for i in _indices(state, r"model\.(\d+)\.weight") if i > 1]
-    n_up = len(tail) - 2
-    if n_up < 0 or tail != [3 * (k + 1) for k in range(n_up)] + [3 * n_up + 2, 3 * n_up + 4]:
-        raise Unmappable(f"an original-ESRGAN file with an unexpected tail (model.{tail})")
-    if n_up not in (2, 3):
-        raise Unmappable(f"an original-ESRGAN x{2 ** n_up} file: only x4 and x8 map onto our RRDBNet")
-    renamed: StateDict = {}
-    names = {"model.0": "conv_first", f"model.1.sub.{num_block}": "conv_body",
-             f"model.{3 * n_up + 2}": "conv_hr", f"model.{3 * n_up + 4}": "conv_last"}
-    names.update({f"model.{3 * (k + 1)}": f"conv_up{k + 1}" for k in range(n_up)})
-    rdb = re.compile(r"model\.1\.sub\.(\d+)\.RDB(\d)\.conv(\d)\.0\.(weight|bias)")
-    for key, value in state.items():
-        if m := rdb.fullmatch(key):
-            renamed[f"body.{m[1]}.rdb{m[2]}.conv{m[3]}.{m[4]}"] = value
-            continue
-        module, _, leaf = key.rpartition(".")
-        renamed[f"{names.get(module, module)}.{leaf}"] = value  # unknown keys stay, and fail strict loading
-    return _rrdb_params(renamed, "ESRGAN (original layout)", scale=2 ** n_up)
-
-
-def _esrgan_mmsr(state: StateDict) -> Optional[Recognised]:
-    if "RRDB_trunk.0.RDB1.conv1.weight" not in state or "trunk_conv.weight" not in state:
-        return None
-    names = {"trunk_conv": "conv_body", "upconv1": "conv_up1", "upconv2": "conv_up2", "upconv3": "conv_up3",
-             "HRconv": "conv_hr"}
-    rdb = re.compile(r"RRDB_trunk\.(\d+)\.RDB(\d)\.conv(\d)\.(weight|bias)")
-    renamed: StateDict = {}
-    for key, value in state.items():
-        if m := rdb.fullmatch(key):
-            renamed[f"body.{m[1]}.rdb{m[2]}.conv{m[3]}.{m[4]}"] = value
-            continue
-        module, _, leaf = key.rpartition(".")
-        renamed[f"{names.get(module, module)}.{leaf}"] = value
-    if "conv_up2.weight" not in renamed:
-        raise Unmappable("an mmsr-layout ESRGAN file without upconv2: only x4 and x8 map onto our RRDBNet")
-    return _rrdb_params(renamed, "ESRGAN (mmsr layout)", scale=8 if "conv_up3.weight" in renamed else 4)
-
-
-def _compact(state: StateDict) -> Optional[Recognised]:
-    key = re.compile(r"body\.(\d+)\.(weight|bias)")
-    if "body.0.weight" not in state or not all(key.fullmatch(k) for k in state):
-        return None
-    weights = {i: state[f"body.{i}.weight"] for i in _indices(state, r"body\.(\d+)\.weight")}
-    convs = [i for i, w in weights.items() if w.ndim == 4]
-    prelus = [i for i, w in weights.items() if w.ndim == 1]
-    num_conv = len(convs) - 2
-    if num_conv < 0 or convs != list(range(0, 2 * num_conv + 3, 2)):
-        raise Unmappable(f"a body.N layout whose convs sit at {convs}, not SRVGGNetCompact's")
-    if prelus and prelus != list(range(1, 2 * num_conv + 2, 2)):
-        raise Unmappable(f"a body.N layout whose PReLUs sit at {prelus}, not SRVGGNetCompact's")
-    first, last = weights[0], weights[convs[-1]]
-    in_ch, num_feat = int(first.shape[1]), int(first.shape[0])
-    scale = math.isqrt(int(last.shape[0]) // in_ch)
-    if scale < 1 or in_ch * scale * scale != last.shape[0]:
-        raise Unmappable(f"an SRVGGNetCompact whose last conv has {last.shape[0]} outputs, "
-                         f"not {in_ch} x scale^2")
-    # ReLU and LeakyReLU have no weights to tell them apart; Real-ESRGAN's released models use PReLU.
-    params = {"scale": scale, "in_channels": in_ch, "out_channels": in_ch, "num_feat": num_feat,
-              "num_conv": num_conv, "act_type": "prelu" if prelus else "relu"}
-    return Recognised("srvgg", params, state, "Real-ESRGAN SRVGGNetCompact")
-
-
-def _edsr(state: StateDict) -> Optional[Recognised]:
-    need = ("head.0.weight", "body.0.body.0.weight", "tail.0.0.weight", "tail.1.weight")
-    if not all(k in state for k in need):
-        return None
-    from .archs.edsr import DIV2K_RGB_MEAN
-    head = state["head.0.weight"]
-    num_feat, in_ch = int(head.shape[0]), int(head.shape[1])
-    num_blocks = len(_indices(state, r"body\.(\d+)\.body\.0\.weight"))
-    stages = _indices(state, r"tail\.0\.(\d+)\.weight")
-    if stages != list(range(0, 2 * len(stages), 2)):
-        raise Unmappable(f"an EDSR file with upsampler convs at tail.0.{stages}")
-    if len(stages) == 1:
-        factor = math.isqrt(int(state["tail.0.0.weight"].shape[0]) // num_feat)
-        scale = factor if factor in (2, 3) else 0
-    else:
-        scale = 2 ** len(stages)
-    if scale not in (2, 3, 4, 8):
-        raise Unmappable("an EDSR file whose upsampler is not x2, x3, x4 or x8")
-    rgb_range, mean_shift = 255.0, True  # EDSR-PyTorch's defaults
-    if "sub_mean.bias" in state:
-        weight, bias = state["sub_mean.weight"].float(), state["sub_mean.bias"].float()
-        if not torch.allclose(weight.flatten(1), torch.eye(weight.shape[0]), atol=1e-5):
-            raise Unmappable("an EDSR file with a non-unit rgb_std (sub_mean weight is not the identity)")
-        if torch.allclose(bias, torch.zeros_like(bias)):
-            mean_shift = False
-        else:
-            mean = torch.tensor(DIV2K_RGB_MEAN if in_ch == 3 else [sum(DIV2K_RGB_MEAN) / 3] * in_ch)
-            ratio = -bias / mean
-            rgb_range = float(ratio.mean())
-            if not torch.allclose(ratio, torch.full_like(ratio, rgb_range), rtol=1e-3):
-                raise Unmappable("an EDSR file whose mean shift is not the DIV2K mean")
-            if abs(rgb_range - round(rgb_range)) < 1e-3:
-                rgb_range = float(round(rgb_range))
-    # res_scale is not in the weights: EDSR-PyTorch's large model (32 x 256) used 0.1, the baseline 1.
-    res_scale = 0.1 if (num_blocks, num_feat) == (32, 256) else 1.0
-    renamed = {k: v for k, v in state.items() if not k.startswith(("sub_mean.", "add_mean."))}
-    params = {"scale": scale, "in_channels": in_ch, "num_feat": num_feat, "num_blocks": num_blocks,
-              "res_scale": res_scale, "mean_shift": mean_shift, "rgb_range": rgb_range}
-    return Recognised("edsr", params, renamed, "EDSR (EDSR-PyTorch layout)")
-
-
-DETECTORS: tuple[Callable[[StateDict], Optional[Recognised]], ...] = (
-    _real_esrgan_rrdb, _esrgan_original, _esrgan_mmsr, _compact, _edsr,
-)
+# recognising
 
 
 def recognise(state: StateDict) -> Optional[Recognised]:
-    """The first layout that claims ``state``; None when none does. Raises Unmappable for a known
-    layout whose variant our architectures cannot express."""
-    for detect in DETECTORS:
-        found = detect(state)
+    """The first layout, over the architectures in ``ARCHS`` order, that claims ``state``; None
+    when none does. Raises Unmappable for a known layout whose variant our architectures cannot
+    express."""
+    for arch in ARCHS.values():
+        found = arch.detect(state)
         if found is not None:
             return found
     return None
@@ -269,7 +107,7 @@ def load_any(path: str | Path, *, name: str = "") -> SRModel:
     metadata = {"source": path.name, "container": container}
     if found is not None:
         metadata["source_format"] = found.layout
-        return SRModel.from_net(found.build(path), found.arch, found.params, name=name or path.stem,
+        return SRModel.from_net(build(found, path), found.arch, found.params, name=name or path.stem,
                                 metadata=metadata)
     model = _spandrel_model(state, path, name=name or path.stem, metadata=metadata, reason=reason)
     if model is not None:
@@ -430,7 +268,7 @@ def convert(source: str | Path, destination: str | Path, *, overwrite: bool = Fa
                 raise ValueError(f"{source}: loads only through spandrel, which has no sr-cli architecture "
                                  "for it; run it with --model, it cannot be converted")
             raise ValueError(_unrecognised(source, reason))
-        net, arch, params, layout = found.build(source), found.arch, found.params, found.layout
+        net, arch, params, layout = build(found, source), found.arch, found.params, found.layout
     extra.update({"converted_from": source.name, "source_format": layout,
                   "source_sha256": _sha256(source)})
     save_model(net, destination, arch=arch, params=params, extra=extra)

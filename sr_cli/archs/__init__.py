@@ -1,9 +1,12 @@
 """Generator architectures, by name.
 
-ARCHS maps a name to a constructor taking keyword-only hyperparameters (always
-including ``scale``). Every network built from it exposes ``scale`` and may expose
-``size_multiple`` (its input height/width must be a multiple of it) and
-``receptive_radius`` (LR pixels on each side that influence one output pixel).
+ARCHS maps a name to its ``ArchDescriptor`` (``descriptor.py``), declared next to the network in
+its module: the constructor, taking keyword-only hyperparameters (always including ``scale``),
+the foreign key layouts that map onto it, and the input size multiple it needs. It is the one
+list of architectures: ``build_arch`` builds from it and ``sr_cli.foreign`` tries its layouts in
+this order. Every network built from it exposes ``scale`` and may expose ``size_multiple`` (its
+input height/width must be a multiple of it) and ``receptive_radius`` (LR pixels on each side
+that influence one output pixel).
 """
 from __future__ import annotations
 
@@ -11,24 +14,18 @@ from typing import Callable
 
 import torch.nn as nn
 
-from .autoencoder import AutoencoderSR, VAESR
-from .compact import SRVGGNetCompact
+from .autoencoder import AUTOENCODER_ARCH, VAE_ARCH
+from .compact import SRVGG_ARCH
+from .descriptor import ArchDescriptor
 from .discriminators import UNetDiscriminatorSN, VGGDiscriminator
-from .edsr import EDSR, SRResNet
-from .espcn import ESPCN
-from .litesr import LiteSR
-from .rrdbnet import RRDBNet
+from .edsr import EDSR_ARCH, SRRESNET_ARCH
+from .espcn import ESPCN_ARCH
+from .litesr import LITESR_ARCH
+from .rrdbnet import RRDBNET_ARCH
 
-ARCHS: dict[str, Callable[..., nn.Module]] = {
-    "srvgg": SRVGGNetCompact,
-    "litesr": LiteSR,
-    "espcn": ESPCN,
-    "srresnet": SRResNet,
-    "edsr": EDSR,
-    "rrdbnet": RRDBNet,
-    "autoencoder": AutoencoderSR,
-    "vae": VAESR,
-}
+ARCHS: dict[str, ArchDescriptor] = {arch.name: arch for arch in (
+    SRVGG_ARCH, LITESR_ARCH, ESPCN_ARCH, SRRESNET_ARCH, EDSR_ARCH, RRDBNET_ARCH, AUTOENCODER_ARCH, VAE_ARCH,
+)}
 
 # Discriminators for GAN training (no ``scale``); forward(x, return_features=False).
 DISCRIMINATORS: dict[str, Callable[..., nn.Module]] = {
@@ -50,7 +47,7 @@ def set_fused_inference(net: nn.Module, enabled: bool) -> dict[nn.Module, bool]:
 
 def build_arch(name: str, **params) -> nn.Module:
     """Build a registered generator; unknown names and parameters raise."""
-    return build_from(ARCHS, "architecture", name, params)
+    return build_from({n: arch.constructor for n, arch in ARCHS.items()}, "architecture", name, params)
 
 
 def build_from(registry: dict, kind: str, name: str, params: dict) -> nn.Module:

@@ -25,9 +25,12 @@ conditional VAE; ``skips=False`` forces everything through the latent.
 """
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 import torch
 import torch.nn as nn
 
+from .descriptor import ArchDescriptor
 from .layers import PixelShuffle, Upsampler, chain_radius, upsample_ops
 
 _UP_MODES = ("pixelshuffle", "transpose")
@@ -139,3 +142,11 @@ def _up2(c_in: int, c_out: int, mode: str) -> nn.Module:
     if mode == "pixelshuffle":
         return nn.Sequential(nn.Conv2d(c_in, c_out * 4, 3, 1, 1), PixelShuffle(2), _act())
     return nn.Sequential(nn.ConvTranspose2d(c_in, c_out, 4, 2, 1), _act())
+
+
+def _size_multiple(params: Mapping[str, Any]) -> int:
+    return 2 ** params["num_down"]
+
+
+AUTOENCODER_ARCH = ArchDescriptor("autoencoder", AutoencoderSR, size_multiple=_size_multiple)
+VAE_ARCH = ArchDescriptor("vae", VAESR, size_multiple=_size_multiple)

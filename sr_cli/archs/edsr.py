@@ -2,12 +2,19 @@
 
 Both run a residual body at LR resolution and upsample at the end with
 PixelShuffle stages (``layers.Upsampler``): x2, x4 and x8 as 1, 2 and 3 stages of x2; x3 as one stage.
+
+Foreign layout recognised (``EDSR_ARCH``):
+  EDSR (EDSR-PyTorch)     head.0, body.N.body.0/2, body.<nb>, tail.0.K, tail.1, sub_mean/add_mean
 """
 from __future__ import annotations
+
+import math
+from typing import Optional
 
 import torch
 import torch.nn as nn
 
+from .descriptor import ArchDescriptor, Recognised, StateDict, Unmappable, key_indices
 from .layers import Upsampler, chain_radius, upsample_ops
 
 # ---------------------------------------------------------------------------
@@ -115,3 +122,47 @@ class EDSR(nn.Module):
         feat = self.head(x)
         feat = feat + self.body(feat)
         return (self.tail(feat) + self.mean) / self.rgb_range
+
+
+def _edsr_pytorch(state: StateDict) -> Optional[Recognised]:
+    need = ("head.0.weight", "body.0.body.0.weight", "tail.0.0.weight", "tail.1.weight")
+    if not all(k in state for k in need):
+        return None
+    head = state["head.0.weight"]
+    num_feat, in_ch = int(head.shape[0]), int(head.shape[1])
+    num_blocks = len(key_indices(state, r"body\.(\d+)\.body\.0\.weight"))
+    stages = key_indices(state, r"tail\.0\.(\d+)\.weight")
+    if stages != list(range(0, 2 * len(stages), 2)):
+        raise Unmappable(f"an EDSR file with upsampler convs at tail.0.{stages}")
+    if len(stages) == 1:
+        factor = math.isqrt(int(state["tail.0.0.weight"].shape[0]) // num_feat)
+        scale = factor if factor in (2, 3) else 0
+    else:
+        scale = 2 ** len(stages)
+    if scale not in (2, 3, 4, 8):
+        raise Unmappable("an EDSR file whose upsampler is not x2, x3, x4 or x8")
+    rgb_range, mean_shift = 255.0, True  # EDSR-PyTorch's defaults
+    if "sub_mean.bias" in state:
+        weight, bias = state["sub_mean.weight"].float(), state["sub_mean.bias"].float()
+        if not torch.allclose(weight.flatten(1), torch.eye(weight.shape[0]), atol=1e-5):
+            raise Unmappable("an EDSR file with a non-unit rgb_std (sub_mean weight is not the identity)")
+        if torch.allclose(bias, torch.zeros_like(bias)):
+            mean_shift = False
+        else:
+            mean = torch.tensor(DIV2K_RGB_MEAN if in_ch == 3 else [sum(DIV2K_RGB_MEAN) / 3] * in_ch)
+            ratio = -bias / mean
+            rgb_range = float(ratio.mean())
+            if not torch.allclose(ratio, torch.full_like(ratio, rgb_range), rtol=1e-3):
+                raise Unmappable("an EDSR file whose mean shift is not the DIV2K mean")
+            if abs(rgb_range - round(rgb_range)) < 1e-3:
+                rgb_range = float(round(rgb_range))
+    # res_scale is not in the weights: EDSR-PyTorch's large model (32 x 256) used 0.1, the baseline 1.
+    res_scale = 0.1 if (num_blocks, num_feat) == (32, 256) else 1.0
+    renamed = {k: v for k, v in state.items() if not k.startswith(("sub_mean.", "add_mean."))}
+    params = {"scale": scale, "in_channels": in_ch, "num_feat": num_feat, "num_blocks": num_blocks,
+              "res_scale": res_scale, "mean_shift": mean_shift, "rgb_range": rgb_range}
+    return Recognised("edsr", params, renamed, "EDSR (EDSR-PyTorch layout)")
+
+
+SRRESNET_ARCH = ArchDescriptor("srresnet", SRResNet)
+EDSR_ARCH = ArchDescriptor("edsr", EDSR, layouts=(_edsr_pytorch,))

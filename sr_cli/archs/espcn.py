@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from .descriptor import ArchDescriptor
 from .layers import PixelShuffle, activation
 
 
@@ -35,3 +36,5 @@ class ESPCN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.shuffle(self.body(x))
 
+
+ESPCN_ARCH = ArchDescriptor("espcn", ESPCN)

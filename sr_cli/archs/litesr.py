@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .descriptor import ArchDescriptor
 from .layers import PixelShuffle, shuffle_plus_nearest
 
 
@@ -58,3 +59,6 @@ class LiteSR(nn.Module):
             return shuffle_plus_nearest(detail, x, self.scale)
         base = F.interpolate(x, scale_factor=self.scale, mode="bilinear", align_corners=False)
         return base.add_(self.shuffle(detail))
+
+
+LITESR_ARCH = ArchDescriptor("litesr", LiteSR)

@@ -15,16 +15,31 @@ Scales:
       fine-tuning, and the HR-side depth is the same.
   x8  our choice: a third nearest x2 followed by an extra ``conv_up3`` (the only
       key beyond the x4 set).
+
+Foreign layouts recognised (``RRDBNET_ARCH``), renamed onto these keys:
+  Real-ESRGAN RRDBNet     conv_first, body.N.rdbK.convJ, conv_body, conv_up1/2, conv_hr, conv_last
+                          (x4plus, x4plus_anime_6B, x2plus and x1: conv_first takes in*4 / in*16)
+  ESRGAN (original)       model.0, model.1.sub.N.RDBK.convJ.0, model.1.sub.<nb>, model.3/6/8/10 (x4; x8)
+  ESRGAN (mmsr layout)    conv_first, RRDB_trunk.N.RDBK.convJ, trunk_conv, upconv1/2, HRconv, conv_last
 """
 from __future__ import annotations
+
+import re
+from typing import Any, Mapping, Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .descriptor import ArchDescriptor, Recognised, StateDict, Unmappable, key_indices
 from .layers import chain_radius
 
 _SCALES = (1, 2, 3, 4, 8)
+
+
+def unshuffle_factor(scale: int) -> int:
+    """Real-ESRGAN's x2 / x1 pixel-unshuffle the input by 2 / 4; input H and W must be multiples of it."""
+    return {1: 4, 2: 2}.get(scale, 1)
 
 
 def _init_scaled(modules: list[nn.Module], scale: float) -> None:
@@ -126,7 +141,7 @@ class RRDBNet(nn.Module):
         self.scale = scale
         self.in_channels = in_channels
         self.out_channels = out_channels
-        self.unshuffle = {1: 4, 2: 2}.get(scale, 1)
+        self.unshuffle = unshuffle_factor(scale)
         self.size_multiple = self.unshuffle
         self.conv_first = nn.Conv2d(in_channels * self.unshuffle ** 2, num_feat, 3, 1, 1)
         self.body = nn.Sequential(*[RRDB(num_feat, num_grow_ch) for _ in range(num_block)])
@@ -161,3 +176,86 @@ class RRDBNet(nn.Module):
                 feat = F.interpolate(feat, scale_factor=factor, mode="nearest")
             feat = self.lrelu(conv(feat))
         return self.conv_last(self.lrelu(self.conv_hr(feat)))
+
+
+# ---------------------------------------------------------------------------
+# foreign layouts
+
+
+def _rrdb_params(state: StateDict, layout: str, scale: Optional[int] = None) -> Recognised:
+    """Hyperparameters of a state dict already in our RRDBNet's key names."""
+    first, last = state["conv_first.weight"], state["conv_last.weight"]
+    num_feat, in_total = int(first.shape[0]), int(first.shape[1])
+    out_ch = int(last.shape[0])
+    in_ch = in_total
+    if scale is None:
+        scale = 8 if "conv_up3.weight" in state else 4
+        # Real-ESRGAN x2/x1 pixel-unshuffle the input, so conv_first sees 4x / 16x the channels.
+        if scale == 4 and in_total != out_ch:
+            for factor, unshuffled_scale in ((4, 2), (16, 1)):
+                if in_total == out_ch * factor:
+                    scale, in_ch = unshuffled_scale, out_ch
+    params = {"scale": scale, "in_channels": in_ch, "out_channels": out_ch, "num_feat": num_feat,
+              "num_block": len(key_indices(state, r"body\.(\d+)\.rdb1\.conv1\.weight")),
+              "num_grow_ch": int(state["body.0.rdb1.conv1.weight"].shape[0])}
+    return Recognised("rrdbnet", params, state, layout)
+
+
+def _real_esrgan_rrdb(state: StateDict) -> Optional[Recognised]:
+    need = ("conv_first.weight", "body.0.rdb1.conv1.weight", "conv_body.weight", "conv_up1.weight",
+            "conv_up2.weight", "conv_hr.weight", "conv_last.weight")
+    if not all(k in state for k in need):
+        return None
+    return _rrdb_params(state, "Real-ESRGAN RRDBNet")
+
+
+def _esrgan_original(state: StateDict) -> Optional[Recognised]:
+    if "model.0.weight" not in state or "model.1.sub.0.RDB1.conv1.0.weight" not in state:
+        return None
+    blocks = key_indices(state, r"model\.1\.sub\.(\d+)\.RDB1\.conv1\.0\.weight")
+    num_block = len(blocks)
+    # After the trunk: (upsample, conv, lrelu) per x2 stage, then HR conv, lrelu, last conv.
+    tail = [i for i in key_indices(state, r"model\.(\d+)\.weight") if i > 1]
+    n_up = len(tail) - 2
+    if n_up < 0 or tail != [3 * (k + 1) for k in range(n_up)] + [3 * n_up + 2, 3 * n_up + 4]:
+        raise Unmappable(f"an original-ESRGAN file with an unexpected tail (model.{tail})")
+    if n_up not in (2, 3):
+        raise Unmappable(f"an original-ESRGAN x{2 ** n_up} file: only x4 and x8 map onto our RRDBNet")
+    renamed: StateDict = {}
+    names = {"model.0": "conv_first", f"model.1.sub.{num_block}": "conv_body",
+             f"model.{3 * n_up + 2}": "conv_hr", f"model.{3 * n_up + 4}": "conv_last"}
+    names.update({f"model.{3 * (k + 1)}": f"conv_up{k + 1}" for k in range(n_up)})
+    rdb = re.compile(r"model\.1\.sub\.(\d+)\.RDB(\d)\.conv(\d)\.0\.(weight|bias)")
+    for key, value in state.items():
+        if m := rdb.fullmatch(key):
+            renamed[f"body.{m[1]}.rdb{m[2]}.conv{m[3]}.{m[4]}"] = value
+            continue
+        module, _, leaf = key.rpartition(".")
+        renamed[f"{names.get(module, module)}.{leaf}"] = value  # unknown keys stay, and fail strict loading
+    return _rrdb_params(renamed, "ESRGAN (original layout)", scale=2 ** n_up)
+
+
+def _esrgan_mmsr(state: StateDict) -> Optional[Recognised]:
+    if "RRDB_trunk.0.RDB1.conv1.weight" not in state or "trunk_conv.weight" not in state:
+        return None
+    names = {"trunk_conv": "conv_body", "upconv1": "conv_up1", "upconv2": "conv_up2", "upconv3": "conv_up3",
+             "HRconv": "conv_hr"}
+    rdb = re.compile(r"RRDB_trunk\.(\d+)\.RDB(\d)\.conv(\d)\.(weight|bias)")
+    renamed: StateDict = {}
+    for key, value in state.items():
+        if m := rdb.fullmatch(key):
+            renamed[f"body.{m[1]}.rdb{m[2]}.conv{m[3]}.{m[4]}"] = value
+            continue
+        module, _, leaf = key.rpartition(".")
+        renamed[f"{names.get(module, module)}.{leaf}"] = value
+    if "conv_up2.weight" not in renamed:
+        raise Unmappable("an mmsr-layout ESRGAN file without upconv2: only x4 and x8 map onto our RRDBNet")
+    return _rrdb_params(renamed, "ESRGAN (mmsr layout)", scale=8 if "conv_up3.weight" in renamed else 4)
+
+
+def _size_multiple(params: Mapping[str, Any]) -> int:
+    return unshuffle_factor(params["scale"])
+
+
+RRDBNET_ARCH = ArchDescriptor("rrdbnet", RRDBNet, layouts=(_real_esrgan_rrdb, _esrgan_original, _esrgan_mmsr),
+                              size_multiple=_size_multiple)
