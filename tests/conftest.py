@@ -15,6 +15,16 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 TINY_LITESR = {"num_feat": 8, "num_blocks": 1}
 
 
+def random_net(arch, **params):
+    """Our ``arch`` built with ``params``, random (non-trivial) weights, in eval mode: the network
+    behind a synthetic community weights file (its state dict renamed and wrapped as released)."""
+    net = build_arch(arch, **params)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0, 0.05)
+    return net.eval()
+
+
 def tiny_train_config(images, out, **overrides):
     """A TrainConfig for a few fast steps of a tiny LiteSR x2 on ``images``; ``overrides`` on top."""
     from sr_cli.training.config import TrainConfig

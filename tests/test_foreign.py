@@ -4,6 +4,7 @@ import importlib
 import json
 import os
 import pickle
+import re
 import sys
 import types
 
@@ -14,21 +15,13 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 from safetensors.torch import save_file
 
+from conftest import random_net
 from sr_cli import foreign, registry
-from sr_cli.archs import build_arch
+from sr_cli.archs import ARCHS
 from sr_cli.archs.edsr import DIV2K_RGB_MEAN
 from sr_cli.cli import cli
 from sr_cli.upscale import upscale_tensor
 from sr_cli.weights import load_model, read_metadata
-
-
-
-def random_net(arch, **params):
-    net = build_arch(arch, **params)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.normal_(0, 0.05)
-    return net.eval()
 
 
 def same_outputs(loaded, net, size=(8, 12)):
@@ -134,6 +127,27 @@ def test_edsr_official_layout(tmp_path, scale):
     assert loaded.params == {"scale": scale, "in_channels": 3, "num_feat": 8, "num_blocks": 2, "res_scale": 1.0,
                              "mean_shift": True, "rgb_range": 255.0}
     same_outputs(loaded, net)
+
+
+def test_each_layout_is_claimed_by_its_own_architecture_only():
+    # foreign.recognise tries the architectures in ARCHS order: the keys each layout tests for are
+    # its own, so that order cannot change what a community file loads as.
+    rrdb = random_net("rrdbnet", scale=4, **RRDB).state_dict()
+    mmsr_names = {"conv_body": "trunk_conv", "conv_up1": "upconv1", "conv_up2": "upconv2", "conv_hr": "HRconv"}
+    mmsr = {re.sub(r"^(\w+)\.", lambda m: f"{mmsr_names.get(m[1], m[1])}.",
+                   re.sub(r"^body\.(\d+)\.rdb(\d)", r"RRDB_trunk.\1.RDB\2", k)): v for k, v in rrdb.items()}
+    compact = random_net("srvgg", scale=2, num_feat=4, num_conv=1).state_dict()
+    edsr = edsr_official(random_net("edsr", scale=2, num_feat=8, num_blocks=1))
+    samples = [("rrdbnet", "Real-ESRGAN RRDBNet", rrdb),
+               ("rrdbnet", "ESRGAN (original layout)", esrgan_original_keys(rrdb, RRDB["num_block"], 2)),
+               ("rrdbnet", "ESRGAN (mmsr layout)", mmsr),
+               ("srvgg", "Real-ESRGAN SRVGGNetCompact", compact),
+               ("edsr", "EDSR (EDSR-PyTorch layout)", edsr)]
+    for name, layout, state in samples:
+        assert [arch.name for arch in ARCHS.values() if arch.detect(state) is not None] == [name]
+        found = foreign.recognise(state)
+        assert (found.arch, found.layout) == (name, layout)
+        foreign.build(found)  # loads with strict=True
 
 
 def test_safetensors_without_our_metadata_is_detected(tmp_path):

@@ -12,20 +12,12 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
+from conftest import random_net
 from sr_cli import registry
-from sr_cli.archs import build_arch
 from sr_cli.cli import cli
 
 RRDB = {"scale": 4, "num_feat": 8, "num_block": 1, "num_grow_ch": 4}
 COMPACT = {"scale": 2, "num_feat": 8, "num_conv": 2, "act_type": "prelu"}
-
-
-def random_net(arch, **params):
-    net = build_arch(arch, **params)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.normal_(0, 0.05)
-    return net.eval()
 
 
 class Server:
