@@ -15,7 +15,7 @@ from typing import Callable, Optional
 
 from .imageio import ANIMATION_FORMATS, Frame, read_animation, write_animation
 
-BYTES_PER_FRAME_BUDGET = 2  # the held frames, and Pillow's converted/quantised copy as it writes
+BYTES_PER_FRAME_BUDGET = 2  # the held frames, and Pillow's converted/quantised copy as it writes (not TIFF's)
 
 
 @dataclass
@@ -36,7 +36,8 @@ def output_suffix(source, fmt: str) -> str:
     suffix = Path(source).suffix.lower()
     if fmt == "same":
         return suffix if suffix in ANIMATION_FORMATS else ".png"
-    suffix = {"png": ".png", "webp": ".webp", "tiff": ".tif", "gif": ".gif"}.get(fmt)
+    # Each format's first suffix (.tif, not .tiff; .png, not .apng).
+    suffix = {name.lower(): suffix for suffix, name in reversed(ANIMATION_FORMATS.items())}.get(fmt)
     if suffix is None:
         raise ValueError(f"{fmt} holds one frame; an animation is written as gif, png (APNG), webp or tiff "
                          "(-f same keeps its format)")

@@ -17,13 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
+from . import imageio
 from .video import VIDEO_SUFFIXES, WRITABLE_VIDEO_SUFFIXES, is_video
 
-IMAGE_SUFFIXES = {".png", ".apng", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".tga", ".ppm", ".pgm"}
-READABLE_SUFFIXES = IMAGE_SUFFIXES | VIDEO_SUFFIXES
-FORMAT_SUFFIXES = {"png": ".png", "jpg": ".jpg", "jpeg": ".jpg", "webp": ".webp", "tiff": ".tif", "bmp": ".bmp"}
+READABLE_SUFFIXES = imageio.READABLE_SUFFIXES | VIDEO_SUFFIXES
 # .gif and .apng: animations only (a still GIF is written as PNG).
-WRITABLE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".apng"} | WRITABLE_VIDEO_SUFFIXES
+WRITABLE_SUFFIXES = imageio.WRITABLE_SUFFIXES | WRITABLE_VIDEO_SUFFIXES
 PENDING_WRITE_BYTES = 256 << 20  # outputs (as pixels) waiting to be encoded at once, beyond the first
 
 
@@ -204,9 +203,8 @@ def _output_suffix(source: Path, fmt: str) -> str:
     if is_video(source):  # -f is for images: a clip keeps its container (or goes into Matroska)
         from .video import output_suffix
         return output_suffix(source)
-    if source.suffix.lower() in (".gif", ".apng"):
-        from .imageio import frame_count
-        if frame_count(source) > 1:  # an animated GIF stays a GIF ('same'), or -f's animation format
+    if source.suffix.lower() in imageio.ANIMATION_FORMATS.keys() - imageio.STILL_SUFFIXES:  # .gif, .apng
+        if imageio.frame_count(source) > 1:  # an animated GIF stays a GIF ('same'), or -f's animation format
             from .animation import output_suffix
             try:
                 return output_suffix(source, fmt)
@@ -216,9 +214,9 @@ def _output_suffix(source: Path, fmt: str) -> str:
         suffix = source.suffix.lower()
         return suffix if suffix in WRITABLE_SUFFIXES else ".png"
     try:
-        return FORMAT_SUFFIXES[fmt]
-    except KeyError:
-        raise ValueError(f"unknown format {fmt!r} ({', '.join(['same', *FORMAT_SUFFIXES])})") from None
+        return imageio.format_suffix(fmt)
+    except ValueError:
+        raise ValueError(f"unknown format {fmt!r} ({', '.join(['same', *imageio.FORMAT_SUFFIXES])})") from None
 
 
 def shard(items: list, spec: Optional[str]) -> list:

@@ -37,10 +37,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from . import imageio
 from .degrade import Pipeline, degrade, get_pipeline
 from .resize import imresize, modcrop
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
+# The formats training folders are read in: only these, so that a folder trains on what it always did.
+_FORMATS = ("png", "jpg", "bmp")
+IMAGE_EXTENSIONS = tuple(suffix for fmt in _FORMATS for suffix in imageio.FORMAT_SUFFIXES[fmt])
 # LR pixels of context resized with a crop and then cut off. MATLAB's shrinking
 # kernel reaches 2 LR pixels each side; one more for safety.
 _LR_MARGIN = 3
@@ -49,7 +52,7 @@ _DEGRADE_MARGIN = 8
 
 
 def find_images(folders: Iterable[str | Path]) -> list[Path]:
-    """Image files (png/jpg/jpeg/bmp, any case) under ``folders``, recursively, sorted per folder."""
+    """Image files (``IMAGE_EXTENSIONS``, any case) under ``folders``, recursively, sorted per folder."""
     found: list[Path] = []
     for folder in folders:
         folder = Path(folder)
@@ -63,22 +66,19 @@ def find_images(folders: Iterable[str | Path]) -> list[Path]:
 
 
 def read_rgb(path: str | Path) -> np.ndarray:
-    """Decode an image file to HWC uint8 RGB (greyscale becomes RGB, alpha is dropped)."""
-    data = np.fromfile(str(path), dtype=np.uint8)
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if img is None:
-        raise ValueError(f"cannot decode image {path}")
-    return np.ascontiguousarray(img[:, :, ::-1])
+    """An image file as HWC uint8 RGB (greyscale becomes RGB, alpha is dropped; ``imageio.rgb8``);
+    of an animation, the first frame."""
+    return imageio.rgb8(imageio.read_image(path, first_frame=True).pixels)
 
 
 def to_tensor(img: np.ndarray) -> torch.Tensor:
     """HWC uint8 -> CHW float32 in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float().div_(255.0)
+    return imageio.to_tensor(img)[0]
 
 
 def quantise(x: torch.Tensor) -> torch.Tensor:
     """Round float [0, 1] values to the 256 uint8 levels (still float in [0, 1])."""
-    return x.mul(255.0).round_().clamp_(0.0, 255.0).div_(255.0)
+    return imageio.round_to_levels(x.mul(255.0)).div_(255.0)
 
 
 def shrink_factors(factors: Iterable[float]) -> tuple[float, ...]:
@@ -92,7 +92,7 @@ def shrink_factors(factors: Iterable[float]) -> tuple[float, ...]:
 def shrink(img: np.ndarray, factor: float) -> np.ndarray:
     """An HWC uint8 image shrunk by ``factor`` with MATLAB bicubic, rounded back to uint8."""
     small = imresize(torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float(), factor)
-    return np.ascontiguousarray(small.round_().clamp_(0, 255).to(torch.uint8).numpy().transpose(1, 2, 0))
+    return np.ascontiguousarray(imageio.round_to_levels(small).to(torch.uint8).numpy().transpose(1, 2, 0))
 
 
 def bicubic_lr(hr: torch.Tensor, scale: int) -> torch.Tensor:
@@ -123,7 +123,7 @@ class HRPatchDataset(Dataset):
         self.degradation: Pipeline | None = degradation
         paths = find_images(folders)
         if not paths:
-            raise ValueError(f"no images (png/jpg/jpeg/bmp) in {', '.join(map(str, folders))}")
+            raise ValueError(f"no images ({'/'.join(IMAGE_EXTENSIONS)}) in {', '.join(map(str, folders))}")
         hr_patch = self.patch * self.scale
         self.images: list[np.ndarray] = []
         self.paths: list[Path] = []

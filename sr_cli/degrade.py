@@ -39,6 +39,8 @@ import cv2
 import numpy as np
 import torch
 
+from .imageio import to_uint8  # float [0, 1] -> uint8: imageio's one rounding
+
 KERNEL_KINDS = ("iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso", "plateau_aniso")
 RESIZE_MODES = {"area": cv2.INTER_AREA, "bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC}
 MAX_KERNEL = 21
@@ -212,11 +214,6 @@ def poisson_noise(img: np.ndarray, rng: np.random.Generator, scale: float, *, gr
     vals = 2.0 ** math.ceil(math.log2(max(len(np.unique(src)), 2)))
     noise = rng.poisson(src * vals) / vals - src
     return img + (noise * scale).astype(np.float32)
-
-
-def to_uint8(img: np.ndarray) -> np.ndarray:
-    """Float [0, 1] -> uint8 levels, rounded and clipped."""
-    return np.clip(np.round(img * 255.0), 0, 255).astype(np.uint8)
 
 
 def jpeg(img: np.ndarray, quality: int) -> np.ndarray:

@@ -6,8 +6,9 @@ or read it from ``lr_dir``; upscale it with each model; quantise the output to
 uint8; score it against the HR with ``metrics`` (Y channel, border = scale, by
 default).
 
-Images are read with PIL: mode L/LA/1 stay greyscale, everything else becomes RGB
-(alpha dropped); 16-bit and float images are refused. A greyscale image is scored
+Images are read by ``imageio`` (EXIF orientation applied) as 8-bit (``imageio.rgb8``):
+greyscale stays greyscale, everything else becomes RGB (alpha dropped), 16-bit colour
+keeps its high byte; 16-bit and float greyscale is refused. A greyscale image is scored
 on its single channel. A model that takes 3 channels gets the grey replicated to
 RGB and its output averaged back to one channel; a 1-channel model on RGB runs on
 each channel separately.
@@ -30,12 +31,12 @@ from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 import torch
-from PIL import Image
 
+from .imageio import ImageData, STILL_SUFFIXES, read_image, rgb8, write_image
 from .metrics import CONVENTIONS, blockiness, calculate_psnr, calculate_ssim
 from .resize import imresize, modcrop
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_SUFFIXES = tuple(sorted(STILL_SUFFIXES))  # the still formats imageio reads and writes
 DEFAULT_OVERLAP = 16
 ProgressFn = Callable[[int, int, str], None]  # (done, total, what was just scored)
 
@@ -231,18 +232,20 @@ def _to_nchw(img: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
 
 
 def _quantise(x: torch.Tensor, *, like: np.ndarray) -> np.ndarray:
-    """1xCxHxW float on the 0..255 scale -> uint8 HWC, or HW if ``like`` is HW. Rounds half up, like MATLAB."""
+    """1xCxHxW float on the 0..255 scale -> uint8 HWC, or HW if ``like`` is HW. Rounds half up, like
+    MATLAB's uint8() (the literature's convention), not to even as ``imageio.round_to_levels``."""
     pixels = torch.floor(x.double() + 0.5).clamp_(0, 255).to(torch.uint8)
     hwc = pixels[0].permute(1, 2, 0).numpy()
     return hwc[..., 0] if like.ndim == 2 else hwc
 
 
 def _read_image(path: Path) -> np.ndarray:
-    with Image.open(path) as image:
-        if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-            raise ValueError(f"{path}: {image.mode} (16-bit or float) images are not supported for evaluation")
-        image = image.convert("L") if image.mode in ("L", "LA", "1") else image.convert("RGB")
-        return np.asarray(image)
+    """uint8 HW (greyscale) or HWC (RGB); of an animation, the first frame."""
+    pixels = read_image(path, first_frame=True).pixels
+    if pixels.shape[2] == 1 and pixels.dtype == np.uint16:
+        raise ValueError(f"{path}: 16-bit or float greyscale images are not supported for evaluation")
+    pixels = rgb8(pixels, keep_grey=True)
+    return pixels[:, :, 0] if pixels.shape[2] == 1 else pixels
 
 
 def _list_images(path: Path) -> list[Path]:
@@ -305,4 +308,4 @@ def _safe_name(name: str) -> str:
 
 def _save(img: np.ndarray, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(img).save(path)
+    write_image(path, ImageData(pixels=img[:, :, None] if img.ndim == 2 else img))

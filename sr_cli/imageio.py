@@ -31,8 +31,8 @@ and blend), the loop count and the first frame's ICC profile.
     file's name (``.NAME.sr-PID-HOST-RANDOM.tmp``) says which process wrote it, so
     ``remove_stale_temporaries`` can delete those a killed run left behind (its
     process is gone) without touching a running one's. PNG and TIFF
-    are encoded while they are written (``png.py``, ``tiff.py``), so a large
-    output needs no second copy.
+    are encoded while they are written (``png.py``; ``tiff.py``, through tifffile), so a
+    large output needs no second copy. TIFF over 4 GB is written as BigTIFF.
   * JPEG and BMP cannot store alpha here: ValueError (use png/webp/tiff); we do
     not silently flatten an image onto a background the user did not choose.
   * 16-bit is written as 16-bit to PNG and TIFF; JPEG, WebP and BMP get
@@ -42,6 +42,9 @@ and blend), the loop count and the first frame's ICC profile.
   * 16-bit grey+alpha TIFF is written as RGBA (grey repeated): neither Pillow
     nor OpenCV reads 2-channel 16-bit TIFF. Values are exact; read back it has
     4 channels.
+
+Suffixes: ``FORMAT_SUFFIXES`` and ``ANIMATION_FORMATS`` are the one declaration of the image
+suffixes read and written; batch, evaluate, data and animation derive theirs from them.
 """
 from __future__ import annotations
 
@@ -56,24 +59,31 @@ import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Optional, Union
+from typing import Any, Optional, Union
 
 import cv2
 import numpy as np
 from PIL import Image, ImageCms, UnidentifiedImageError
 
 from .png import EXIF_PREFIX, encode_png
-from .tiff import Patch, encode_tiff, join_parts
+from .tiff import write_tiff
 
-__all__ = ["ImageData", "ImageReadError", "AnimatedImage", "read_image", "write_image", "encode_image",
-           "remove_stale_temporaries", "open_temporary", "atomic_file", "format_from_suffix", "to_tensor", "from_tensor_rows",
-           "pil_to_pixels", "pixels_to_pil", "Animation", "read_animation", "write_animation", "frame_count",
-           "ANIMATION_FORMATS"]
+__all__ = ["ImageData", "ImageReadError", "AnimatedImage", "read_image", "rgb8", "write_image", "encode_image",
+           "remove_stale_temporaries", "open_temporary", "atomic_file", "format_from_suffix", "format_suffix",
+           "to_tensor", "from_tensor_rows", "round_to_levels", "to_uint8", "pil_to_pixels", "pixels_to_pil",
+           "Animation", "read_animation", "write_animation", "frame_count",
+           "FORMAT_SUFFIXES", "ANIMATION_FORMATS", "STILL_SUFFIXES", "WRITABLE_SUFFIXES", "READABLE_SUFFIXES"]
 
-_SUFFIX_FORMATS = {".png": "png", ".jpg": "jpg", ".jpeg": "jpg", ".jpe": "jpg", ".webp": "webp",
-                   ".tif": "tiff", ".tiff": "tiff", ".bmp": "bmp"}
-_FORMAT_NAMES = {"png": "png", "jpg": "jpg", "jpeg": "jpg", "webp": "webp", "tif": "tiff",
-                 "tiff": "tiff", "bmp": "bmp"}
+# Still-image formats written, and their suffixes: the first is the one an output gets.
+FORMAT_SUFFIXES = {"png": (".png",), "jpg": (".jpg", ".jpeg", ".jpe"), "webp": (".webp",),
+                   "tiff": (".tif", ".tiff"), "bmp": (".bmp",)}
+# Animated or multi-page files: suffix -> the Pillow format they are written in.
+ANIMATION_FORMATS = {".gif": "GIF", ".png": "PNG", ".apng": "PNG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF"}
+_SUFFIX_FORMATS = {suffix: fmt for fmt, suffixes in FORMAT_SUFFIXES.items() for suffix in suffixes}
+_FORMAT_NAMES = {**{fmt: fmt for fmt in FORMAT_SUFFIXES}, "jpeg": "jpg", "tif": "tiff"}
+STILL_SUFFIXES = frozenset(_SUFFIX_FORMATS)
+WRITABLE_SUFFIXES = STILL_SUFFIXES | frozenset(ANIMATION_FORMATS)  # .gif and .apng: as animations only
+READABLE_SUFFIXES = WRITABLE_SUFFIXES | {".tga", ".ppm", ".pgm"}  # Pillow reads these too; never written
 _PIL_FORMATS = {"png": "PNG", "jpg": "JPEG", "webp": "WEBP", "tiff": "TIFF", "bmp": "BMP"}
 _ORIENTATION = 0x0112
 # TIFF tags that describe the photo rather than the file's layout: what a TIFF's EXIF is made of.
@@ -141,8 +151,9 @@ class ImageData:
 
 # ----------------------------------------------------------------------------- reading
 
-def read_image(source: Union[str, os.PathLike, bytes]) -> ImageData:
-    """Read a file (or its bytes, e.g. from stdin) into upright pixels plus ICC/EXIF."""
+def read_image(source: Union[str, os.PathLike, bytes], *, first_frame: bool = False) -> ImageData:
+    """Read a file (or its bytes, e.g. from stdin) into upright pixels plus ICC/EXIF. An animated or
+    multi-page file raises ``AnimatedImage``, or with ``first_frame`` gives its first picture."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         name, data = "<bytes>", bytes(source)
     else:
@@ -152,7 +163,7 @@ def read_image(source: Union[str, os.PathLike, bytes]) -> ImageData:
         except OSError as exc:
             raise ImageReadError(f"{name}: {exc.strerror or exc}") from exc
     try:
-        return _decode(data)
+        return _decode(data, first_frame=first_frame)
     except AnimatedImage as exc:
         raise AnimatedImage(f"{name}: {exc}", exc.frames) from None
     except MemoryError:
@@ -162,14 +173,14 @@ def read_image(source: Union[str, os.PathLike, bytes]) -> ImageData:
         raise ImageReadError(f"{name}: cannot read image ({reason})") from exc
 
 
-def _decode(data: bytes) -> ImageData:
+def _decode(data: bytes, *, first_frame: bool) -> ImageData:
     try:
         im = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
         return _decode_with_cv2_only(data)
     with im:
         frames = _frames_in(im)
-        if frames > 1:
+        if frames > 1 and not first_frame:
             raise AnimatedImage(f"animated/multi-frame input: {frames} frames (read_animation reads them)", frames)
         pixels = _deep_pixels(data, im)
         if pixels is None:
@@ -320,30 +331,32 @@ def format_from_suffix(path: Union[str, os.PathLike]) -> str:
     return _SUFFIX_FORMATS[suffix]
 
 
+def format_suffix(format: str) -> str:
+    """The suffix an output in ``format`` (png, jpg/jpeg, webp, tiff/tif, bmp) gets; ValueError otherwise."""
+    fmt = _FORMAT_NAMES.get(format.lower())
+    if fmt is None:
+        raise ValueError(f"unknown image format {format!r} (use png, jpg, webp, tiff or bmp)")
+    return FORMAT_SUFFIXES[fmt][0]
+
+
 def write_image(path: Union[str, os.PathLike], image: ImageData, *, format: Optional[str] = None,
                 quality: int = 95) -> None:
     """Write ``image`` atomically; the format comes from ``format`` or the suffix."""
-    path = Path(path)
-    parts = _encode_parts(image, format=format or format_from_suffix(path), quality=quality)
+    fmt = _checked_format(image, format or format_from_suffix(path), quality)
     with atomic_file(path) as file:
-        for part in parts:
-            if isinstance(part, Patch):  # TIFF: the directory, rewritten once the strips are known
-                file.seek(part.offset)
-                file.write(part.data)
-                file.seek(0, os.SEEK_END)
-            else:
-                file.write(part)
+        _write_encoded(file, image, fmt, quality)
 
 
 @contextlib.contextmanager
 def atomic_file(path: Union[str, os.PathLike]):
-    """A binary file (read-write: Pillow's multi-page TIFF writer reads back what it wrote) on a new
+    """A binary file (read-write: the TIFF writer reads back its first directory to link EXIF) on a new
     temporary file beside ``path``; when the block ends it is synced and renamed over ``path``, and
     on any error (Ctrl-C included) removed, so ``path`` is never left cut short."""
     path = Path(path)
     temporary, fd = open_temporary(path)
     try:
-        with os.fdopen(fd, "w+b") as file:
+        # Opened through its name, so that file.name is the path (tifffile wants one), on our descriptor.
+        with open(temporary, "w+b", opener=lambda *_: fd) as file:
             yield file
             file.flush()
             os.fsync(file.fileno())
@@ -412,12 +425,14 @@ def _process_alive(pid: int) -> bool:
 
 def encode_image(image: ImageData, *, format: str, quality: int = 95) -> bytes:
     """The file's bytes, e.g. for stdout."""
-    return join_parts(_encode_parts(image, format=format, quality=quality))
+    fmt = _checked_format(image, format, quality)
+    buffer = io.BytesIO()
+    _write_encoded(buffer, image, fmt, quality)
+    return buffer.getvalue()
 
 
-def _encode_parts(image: ImageData, *, format: str, quality: int) -> Iterable:
-    """The encoded file as buffers (PNG and TIFF: produced while written), so big outputs are
-    never joined into one copy."""
+def _checked_format(image: ImageData, format: str, quality: int) -> str:
+    """The canonical format name, once ``image`` is known to fit it (checked before any file is made)."""
     fmt = _FORMAT_NAMES.get(format.lower())
     if fmt is None:
         raise ValueError(f"unknown image format {format!r} (use png, jpg, webp, tiff or bmp)")
@@ -428,20 +443,23 @@ def _encode_parts(image: ImageData, *, format: str, quality: int) -> Iterable:
     if fmt == "webp" and max(image.height, image.width) > _WEBP_MAX_SIDE:
         raise ValueError(f"WebP is limited to {_WEBP_MAX_SIDE} pixels a side, the image is "
                          f"{image.width}x{image.height}; use png or tiff")
-    if fmt == "png":  # streamed: no second full-size copy of a large output
-        return encode_png(image.pixels, icc_profile=image.icc_profile, exif=image.exif)
-    if fmt == "tiff":  # streamed too
-        pixels = image.pixels
-        if image.channels == 2 and image.bit_depth == 16:  # grey+alpha at 16 bits: readers lack it
-            pixels = pixels[:, :, [0, 0, 0, 1]]
-        return encode_tiff(pixels, icc_profile=image.icc_profile, exif=image.exif)
-    return [_encode_with_pil(image, fmt=fmt, quality=quality)]
+    return fmt
+
+
+def _write_encoded(file, image: ImageData, fmt: str, quality: int) -> None:
+    """Encode into ``file`` (seekable, readable: tifffile's EXIF pointers are set at the end). PNG
+    and TIFF are compressed as they are written, so a large output is never held twice."""
+    if fmt == "png":
+        for part in encode_png(image.pixels, icc_profile=image.icc_profile, exif=image.exif):
+            file.write(part)
+    elif fmt == "tiff":
+        write_tiff(file, [image.pixels], icc_profile=image.icc_profile, exif=image.exif)
+    else:
+        file.write(_encode_with_pil(image, fmt=fmt, quality=quality))
 
 
 def _encode_with_pil(image: ImageData, *, fmt: str, quality: int) -> memoryview:
-    pixels = image.pixels
-    if pixels.dtype == np.uint16:  # round(x / 257) in one pass, straight to uint8
-        pixels = cv2.convertScaleAbs(pixels, alpha=1 / 257).reshape(pixels.shape)
+    pixels = _eight_bits(image.pixels)
     im = Image.fromarray(pixels[:, :, 0] if image.channels == 1 else pixels)
     options: dict = {}
     if fmt != "bmp":
@@ -459,10 +477,6 @@ def _encode_with_pil(image: ImageData, *, fmt: str, quality: int) -> memoryview:
 
 
 # ----------------------------------------------------------------------------- animations
-
-# Suffix -> the format an animation is written in (all of Pillow's multi-frame writers).
-ANIMATION_FORMATS = {".gif": "GIF", ".png": "PNG", ".apng": "PNG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF"}
-
 
 def _frames_in(im: Image.Image) -> int:
     return 1 if im.format == "MPO" else getattr(im, "n_frames", 1)
@@ -538,9 +552,10 @@ def write_animation(path: Union[str, os.PathLike], frames: list[Frame], *, forma
                     loop: Optional[int] = 0, icc_profile: Optional[bytes] = None, quality: int = 95) -> None:
     """Write ``frames`` as one animated (GIF, APNG, WebP) or multi-page (TIFF) file, atomically.
 
-    Every frame is written whole, with its duration and disposal (APNG: and blend). Frames
-    are converted to one mode (RGBA if any has alpha; grey stays grey where the format has
-    it); 16-bit frames become 8-bit except grey TIFF pages. Pillow's GIF and APNG writers
+    Every frame is written whole, with its duration and disposal (APNG: and blend). GIF, APNG
+    and WebP frames are converted to one mode (RGBA if any has alpha; grey stays grey where the
+    format has it) at 8 bits. TIFF pages stand alone and are written as still TIFFs are
+    (``tiff.write_tiff``), 16-bit kept; TIFF stores no durations. Pillow's GIF and APNG writers
     fold a frame identical to the one before into it (their durations add up), which shows
     the same. ``format``: "GIF", "PNG", "WEBP", "TIFF" or None for the suffix's.
     """
@@ -551,13 +566,16 @@ def write_animation(path: Union[str, os.PathLike], frames: list[Frame], *, forma
                          ".webp or .tif")
     if not frames:
         raise ValueError("an animation needs at least one frame")
-    images = [pixels_to_pil(frame.pixels, "I" if frame.pixels.dtype == np.uint16 else "") for frame in frames]
-    if fmt != "TIFF":  # TIFF pages stand alone; the others share one canvas and mode
-        alpha = any(frame.pixels.shape[2] in (2, 4) for frame in frames)
-        grey = all(frame.pixels.shape[2] in (1, 2) for frame in frames) and fmt != "WEBP"
-        mode = ("LA" if fmt == "PNG" else "RGBA") if alpha and grey else "RGBA" if alpha else "L" if grey else "RGB"
-        images = [im if im.mode == mode else im.convert(mode) for im in
-                  (_eight_bit(im) for im in images)]
+    if fmt == "TIFF":
+        with atomic_file(path) as file:
+            write_tiff(file, [frame.pixels for frame in frames], icc_profile=icc_profile)
+        return
+    # The others share one canvas and mode.
+    alpha = any(frame.pixels.shape[2] in (2, 4) for frame in frames)
+    grey = all(frame.pixels.shape[2] in (1, 2) for frame in frames) and fmt != "WEBP"
+    mode = ("LA" if fmt == "PNG" else "RGBA") if alpha and grey else "RGBA" if alpha else "L" if grey else "RGB"
+    images = [pixels_to_pil(_eight_bits(frame.pixels), "") for frame in frames]
+    images = [im if im.mode == mode else im.convert(mode) for im in images]
     options: dict = {"save_all": True, "append_images": images[1:]}
     durations = [frame.duration for frame in frames]
     if fmt in ("GIF", "PNG", "WEBP") and any(d is not None for d in durations):
@@ -566,23 +584,22 @@ def write_animation(path: Union[str, os.PathLike], frames: list[Frame], *, forma
         options["disposal"] = [f.disposal or 0 for f in frames]
     if fmt == "PNG" and any(f.blend is not None for f in frames):
         options["blend"] = [f.blend or 0 for f in frames]
-    if fmt != "TIFF" and loop is not None:
+    if loop is not None:
         options["loop"] = loop
-    if fmt in ("PNG", "WEBP", "TIFF") and icc_profile:
+    if fmt in ("PNG", "WEBP") and icc_profile:
         options["icc_profile"] = icc_profile
     if fmt == "WEBP":
         options.update(quality=quality, lossless=quality == 100)
-    if fmt == "TIFF":
-        options["compression"] = "tiff_deflate"
     with atomic_file(path) as file:
         images[0].save(file, fmt, **options)
 
 
-def _eight_bit(im: Image.Image) -> Image.Image:
-    if im.mode in ("I", "I;16"):  # 16-bit grey -> 8 bits, round(x / 257)
-        values = np.asarray(im).astype(np.float64) / 257
-        return Image.fromarray(np.round(values).clip(0, 255).astype(np.uint8))
-    return im
+def _eight_bits(pixels: np.ndarray) -> np.ndarray:
+    """uint16 -> uint8 as round(x / 257) in one pass (uint8 passes through): the one 16 -> 8 bit
+    reduction of what is written."""
+    if pixels.dtype != np.uint16:
+        return pixels
+    return cv2.convertScaleAbs(pixels, alpha=1 / 257).reshape(pixels.shape)
 
 
 # ----------------------------------------------------------------------------- tensors and PIL
@@ -606,9 +623,34 @@ def from_tensor_rows(rows, dtype) -> np.ndarray:
 
     maximum, target = (65535.0, torch.uint16) if np.dtype(dtype) == np.uint16 else (255.0, torch.uint8)
     # float32 first: fp16 cannot hold 65535 * x exactly (or at all near 1).
-    values = rows[0].detach().to(torch.float32).mul(maximum)
-    values = values.nan_to_num_(0.0).round_().clamp_(0.0, maximum).to(target)
+    values = round_to_levels(rows[0].detach().to(torch.float32).mul(maximum), maximum).to(target)
     return values.permute(1, 2, 0).contiguous().cpu().numpy()
+
+
+def round_to_levels(values, maximum: float = 255.0):
+    """Float pixel values on the 0..``maximum`` scale (a tensor, changed in place) -> the nearest
+    integer level, still float: NaN -> 0, halves to even, clipped. The one rounding of float
+    pixels to integer ones (``from_tensor_rows``, ``to_uint8``, the training data's LR)."""
+    return values.nan_to_num_(0.0).round_().clamp_(0.0, maximum)
+
+
+def to_uint8(img: np.ndarray) -> np.ndarray:
+    """A float array in [0, 1] (any shape) -> uint8 by ``round_to_levels``."""
+    import torch
+
+    return round_to_levels(torch.from_numpy(np.multiply(img, 255.0))).to(torch.uint8).numpy()
+
+
+def rgb8(pixels: np.ndarray, *, keep_grey: bool = False) -> np.ndarray:
+    """Pixels as the 8-bit colour that training and evaluation work on: H x W x 3 uint8 RGB (grey
+    repeated), or H x W x 1 for grey with ``keep_grey``; alpha is dropped, not composited.
+    16-bit keeps its high byte (x >> 8), as libpng and Pillow reduced it for the readers this
+    replaced, so datasets train and score as before."""
+    if pixels.dtype == np.uint16:
+        pixels = (pixels >> 8).astype(np.uint8)
+    if pixels.shape[2] in (1, 2):
+        pixels = pixels[:, :, :1] if keep_grey else np.repeat(pixels[:, :, :1], 3, axis=2)
+    return np.ascontiguousarray(pixels[:, :, :3])
 
 
 def pil_to_pixels(image: Image.Image) -> tuple[np.ndarray, str]:
@@ -623,6 +665,5 @@ def pixels_to_pil(pixels: np.ndarray, mode: str) -> Image.Image:
     if pixels.dtype == np.uint16 and pixels.shape[2] == 1:
         image = Image.fromarray(np.ascontiguousarray(pixels[:, :, 0]))
         return image.convert("I") if mode == "I" else image
-    if pixels.dtype == np.uint16:
-        pixels = cv2.convertScaleAbs(pixels, alpha=1 / 257).reshape(pixels.shape)
+    pixels = _eight_bits(pixels)
     return Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)

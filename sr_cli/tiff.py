@@ -1,131 +1,149 @@
-"""TIFF encoding that streams: strips are compressed and written straight from the pixel array.
+"""TIFF files through tifffile, compressed strip by strip straight from the pixel arrays.
 
-Pillow's TIFF writer copies the array into its own image first and OpenCV's wants a BGR
-copy, so for a 16384 x 16384 output (805 MB as RGB) either would double the memory of
-the write. Here the file is laid out as header | directory | strips: each strip of rows
-is differenced (Predictor 2, horizontal) and deflated (Compression 8, Adobe deflate) on a
-few threads (``parallel.map_in_order``), as it is written. The strips' sizes are known only once they are
-compressed, so the directory is written first with placeholder offsets and rewritten in
-place at the end: the last piece this yields is a ``Patch`` for the writer to apply.
+tifffile lays the file out and writes BigTIFF (64-bit offsets) when the pixels would not fit
+the 4 GB of a classic TIFF. Pages are deflated (Adobe deflate, level 6) after horizontal
+differencing, in 1 MB strips on a few threads with a few strips in flight, so a large
+output needs no second copy of the image.
 
-The directory itself (including EXIF tags and their sub-directories) is serialised by
-Pillow's ``ImageFileDirectory_v2``, which lays out offsets relative to the strips
-following it.
+EXIF: the photo's descriptive tags (camera, date, artist, resolution, ...) go into the first
+page's directory. tifffile writes no EXIF or GPS sub-directories, so those are appended after
+the pages (serialised by Pillow) and the pointers, written as placeholders, set to them.
 """
 from __future__ import annotations
 
-import zlib
-from typing import Iterator, NamedTuple, Optional, Union
+import os
+import struct
+from typing import BinaryIO, Optional, Sequence
 
 import numpy as np
-from PIL import Image, TiffImagePlugin, TiffTags
+import tifffile
+from PIL import Image, TiffImagePlugin
 
-from .parallel import map_in_order
+from .parallel import THREADS
 
 _STRIP_BYTES = 1 << 20  # raw bytes per strip
-_MAX_FILE_BYTES = 0xFFFFFFFF  # classic TIFF offsets are 32-bit
-_HEADER = b"II*\x00" + (8).to_bytes(4, "little")  # little-endian, first directory right after
-
-# Tags this writer sets itself, and layout tags that must never come in from EXIF.
-_LAYOUT_TAGS = {254, 255, 256, 257, 258, 259, 262, 273, 277, 278, 279, 284, 317, 322, 323, 324, 325,
-                330, 338, 339, 513, 514, 34675}
-_SHORT, _LONG, _UNDEFINED = TiffTags.SHORT, TiffTags.LONG, TiffTags.UNDEFINED
-
-
-class Patch(NamedTuple):
-    """Bytes to write over the output at ``offset`` (the stream is already that long)."""
-
-    offset: int
-    data: bytes
+# Raw pixels above this go into BigTIFF (tifffile's own threshold for uncompressed data: the
+# compressed size is not known in advance, and deflate can grow incompressible data).
+_CLASSIC_BYTES = 2**32 - 2**25
+# Tags tifffile sets itself from the pixels and options; from EXIF only the others are taken.
+_LAYOUT_TAGS = {254, 255, 256, 257, 258, 259, 262, 273, 277, 278, 279, 282, 283, 284, 296, 317, 322,
+                323, 324, 325, 330, 338, 339, 513, 514, 34675}
+_SUB_DIRECTORIES = {0x8769: "ExifTag", 0x8825: "GPSTag"}
 
 
-def encode_tiff(pixels: np.ndarray, *, icc_profile: Optional[bytes] = None, exif: Optional[bytes] = None,
-                level: int = 6, strip_bytes: int = _STRIP_BYTES) -> Iterator[Union[bytes, Patch]]:
-    """Yield a deflate-compressed TIFF of ``pixels`` (H x W x C, C 1-4, uint8 or uint16) in
-    pieces; the last is a ``Patch`` of the directory (see ``apply_parts``)."""
+def write_tiff(file: BinaryIO, pages: Sequence[np.ndarray], *, icc_profile: Optional[bytes] = None,
+               exif: Optional[bytes] = None) -> None:
+    """Write ``pages`` (H x W x C, C 1-4, uint8/uint16 each) as one TIFF into ``file``, which must
+    be seekable and readable (the EXIF pointers are set once the pages are written).
+
+    16-bit grey+alpha is written as RGBA (grey repeated): neither Pillow nor OpenCV reads
+    2-channel 16-bit TIFF. The ICC profile goes with every page, the EXIF with the first."""
+    pages = [_storable(pixels) for pixels in pages]
+    start = file.tell()
+    big = sum(p.nbytes for p in pages) > _CLASSIC_BYTES
+    tags, resolution, directories = _from_exif(exif)
+    # Placeholder pointers, by name: tifffile leaves out these tags when given by number.
+    pointers = [(_SUB_DIRECTORIES[tag], 16 if big else 4, 1, 0, True) for tag in directories]
+    icc = [(34675, 7, None, icc_profile, True)] if icc_profile else []  # as a tag: older tifffile lacks iccprofile=
+    with tifffile.TiffWriter(file, bigtiff=big) as writer:
+        for index, pixels in enumerate(pages):
+            _, width, channels = pixels.shape
+            extra = (tags + pointers if index == 0 else []) + icc
+            writer.write(  # grey as a plain H x W page: one sample has no planar configuration to state
+                pixels[:, :, 0] if channels == 1 else pixels, photometric="rgb" if channels >= 3 else "minisblack",
+                planarconfig=None if channels == 1 else "contig",
+                extrasamples=["unassalpha"] if channels in (2, 4) else None,
+                compression="zlib", compressionargs={"level": 6}, predictor="horizontal",
+                rowsperstrip=max(1, _STRIP_BYTES // (width * channels * pixels.itemsize)),
+                metadata=None, software=False, extratags=extra,
+                **(resolution if index == 0 else {}),
+                maxworkers=THREADS, buffersize=2 * THREADS * _STRIP_BYTES)
+    if directories:
+        _append_directories(file, start, directories)
+
+
+def _storable(pixels: np.ndarray) -> np.ndarray:
     if pixels.ndim != 3 or pixels.shape[2] not in (1, 2, 3, 4) or pixels.dtype not in (np.uint8, np.uint16):
         raise ValueError(f"TIFF needs H x W x 1-4 uint8/uint16 pixels, got {pixels.shape} {pixels.dtype}")
-    height, width, channels = pixels.shape
-    if height == 0 or width == 0:
+    if pixels.size == 0:
         raise ValueError("TIFF cannot store an empty image")
-    row_bytes = width * channels * pixels.itemsize
-    rows_per_strip = max(1, min(height, strip_bytes // row_bytes))
-    starts = range(0, height, rows_per_strip)
-
-    def directory(offsets: list, counts: list) -> bytes:
-        ifd = TiffImagePlugin.ImageFileDirectory_v2(prefix=b"II")
-        for tag, value in _exif_tags(exif).items():
-            ifd[tag] = value
-        for tag, kind, value in [
-            (256, _LONG, width), (257, _LONG, height), (258, _SHORT, (8 * pixels.itemsize,) * channels),
-            (259, _SHORT, 8), (262, _SHORT, 2 if channels >= 3 else 1), (273, _LONG, tuple(offsets)),
-            (277, _SHORT, channels), (278, _LONG, rows_per_strip), (279, _LONG, tuple(counts)),
-            (284, _SHORT, 1), (317, _SHORT, 2),
-        ]:
-            ifd.tagtype[tag] = kind
-            ifd[tag] = value
-        if channels in (2, 4):
-            ifd.tagtype[338] = _SHORT
-            ifd[338] = 2  # ExtraSamples: unassociated alpha
-        if icc_profile:
-            ifd.tagtype[34675] = _UNDEFINED
-            ifd[34675] = icc_profile
-        # Pillow adds the end of the directory's own data to StripOffsets: give them relative to it.
-        return ifd.tobytes(len(_HEADER))
-
-    placeholder = directory([0] * len(starts), [0] * len(starts))
-    yield _HEADER + placeholder
-    offsets, counts, position = [], [], 0
-    strips = (pixels[top: top + rows_per_strip] for top in starts)
-    for data in map_in_order(lambda rows: _compress_strip(rows, level), strips):
-        offsets.append(position)
-        counts.append(len(data))
-        position += len(data)
-        yield data
-    if len(_HEADER) + len(placeholder) + position > _MAX_FILE_BYTES:
-        raise ValueError("the TIFF would exceed 4 GB (BigTIFF is not written); use PNG for this image")
-    final = directory(offsets, counts)
-    if len(final) != len(placeholder):  # cannot happen: every value has a fixed size
-        raise AssertionError("TIFF directory changed size")
-    yield Patch(len(_HEADER), final)
+    if pixels.shape[2] == 2 and pixels.dtype == np.uint16:
+        return pixels[:, :, [0, 0, 0, 1]]
+    return pixels
 
 
-def _compress_strip(rows: np.ndarray, level: int) -> bytes:
-    """Horizontal differencing (each sample minus the same channel's sample to its left,
-    modulo 2^bits), little-endian, deflated."""
-    residuals = np.empty(rows.shape, rows.dtype.newbyteorder("<"))
-    residuals[:, 0] = rows[:, 0]
-    np.subtract(rows[:, 1:], rows[:, :-1], out=residuals[:, 1:])  # unsigned: wraps as TIFF wants
-    return zlib.compress(residuals, level)
-
-
-def _exif_tags(exif: Optional[bytes]) -> dict:
-    """The descriptive tags of an EXIF block, sub-directories (EXIF, GPS) as dicts, as
-    Pillow's TIFF writer takes them."""
+def _from_exif(exif: Optional[bytes]) -> tuple[list, dict, dict]:
+    """tifffile extratags for the descriptive tags of an EXIF block, its resolution as tifffile's
+    arguments, and the sub-directories {tag: values} to append. Unreadable EXIF is dropped."""
     if not exif:
-        return {}
+        return [], {}, {}
     parsed = Image.Exif()
     try:
         parsed.load(exif)
-    except Exception:  # unreadable EXIF is dropped rather than failing the write
-        return {}
-    tags = {}
-    for tag in parsed:
-        if tag in _LAYOUT_TAGS:
+    except Exception:
+        return [], {}, {}
+    directories = {tag: dict(parsed.get_ifd(tag)) for tag in _SUB_DIRECTORIES if tag in parsed}
+    directories = {tag: values for tag, values in directories.items() if values}
+    if 0xA005 in directories.get(0x8769, {}):  # the interoperability directory, nested in EXIF's
+        interop = parsed.get_ifd(0xA005)
+        if interop:
+            directories[0x8769][0xA005] = dict(interop)
+        else:
+            del directories[0x8769][0xA005]
+    typed = TiffImagePlugin.ImageFileDirectory_v2(prefix=b"II")  # gives each value its TIFF type
+    tags = []
+    for tag, value in parsed.items():
+        if tag in _LAYOUT_TAGS or tag in _SUB_DIRECTORIES:
             continue
-        tags[tag] = parsed.get_ifd(tag) if tag in TiffTags.TAGS_V2_GROUPS else parsed[tag]
-    return tags
+        try:
+            typed[tag] = value
+            tags.append(_extratag(tag, typed.tagtype[tag], typed[tag]))
+        except Exception:  # a value with no TIFF form: lose that tag, not the image
+            continue
+    resolution = {}
+    if 282 in parsed and 283 in parsed:
+        resolution = {"resolution": (_rational(parsed[282]), _rational(parsed[283])),
+                      "resolutionunit": parsed.get(296, 2)}
+    return tags, resolution, directories
 
 
-def join_parts(parts) -> bytes:
-    """The whole file from encoder pieces, patches applied (only TIFF has them), e.g. for stdout."""
-    chunks, patches = [], []
-    for part in parts:
-        (patches if isinstance(part, Patch) else chunks).append(part)
-    data = b"".join(chunks)
-    if not patches:
-        return data
-    patched = bytearray(data)
-    for patch in patches:
-        patched[patch.offset: patch.offset + len(patch.data)] = patch.data
-    return bytes(patched)
+def _extratag(tag: int, kind: int, value) -> tuple:
+    values = value if isinstance(value, tuple) else (value,)
+    if kind == 2:  # ASCII: bytes as they were (tifffile takes str as 7-bit ASCII only)
+        return tag, kind, None, value.encode() if isinstance(value, str) else value, True
+    if kind in (1, 7) and isinstance(value, bytes):
+        return tag, kind, None, value, True
+    if kind in (5, 10):  # rationals: numerator, denominator pairs
+        return tag, kind, len(values), tuple(n for v in values for n in _rational(v)), True
+    return tag, kind, len(values), values, True
+
+
+def _rational(value) -> tuple[int, int]:
+    if isinstance(value, tuple):
+        value = value[0]
+    return int(value.numerator), int(value.denominator)
+
+
+def _append_directories(file: BinaryIO, start: int, directories: dict) -> None:
+    """Append each sub-directory, laid out by Pillow for where it lands, and set the first
+    page's placeholder pointer (an inline offset in the file's own format) to it."""
+    file.seek(start)
+    header = file.read(16)
+    big = header[2] == 43
+    file.seek(start + struct.unpack_from("<Q" if big else "<I", header, 8 if big else 4)[0])
+    count = struct.unpack("<Q" if big else "<H", file.read(8 if big else 2))[0]
+    entry_size = 20 if big else 12
+    ifd = file.tell()
+    entries = file.read(count * entry_size)
+    for index in range(count):
+        tag = struct.unpack_from("<H", entries, index * entry_size)[0]
+        if tag not in directories:
+            continue
+        directory = TiffImagePlugin.ImageFileDirectory_v2(ifh=header[:4] + bytes(12 if big else 4), group=tag)
+        for key, value in directories[tag].items():
+            directory[key] = value
+        end = file.seek(0, os.SEEK_END)
+        end += file.write(b"\0" * ((end - start) % 2))  # a directory starts on a word boundary
+        file.write(directory.tobytes(end - start))
+        file.seek(ifd + index * entry_size + (12 if big else 8))
+        file.write(struct.pack("<Q" if big else "<I", end - start))

@@ -334,3 +334,37 @@ def test_pil_helpers_round_trip():
     palette = Image.new("P", (2, 2))
     pixels, mode = imageio.pil_to_pixels(palette)
     assert mode == "P" and pixels.shape == (2, 2, 3)
+
+
+# ----------------------------------------------------------------------------- one rule each
+
+def test_to_uint8_is_the_numpy_rounding_it_replaced():
+    values = np.random.default_rng(1).uniform(-0.2, 1.2, (7, 9, 3)).astype(np.float32)
+    values.flat[:256] = (np.arange(256) + 0.5) / 255  # halves go to even, as np.round does
+    for array in (values, values.astype(np.float64), values[:, ::-1]):
+        np.testing.assert_array_equal(imageio.to_uint8(array), np.clip(np.round(array * 255.0), 0, 255).astype(np.uint8))
+
+
+def test_rgb8_keeps_what_training_and_evaluation_read():
+    deep = np.array([[[0x1234, 0xFFFF, 0x00FF, 0x8000]]], np.uint16)
+    np.testing.assert_array_equal(imageio.rgb8(deep), [[[0x12, 0xFF, 0x00]]])  # high byte, alpha dropped
+    grey_alpha = np.array([[[7, 200]]], np.uint8)
+    np.testing.assert_array_equal(imageio.rgb8(grey_alpha), [[[7, 7, 7]]])
+    np.testing.assert_array_equal(imageio.rgb8(grey_alpha, keep_grey=True), [[[7]]])
+
+
+def test_first_frame_of_an_animation_on_request(tmp_path):
+    frames = [pil_image(random_pixels(4, 5, 3, seed=s)) for s in (1, 2)]
+    frames[0].save(tmp_path / "anim.png", save_all=True, append_images=frames[1:])
+    with pytest.raises(imageio.AnimatedImage):
+        read_image(tmp_path / "anim.png")
+    np.testing.assert_array_equal(read_image(tmp_path / "anim.png", first_frame=True).pixels, np.asarray(frames[0]))
+
+
+def test_image_suffixes_are_declared_once():
+    from sr_cli import batch, data, evaluate
+    assert {imageio.format_suffix(f) for f in ("png", "JPEG", "tif", "webp", "bmp")} == \
+        {".png", ".jpg", ".tif", ".webp", ".bmp"}
+    assert set(evaluate.IMAGE_SUFFIXES) == imageio.STILL_SUFFIXES
+    assert set(data.IMAGE_EXTENSIONS) == {".png", ".jpg", ".jpeg", ".jpe", ".bmp"}  # training: as before, + .jpe
+    assert batch.READABLE_SUFFIXES >= imageio.READABLE_SUFFIXES >= imageio.WRITABLE_SUFFIXES >= {".gif", ".apng"}

@@ -1,65 +1,37 @@
-"""The streaming TIFF encoder: strips decoded by hand, and files read back by Pillow and OpenCV."""
+"""TIFF output through tifffile: pixels, layout tags, EXIF, BigTIFF, pages, and no whole-image copy."""
 import io
-import struct
-import zlib
+import tracemalloc
 
 import cv2
 import numpy as np
 import pytest
+import tifffile
 from PIL import Image
 
 from sr_cli import tiff
-from sr_cli.imageio import ImageData, encode_image, read_image, write_image
+from sr_cli.imageio import Frame, ImageData, encode_image, read_animation, read_image, write_animation, write_image
 
 
-def decode_tiff(data: bytes) -> tuple[np.ndarray, dict]:
-    """Independent reader for what the encoder writes: one little-endian directory, deflated
-    strips with horizontal differencing undone by a cumulative sum."""
-    assert data[:4] == b"II*\x00"
-    (ifd,) = struct.unpack_from("<I", data, 4)
-    (count,) = struct.unpack_from("<H", data, ifd)
-    tags = {}
-    sizes = {3: ("H", 2), 4: ("I", 4), 7: ("B", 1), 2: ("B", 1), 5: ("II", 8)}
-    for at in range(ifd + 2, ifd + 2 + 12 * count, 12):
-        tag, kind, n = struct.unpack_from("<HHI", data, at)
-        code, size = sizes[kind]
-        where = at + 8 if size * n <= 4 else struct.unpack_from("<I", data, at + 8)[0]
-        tags[tag] = struct.unpack_from("<" + code * n, data, where)
-    width, height, channels = tags[256][0], tags[257][0], tags[277][0]
-    bits = tags[258][0]
-    assert tags[259] == (8,) and tags[317] == (2,) and tags[258] == (bits,) * channels
-    dtype = np.dtype("<u1" if bits == 8 else "<u2")
-    raw = b"".join(zlib.decompress(data[o: o + n]) for o, n in zip(tags[273], tags[279]))
-    residuals = np.frombuffer(raw, dtype).reshape(height, width, channels)
-    pixels = np.cumsum(residuals, axis=1, dtype=np.uint64) % (1 << bits)
-    return pixels.astype(dtype.newbyteorder("=")), tags
+def random_pixels(height, width, channels, dtype, seed=7):
+    return np.random.default_rng(seed).integers(0, np.iinfo(dtype).max + 1, (height, width, channels)).astype(dtype)
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
 @pytest.mark.parametrize("channels", [1, 2, 3, 4])
-def test_strips_decode_to_the_pixels(monkeypatch, dtype, channels):
-    pixels = np.random.default_rng(channels).integers(0, np.iinfo(dtype).max + 1, (29, 17, channels)).astype(dtype)
-    parts = list(tiff.encode_tiff(pixels, strip_bytes=200))  # several strips, the last one short
-    assert isinstance(parts[-1], tiff.Patch) and not any(isinstance(p, tiff.Patch) for p in parts[:-1])
-    decoded, tags = decode_tiff(tiff.join_parts(parts))
-    np.testing.assert_array_equal(decoded, pixels)
-    assert len(tags[273]) >= 3 and tags[262] == ((2,) if channels >= 3 else (1,))
-    assert (338 in tags) == (channels in (2, 4))
-
-
-@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
-@pytest.mark.parametrize("channels", [1, 2, 3, 4])
-def test_written_file_reads_back_exactly_in_pillow_and_opencv(tmp_path, monkeypatch, dtype, channels):
-    monkeypatch.setattr(tiff, "_STRIP_BYTES", 300)
-    pixels = np.random.default_rng(7).integers(0, np.iinfo(dtype).max + 1, (23, 31, channels)).astype(dtype)
+def test_pixels_read_back_exactly_in_tifffile_pillow_and_opencv(tmp_path, monkeypatch, dtype, channels):
+    monkeypatch.setattr(tiff, "_STRIP_BYTES", 300)  # several strips, the last one short
+    pixels = random_pixels(23, 31, channels, dtype)
     path = tmp_path / "out.tiff"
     write_image(path, ImageData(pixels=pixels))
     assert path.read_bytes() == encode_image(ImageData(pixels=pixels), format="tiff")
-    back = read_image(path).pixels
-    if channels == 2 and dtype == np.uint16:  # documented: written as RGBA, grey repeated
-        np.testing.assert_array_equal(back, pixels[:, :, [0, 0, 0, 1]])
-    else:
-        np.testing.assert_array_equal(back, pixels)
+    stored = pixels[:, :, [0, 0, 0, 1]] if channels == 2 and dtype == np.uint16 else pixels  # documented: RGBA
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages.first
+        assert page.compression == 8 and page.predictor == 2 and len(page.dataoffsets) >= 3
+        assert page.photometric == (2 if stored.shape[2] >= 3 else 1)
+        assert page.extrasamples == ((2,) if stored.shape[2] in (2, 4) else ())  # unassociated alpha
+        np.testing.assert_array_equal(page.asarray().reshape(stored.shape), stored)
+    np.testing.assert_array_equal(read_image(path).pixels, stored)
     if dtype == np.uint8:
         with Image.open(path) as im:
             assert im.size == (31, 23) and im.mode == {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[channels]
@@ -69,31 +41,74 @@ def test_written_file_reads_back_exactly_in_pillow_and_opencv(tmp_path, monkeypa
         np.testing.assert_array_equal(decoded, expected)
 
 
-def test_exif_sub_directories_survive():
+def camera_exif() -> Image.Exif:
     exif = Image.Exif()
     exif[0x010F] = "TestCam"
+    exif[0x0131] = "sr"  # Software
+    exif[0x011A] = exif[0x011B] = 300.0  # X/YResolution
+    exif[0x0128] = 2  # inches
     exif[0x0100] = 999  # a layout tag inside EXIF must not replace the real width
     exif.get_ifd(0x8769)[0x829A] = (1, 125)  # ExposureTime, in the EXIF sub-directory
-    data = tiff.join_parts(tiff.encode_tiff(np.zeros((5, 6, 3), np.uint8), exif=exif.tobytes()))
-    decoded, tags = decode_tiff(data)
-    assert tags[256] == (6,) and decoded.shape == (5, 6, 3)
+    exif.get_ifd(0x8769)[0x9003] = "2024:01:02 03:04:05"  # DateTimeOriginal
+    exif.get_ifd(0x8825)[0x0001] = "N"  # GPSLatitudeRef, in the GPS sub-directory
+    exif.get_ifd(0x8769)[0xA005] = {0x0001: "R98"}  # the interoperability directory, inside EXIF's
+    return exif
+
+
+@pytest.mark.parametrize("big", [False, True])
+def test_exif_with_its_sub_directories_survives(monkeypatch, big):
+    if big:
+        monkeypatch.setattr(tiff, "_CLASSIC_BYTES", 10)  # as if the pixels were over 4 GB
+    data = encode_image(ImageData(pixels=np.zeros((5, 6, 3), np.uint8), exif=camera_exif().tobytes()), format="tiff")
+    assert data[2] == (43 if big else 42)
+    with tifffile.TiffFile(io.BytesIO(data)) as tif:
+        tags = tif.pages.first.tags
+        assert tif.is_bigtiff == big and tags["ImageWidth"].value == 6
+        assert tags["ExifTag"].value["DateTimeOriginal"] == "2024:01:02 03:04:05"
+        assert tags["GPSTag"].value["GPSLatitudeRef"] == "N"
+        assert tags["XResolution"].value == (300, 1) and tags["ResolutionUnit"].value == 2
     with Image.open(io.BytesIO(data)) as im:
         read = im.getexif()
         exposure = read.get_ifd(0x8769)[0x829A]
-        assert read[0x010F] == "TestCam" and (exposure == (1, 125) or exposure == 1 / 125)
+        assert read[0x010F] == "TestCam" and read[0x0131] == "sr" and (exposure == (1, 125) or exposure == 1 / 125)
+        assert read.get_ifd(0x8825)[0x0001] == "N" and read.get_ifd(0xA005)[0x0001] == "R98" and im.size == (6, 5)
 
 
-def test_over_4_gb_is_a_clear_error(monkeypatch):
-    monkeypatch.setattr(tiff, "_MAX_FILE_BYTES", 1000)  # as if 4 GB were 1000 bytes
-    pixels = np.random.default_rng(0).integers(0, 256, (40, 40, 3), np.uint8)  # ~4.8 kB, incompressible
-    with pytest.raises(ValueError, match="exceed 4 GB"):
-        list(tiff.encode_tiff(pixels))
-    monkeypatch.setattr(tiff, "_MAX_FILE_BYTES", 10_000)
-    assert decode_tiff(tiff.join_parts(tiff.encode_tiff(pixels)))[0].shape == (40, 40, 3)
+def test_unreadable_exif_is_dropped_not_fatal():
+    data = encode_image(ImageData(pixels=np.zeros((3, 4, 3), np.uint8), exif=b"Exif\0\0garbage"), format="tiff")
+    assert read_image(data).pixels.shape == (3, 4, 3)
 
 
-def test_rejects_what_tiff_cannot_hold():
+def test_icc_profile_on_every_page_and_pages_of_any_kind(tmp_path):
+    icc = b"\0" * 128  # kept verbatim; no reader here checks the profile itself
+    frames = [Frame(0, random_pixels(8, 10, 3, np.uint8)), Frame(1, random_pixels(5, 4, 1, np.uint16)),
+              Frame(2, random_pixels(6, 6, 4, np.uint8))]
+    write_animation(tmp_path / "pages.tif", frames, icc_profile=icc)
+    with tifffile.TiffFile(tmp_path / "pages.tif") as tif:
+        assert len(tif.pages) == 3
+        for page, frame in zip(tif.pages, frames):
+            assert page.tags["InterColorProfile"].value == icc and page.compression == 8
+            np.testing.assert_array_equal(page.asarray().reshape(frame.pixels.shape), frame.pixels)
+    with read_animation(tmp_path / "pages.tif") as animation:
+        assert animation.count == 3 and [f.pixels.shape for f in animation.frames()] == [(8, 10, 3), (5, 4, 1), (6, 6, 4)]
+
+
+def test_a_large_image_is_written_without_a_copy_of_it(tmp_path):
+    y, x = np.mgrid[0:3000, 0:3000]
+    pixels = np.stack([x % 256, y % 256, (x + y) % 256], axis=2).astype(np.uint8)  # 27 MB
+    tracemalloc.start()
+    try:
+        write_image(tmp_path / "big.tif", ImageData(pixels=pixels))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < pixels.nbytes / 2, f"{peak / 1e6:.1f} MB traced while writing {pixels.nbytes / 1e6:.1f} MB"
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "big.tif"), pixels)
+
+
+def test_rejects_what_tiff_cannot_hold(tmp_path):
     with pytest.raises(ValueError, match="TIFF needs"):
-        list(tiff.encode_tiff(np.zeros((4, 4, 5), np.uint8)))
+        tiff.write_tiff(io.BytesIO(), [np.zeros((4, 4, 5), np.uint8)])
     with pytest.raises(ValueError, match="empty"):
-        list(tiff.encode_tiff(np.zeros((0, 4, 3), np.uint8)))
+        write_image(tmp_path / "empty.tif", ImageData(pixels=np.zeros((0, 4, 3), np.uint8)))
+    assert list(tmp_path.iterdir()) == []  # nothing left behind
