@@ -1,6 +1,6 @@
 """A thread-pool map that yields results in input order, with a bounded number in flight.
 
-Used by the streaming encoders (png.py, tiff.py): zlib releases the GIL, so blocks deflate
+Used by the streaming PNG encoder (png.py; tiff.py takes THREADS): zlib releases the GIL, so blocks deflate
 in parallel while the results still come out in file order, and memory stays bounded.
 """
 from __future__ import annotations
