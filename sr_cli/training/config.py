@@ -8,7 +8,8 @@ To add an option: add a field with ``option(...)``; the CLI, ``--config`` files,
 and the resume check follow.
 
 This module imports neither torch nor click (``sr --help`` stays fast); the checks that need
-the core (VGG19 layer names, degradation presets) import it when a config is made.
+the core (VGG19 layer names) import it when a config is made; degradation presets come from the
+torch-free sr_cli.degrade_presets.
 """
 from __future__ import annotations
 
@@ -19,12 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from ..degrade_presets import PRESETS, get_pipeline
+
 # Choices of the options below. GAN_KINDS is the truth (losses.gan_loss reads it); the
-# discriminator and degradation names copy sr_cli.archs.DISCRIMINATORS and "bicubic" plus
-# sr_cli.degrade.PRESETS, which import torch (tests/test_train.py checks that they match).
+# discriminator names copy sr_cli.archs.DISCRIMINATORS, which imports torch (tests/test_train.py
+# checks that they match).
 GAN_KINDS = ("vanilla", "lsgan", "ragan")
 DISCRIMINATORS = ("vgg", "unet")
-DEGRADATIONS = ("bicubic", "robust", "robust_jpeg", "realesrgan", "simple")
+DEGRADATIONS = ("bicubic", *PRESETS)
 SCHEDULES = ("cosine", "step")
 AMP_CHOICES = ("bf16", "fp16")
 PIXEL_LOSS_NAMES = ("l1", "mse", "charbonnier")
@@ -221,7 +224,6 @@ class TrainConfig:
                 raise ValueError("the perceptual loss needs VGG19 weights: a torchvision vgg19 state dict "
                                  "(vgg_weights / --vgg-weights); nothing is downloaded")
         if self.degradation != "bicubic":
-            from ..degrade import get_pipeline
             get_pipeline(self.degradation)
         if self.amp is not None and self.amp not in AMP_CHOICES:
             raise ValueError(f"unknown amp precision {self.amp!r} ({', '.join(AMP_CHOICES)})")

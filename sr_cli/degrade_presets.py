@@ -1,0 +1,94 @@
+"""The degradation pipelines as data: what each ``Stage`` and ``Pipeline`` of ``sr_cli.degrade``
+draws from, and the named presets. Free of torch and OpenCV so that `sr train --help` can list
+the presets without importing them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Optional
+
+KERNEL_KINDS = ("iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso", "plateau_aniso")
+MAX_KERNEL = 21
+
+
+@dataclass(frozen=True, kw_only=True)
+class Stage:
+    """One round of degradation; probabilities in [0, 1], ranges (low, high)."""
+
+    blur_prob: float = 1.0
+    kernel_probs: dict[str, float] = field(default_factory=lambda: {
+        "iso": 0.45, "aniso": 0.25, "generalized_iso": 0.12, "generalized_aniso": 0.03,
+        "plateau_iso": 0.12, "plateau_aniso": 0.03})
+    blur_sigma: tuple[float, float] = (0.2, 3.0)
+    betag_range: tuple[float, float] = (0.5, 4.0)
+    betap_range: tuple[float, float] = (1.0, 2.0)
+    sinc_prob: float = 0.1
+    resize_probs: tuple[float, float, float] = (0.2, 0.7, 0.1)  # up, down, keep
+    resize_range: tuple[float, float] = (0.15, 1.5)
+    gaussian_noise_prob: float = 0.5
+    noise_range: tuple[float, float] = (1.0, 30.0)
+    poisson_scale_range: tuple[float, float] = (0.05, 3.0)
+    gray_noise_prob: float = 0.4
+    jpeg_range: tuple[int, int] = (30, 95)
+    noise_prob: float = 1.0        # Real-ESRGAN always adds noise and JPEG; milder presets may not
+    jpeg_prob: float = 1.0
+    kernel_sizes: tuple[int, int] = (7, MAX_KERNEL)  # odd sizes drawn from this range
+
+    def __post_init__(self):
+        unknown = sorted(set(self.kernel_probs) - set(KERNEL_KINDS))
+        if unknown:
+            raise ValueError(f"unknown blur kernels {unknown}; known: {', '.join(KERNEL_KINDS)}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Pipeline:
+    """``first`` runs on the HR image; ``second`` (None: one round) relative to the LR size."""
+
+    first: Stage
+    second: Optional[Stage] = None
+    final_sinc_prob: float = 0.8
+    # Share of samples left clean (MATLAB bicubic, as `classic` models are trained), so a model
+    # trained on the pipeline keeps its quality on clean inputs.
+    clean_prob: float = 0.0
+    # ``first`` runs after a downscale to the LR size (mode drawn from ``lr_downscale``; "matlab" is
+    # MATLAB bicubic), not on the HR image: the photo was downsized, then blurred/noised/compressed
+    # at the size it is viewed at, which is where JPEG's 8x8 grid sits in real files.
+    at_lr_size: bool = False
+    lr_downscale: dict[str, float] = field(default_factory=lambda: {"matlab": 1.0})
+
+
+# What `sr upscale`'s default models are trained on: a quarter clean (MATLAB bicubic), the rest
+# downscaled, then at the LR size blurred (4 in 10), noised (half) and always JPEG-compressed
+# (quality 15-90), so blocks, ringing and noise are never mistaken for detail.
+_ROBUST = Pipeline(
+    first=Stage(blur_prob=0.4, blur_sigma=(0.2, 1.6), sinc_prob=0.1, kernel_sizes=(7, 13),
+                noise_prob=0.5, gaussian_noise_prob=0.6, noise_range=(1.0, 10.0),
+                poisson_scale_range=(0.05, 1.0), gray_noise_prob=0.4, jpeg_prob=1.0, jpeg_range=(15, 90)),
+    final_sinc_prob=0.0, clean_prob=0.25, at_lr_size=True,
+    lr_downscale={"matlab": 0.8, "area": 0.1, "bilinear": 0.1},
+)
+
+PRESETS: dict[str, Pipeline] = {
+    "robust": _ROBUST,
+    # The second fine-tune stage of the default models: JPEG quality 15-60, where the block grid is
+    # visible; the clean quarter keeps clean inputs sharp.
+    "robust_jpeg": replace(_ROBUST, first=replace(_ROBUST.first, jpeg_range=(15, 60))),
+    "realesrgan": Pipeline(
+        first=Stage(),
+        second=Stage(blur_prob=0.8, blur_sigma=(0.2, 1.5), resize_probs=(0.3, 0.4, 0.3), resize_range=(0.3, 1.2),
+                      noise_range=(1.0, 25.0), poisson_scale_range=(0.05, 2.5)),
+        final_sinc_prob=0.8,
+    ),
+    "simple": Pipeline(
+        first=Stage(blur_sigma=(0.2, 2.0), sinc_prob=0.0, resize_probs=(0.0, 0.0, 1.0), noise_range=(1.0, 10.0),
+                    poisson_scale_range=(0.05, 1.0), jpeg_range=(60, 95)),
+        final_sinc_prob=0.0,
+    ),
+}
+
+
+def get_pipeline(name: str) -> Pipeline:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown degradation {name!r}; known: bicubic, {', '.join(PRESETS)}") from None
