@@ -333,10 +333,15 @@ def format_from_suffix(path: Union[str, os.PathLike]) -> str:
 
 def format_suffix(format: str) -> str:
     """The suffix an output in ``format`` (png, jpg/jpeg, webp, tiff/tif, bmp) gets; ValueError otherwise."""
+    return FORMAT_SUFFIXES[_canonical_format(format)][0]
+
+
+def _canonical_format(format: str) -> str:
+    """png, jpg, webp, tiff or bmp for any of their names, any case; ValueError otherwise."""
     fmt = _FORMAT_NAMES.get(format.lower())
     if fmt is None:
         raise ValueError(f"unknown image format {format!r} (use png, jpg, webp, tiff or bmp)")
-    return FORMAT_SUFFIXES[fmt][0]
+    return fmt
 
 
 def write_image(path: Union[str, os.PathLike], image: ImageData, *, format: Optional[str] = None,
@@ -433,9 +438,7 @@ def encode_image(image: ImageData, *, format: str, quality: int = 95) -> bytes:
 
 def _checked_format(image: ImageData, format: str, quality: int) -> str:
     """The canonical format name, once ``image`` is known to fit it (checked before any file is made)."""
-    fmt = _FORMAT_NAMES.get(format.lower())
-    if fmt is None:
-        raise ValueError(f"unknown image format {format!r} (use png, jpg, webp, tiff or bmp)")
+    fmt = _canonical_format(format)
     if not 1 <= quality <= 100:
         raise ValueError(f"quality must be 1-100, got {quality}")
     if fmt in ("jpg", "bmp") and image.has_alpha:
