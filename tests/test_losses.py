@@ -25,8 +25,25 @@ def test_pixel_losses_known_values():
     expected = (2 * math.sqrt(1 + 1e-6) + math.sqrt(4 + 1e-6) + 1e-3) / 4
     assert build_pixel_loss("charbonnier")(a, b).item() == pytest.approx(expected, rel=1e-6)
     assert build_pixel_loss("charbonnier", eps=0.5)(a, a).item() == pytest.approx(0.5)
+    # neighbour differences of b: across (-2, -2), down (1, 1); of a: 0
+    assert build_pixel_loss("gradient")(a, b).item() == pytest.approx(2.0 + 1.0)
     with pytest.raises(ValueError, match="unknown pixel loss"):
         build_pixel_loss("l3")
+
+
+def test_gradient_loss_ignores_offsets_and_sees_block_edges():
+    torch.manual_seed(0)
+    target = torch.rand(1, 3, 32, 32)
+    gradient = build_pixel_loss("gradient")
+    assert gradient(target + 0.1, target).item() == pytest.approx(0.0, abs=1e-6)
+    # the same L1 error (0.05 everywhere) two ways: halves with one step between them, or 8x8
+    # blocks with a step at each of their three inner edges: l1 cannot tell, gradient counts edges
+    halves = target + torch.tensor([-0.05, 0.05]).repeat_interleave(16).view(1, 1, 1, 32)
+    blocks = target + torch.tensor([-0.05, 0.05]).repeat(2).repeat_interleave(8).view(1, 1, 1, 32)
+    l1 = build_pixel_loss("l1")
+    assert l1(blocks, target).item() == pytest.approx(l1(halves, target).item())
+    assert gradient(blocks, target).item() == pytest.approx(3 * gradient(halves, target).item(), rel=1e-4)
+    assert gradient(halves, target).item() == pytest.approx(0.1 / 31, rel=1e-4)  # one step of 0.1 in 31 columns
 
 
 # --- adversarial losses -------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Training losses: pixel, adversarial, feature matching, VGG19 perceptual, and a spec parser.
+"""Training losses: pixel (and neighbour-difference), adversarial, feature matching, VGG19 perceptual, and a spec parser.
 
 Everything takes NCHW float tensors (images in [0, 1]) and returns a scalar tensor.
 
@@ -45,15 +45,28 @@ def charbonnier_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-3
     return torch.sqrt((pred - target).pow(2) + eps * eps).mean()
 
 
+def gradient_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """L1 between the horizontal and between the vertical neighbour differences of pred and target.
+
+    A pixel loss weighs a one-level step like any one-level error, so a faint JPEG block edge kept
+    in the output costs little; here every such step is an error of its own, while a flat offset
+    costs nothing (pair it with l1). Needs no pretrained network.
+    """
+    dx = (pred[..., :, 1:] - pred[..., :, :-1]) - (target[..., :, 1:] - target[..., :, :-1])
+    dy = (pred[..., 1:, :] - pred[..., :-1, :]) - (target[..., 1:, :] - target[..., :-1, :])
+    return dx.abs().mean() + dy.abs().mean()
+
+
 PIXEL_LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "l1": l1_loss,
     "mse": mse_loss,
     "charbonnier": charbonnier_loss,
+    "gradient": gradient_loss,
 }
 
 
 def build_pixel_loss(name: str, *, eps: float = 1e-3) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """The pixel loss called ``name`` (l1, mse, charbonnier); ``eps`` is Charbonnier's."""
+    """The pixel loss called ``name`` (l1, mse, charbonnier, gradient); ``eps`` is Charbonnier's."""
     if name == "charbonnier":
         return lambda pred, target: charbonnier_loss(pred, target, eps=eps)
     try:
@@ -247,13 +260,13 @@ class PerceptualLoss(nn.Module):
 # ---------------------------------------------------------------------------
 # loss specs
 
-LOSS_NAMES = ("l1", "mse", "charbonnier", "perceptual", "gan", "feature_matching", "kl")
+LOSS_NAMES = ("l1", "mse", "charbonnier", "gradient", "perceptual", "gan", "feature_matching", "kl")
 
 
 def parse_loss_spec(items: Iterable[str] | str) -> dict[str, float]:
     """Parse ``["l1=1", "perceptual=0.01"]`` (or ``"l1=1,perceptual=0.01"``) into weights.
 
-    Names: l1, mse, charbonnier, perceptual, gan, feature_matching, kl. Weights are
+    Names: l1, mse, charbonnier, gradient, perceptual, gan, feature_matching, kl. Weights are
     non-negative floats; unknown names, duplicates and malformed items raise ValueError.
     """
     if isinstance(items, str):
