@@ -273,7 +273,8 @@ def run_jobs(jobs: list[Job], upscale: Callable, *, existing: str = "error", qua
     ``VideoOptions`` (codec, CRF, pixel format, frame range; the range applies to animations
     too) and ``on_frame(done, total, fps)`` reports their progress.
     """
-    from .imageio import AnimatedImage, ImageData, read_image, remove_stale_temporaries, write_image
+    from .atomic import remove_stale_temporaries
+    from .imageio import AnimatedImage, ImageData, read_image, write_image
 
     results: list[Result] = []
     for folder in sorted({job.destination.parent for job in jobs if not job.error and not job.note}):

@@ -26,11 +26,8 @@ Reading (``read_image``):
 Writing (``write_image``/``encode_image``): png, jpg, webp, tiff, bmp; ``write_animation``:
 gif, png (APNG), webp and multi-page tiff, every frame with its duration, disposal (APNG:
 and blend), the loop count and the first frame's ICC profile.
-  * Atomic: the file is written to a temporary file beside the target and
-    renamed over it, so a failure never leaves a partial output. The temporary
-    file's name (``.NAME.sr-PID-HOST-RANDOM.tmp``) says which process wrote it, so
-    ``remove_stale_temporaries`` can delete those a killed run left behind (its
-    process is gone) without touching a running one's. PNG and TIFF
+  * Atomic (``atomic.py``): the file is written to a temporary file beside the target and
+    renamed over it, so a failure never leaves a partial output. PNG and TIFF
     are encoded while they are written (``png.py``; ``tiff.py``, through tifffile), so a
     large output needs no second copy. TIFF over 4 GB is written as BigTIFF.
   * JPEG and BMP cannot store alpha here: ValueError (use png/webp/tiff); we do
@@ -48,15 +45,9 @@ suffixes read and written; batch, evaluate, data and animation derive theirs fro
 """
 from __future__ import annotations
 
-import contextlib
 import io
 import os
-import re
-import secrets
-import socket
 import struct
-import time
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -65,11 +56,12 @@ import cv2
 import numpy as np
 from PIL import Image, ImageCms, UnidentifiedImageError
 
+from .atomic import atomic_file
 from .png import EXIF_PREFIX, encode_png
 from .tiff import write_tiff
 
 __all__ = ["ImageData", "ImageReadError", "AnimatedImage", "read_image", "rgb8", "write_image", "encode_image",
-           "remove_stale_temporaries", "open_temporary", "atomic_file", "format_from_suffix", "format_suffix",
+           "format_from_suffix", "format_suffix",
            "to_tensor", "from_tensor_rows", "round_to_levels", "to_uint8", "pil_to_pixels", "pixels_to_pil",
            "Animation", "read_animation", "write_animation", "frame_count",
            "FORMAT_SUFFIXES", "ANIMATION_FORMATS", "STILL_SUFFIXES", "WRITABLE_SUFFIXES", "READABLE_SUFFIXES"]
@@ -350,82 +342,6 @@ def write_image(path: Union[str, os.PathLike], image: ImageData, *, format: Opti
     fmt = _checked_format(image, format or format_from_suffix(path), quality)
     with atomic_file(path) as file:
         _write_encoded(file, image, fmt, quality)
-
-
-@contextlib.contextmanager
-def atomic_file(path: Union[str, os.PathLike]):
-    """A binary file (read-write: the TIFF writer reads back its first directory to link EXIF) on a new
-    temporary file beside ``path``; when the block ends it is synced and renamed over ``path``, and
-    on any error (Ctrl-C included) removed, so ``path`` is never left cut short."""
-    path = Path(path)
-    temporary, fd = open_temporary(path)
-    try:
-        # Opened through its name, so that file.name is the path (tifffile wants one), on our descriptor.
-        with open(temporary, "w+b", opener=lambda *_: fd) as file:
-            yield file
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-
-
-def open_temporary(path: Union[str, os.PathLike]) -> tuple[Path, int]:
-    """A new, empty temporary file beside ``path`` (``.NAME.sr-PID-HOST-RANDOM.tmp``) and its
-    descriptor, open for reading and writing; the caller renames it over ``path`` or deletes it."""
-    path = Path(path)
-    while True:
-        temporary = path.with_name(f".{path.name[:64]}.sr-{os.getpid()}-{_HOST}-{secrets.token_hex(4)}.tmp")
-        try:  # os.open applies the umask, so the result gets the usual permissions (mkstemp: 0600)
-            return temporary, os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
-                                      0o666)
-        except FileExistsError:
-            continue
-
-
-_HOST = f"{zlib.crc32(socket.gethostname().encode()) & 0xFFFFFF:06x}"  # which machine wrote a temporary file
-_TEMPORARY = re.compile(r"^\..*\.sr-(\d+)-([0-9a-f]{6})-[0-9a-f]{8}\.tmp$", re.DOTALL)
-STALE_FOREIGN_SECONDS = 24 * 3600  # another machine's temporary file (shared folder): stale after this
-
-
-def remove_stale_temporaries(folder: Union[str, os.PathLike]) -> list[Path]:
-    """Delete the temporary files ``write_image`` left in ``folder`` when its process was killed
-    (SIGKILL, power loss): those of this machine whose process is gone, and another machine's
-    older than a day (their process cannot be asked). Returns what was removed."""
-    removed = []
-    try:
-        entries = list(os.scandir(folder))
-    except OSError:
-        return removed
-    now = time.time()
-    for entry in entries:
-        match = _TEMPORARY.match(entry.name)
-        if not match:
-            continue
-        try:
-            if match[2] == _HOST:
-                if _process_alive(int(match[1])):
-                    continue
-            elif now - entry.stat(follow_symlinks=False).st_mtime < STALE_FOREIGN_SECONDS:
-                continue
-            os.unlink(entry.path)
-            removed.append(Path(entry.path))
-        except OSError:
-            continue  # gone already, or not ours to delete: leave it
-    return removed
-
-
-def _process_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, OSError):
-        return True  # exists (someone else's), or cannot tell: keep its file
-    return True
 
 
 def encode_image(image: ImageData, *, format: str, quality: int = 95) -> bytes:

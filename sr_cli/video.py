@@ -33,8 +33,6 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Optional
 
-import numpy as np
-
 INSTALL_HINT = 'video input needs PyAV: pip install "sr-cli[video]"'
 # Containers read as video; the output keeps the input's container where it can hold H.264/H.265.
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".ts", ".m2ts", ".mts",
@@ -166,7 +164,7 @@ def upscale_video(source, destination, upscaler, *, options: Optional[VideoOptio
     ``on_frame(done, total or None, fps)`` is called after each frame is upscaled.
     Raises ValueError (one line, without the file's name) when the clip cannot be read or written.
     """
-    from .imageio import open_temporary
+    from .atomic import open_temporary
     av = load_av()
     options = options or VideoOptions()
     source, destination = Path(source), Path(destination)

@@ -27,9 +27,10 @@ from typing import Any, Mapping
 import torch
 import torch.nn as nn
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save as serialize
 
 from .archs import build_arch
+from .atomic import write_bytes
 from .model import SRModel
 
 FORMAT = "sr-cli/1"
@@ -48,9 +49,7 @@ def save_model(net: nn.Module, path: str | Path, *, arch: str, params: dict[str,
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in net.state_dict().items()}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    tmp.replace(path)
+    write_bytes(path, serialize(tensors, metadata=metadata))
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:

@@ -401,17 +401,17 @@ def test_signal_mid_batch_then_skip_existing_completes(model, slow_batch, tmp_pa
 
 
 def test_stale_temporaries_of_dead_runs_are_removed_live_ones_kept(model, tmp_path):
-    from sr_cli import imageio
+    from sr_cli import atomic
     src = png(tmp_path / "a.png", smooth_image(6, 6, 3))
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    stale = tmp_path / f".a_x2.png.sr-{dead.pid}-{imageio._HOST}-0123abcd.tmp"
-    live = tmp_path / f".b_x2.png.sr-{os.getpid()}-{imageio._HOST}-0123abcd.tmp"
+    stale = tmp_path / f".a_x2.png.sr-{dead.pid}-{atomic._HOST}-0123abcd.tmp"
+    live = tmp_path / f".b_x2.png.sr-{os.getpid()}-{atomic._HOST}-0123abcd.tmp"
     other_host = tmp_path / f".c_x2.png.sr-{dead.pid}-ffffff-0123abcd.tmp"
     unrelated = tmp_path / "notes.tmp"
     for path in (stale, live, other_host, unrelated):
         path.write_bytes(b"partial")
-    if imageio._HOST == "ffffff":
+    if atomic._HOST == "ffffff":
         pytest.skip("this host's tag collides with the test's other-host tag")
     result = upscale(src, "-s", 2, "-m", model, "--quiet")
     assert_clean(result, 0)

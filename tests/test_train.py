@@ -1,6 +1,5 @@
 import json
 
-import cv2
 import numpy as np
 import pytest
 from conftest import TINY_LITESR as TINY, tiny_train_config as config, write_smooth_pngs

@@ -4,7 +4,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from sr_cli.archs import ARCHS, build_arch
+from sr_cli.archs import build_arch
 from sr_cli.model import SRModel
 from sr_cli.weights import load_model, read_metadata, save_model
 

@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 
 from ..archs import ARCHS
+from ..atomic import write_bytes
 from ..foreign import load_any
 from ..weights import check_finite, read_state_dict
 from .config import TrainConfig
@@ -37,9 +38,7 @@ def _rng_from_json(text: str) -> torch.Tensor:
 
 def write_json(path: Path, obj: Any) -> None:
     """``obj`` as indented JSON, replacing ``path`` atomically."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    tmp.replace(path)
+    write_bytes(path, json.dumps(obj, indent=1).encode())
 
 
 def _optimizer_parts(prefix: str, optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -75,7 +74,7 @@ def save_checkpoint(run_dir: Path, *, step: int, net: nn.Module, ema: Optional[E
 
     Keys: ``model.*`` (generator), ``ema.*``, ``optim.*``, and in GAN mode ``disc.*`` and ``doptim.*``.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save as serialize
     tensors = {f"model.{k}": v for k, v in net.state_dict().items()}
     if ema is not None:
         tensors.update({f"ema.{k}": v for k, v in ema.net.state_dict().items()})
@@ -100,9 +99,7 @@ def save_checkpoint(run_dir: Path, *, step: int, net: nn.Module, ema: Optional[E
         "best": best,
         "config": config.to_json(),
     })
-    tmp = run_dir / (CHECKPOINT + ".tmp")
-    save_file(tensors, str(tmp), metadata={"step": str(step)})
-    tmp.replace(run_dir / CHECKPOINT)
+    write_bytes(run_dir / CHECKPOINT, serialize(tensors, metadata={"step": str(step)}))
     write_json(run_dir / CHECKPOINT_STATE, state)
 
 
