@@ -47,24 +47,6 @@ def test_descriptors_are_listed_under_their_names():
         assert arch.name == name and isinstance(build_arch(name, scale=2, **TINY[name]), arch.constructor)
 
 
-SIZE_CASES = CASES + [("rrdbnet", 1), ("autoencoder", 2, {"num_down": 3}), ("vae", 3, {"num_down": 1})]
-
-
-@pytest.mark.parametrize("case", SIZE_CASES, ids=str)
-def test_descriptor_size_multiple_is_the_networks(case):
-    name, scale, extra = (*case, {})[:3]
-    params = {"scale": scale, **TINY[name], **extra}
-    arch = ARCHS[name]
-    full = arch.hyperparameters(params)
-    assert full.items() >= params.items() and "in_channels" in full  # the constructor's defaults filled in
-    assert arch.size_multiple(full) == getattr(build_arch(name, **params), "size_multiple", 1)
-
-
-def test_descriptor_hyperparameters_refuse_unknown_names():
-    with pytest.raises(ValueError, match="bad parameters for edsr"):
-        ARCHS["edsr"].hyperparameters({"scale": 2, "nmu_feat": 8})
-
-
 def _input_size(net, odd=(7, 9)):
     m = getattr(net, "size_multiple", 1)
     return odd if m == 1 else (2 * m, 3 * m)

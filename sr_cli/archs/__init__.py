@@ -2,7 +2,7 @@
 
 ARCHS maps a name to its ``ArchDescriptor`` (``descriptor.py``), declared next to the network in
 its module: the constructor, taking keyword-only hyperparameters (always including ``scale``),
-the foreign key layouts that map onto it, and the input size multiple it needs. It is the one
+and the foreign key layouts that map onto it. It is the one
 list of architectures: ``build_arch`` builds from it and ``sr_cli.foreign`` tries its layouts in
 this order. Every network built from it exposes ``scale`` and may expose ``size_multiple`` (its
 input height/width must be a multiple of it) and ``receptive_radius`` (LR pixels on each side

@@ -25,8 +25,6 @@ conditional VAE; ``skips=False`` forces everything through the latent.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
-
 import torch
 import torch.nn as nn
 
@@ -144,9 +142,5 @@ def _up2(c_in: int, c_out: int, mode: str) -> nn.Module:
     return nn.Sequential(nn.ConvTranspose2d(c_in, c_out, 4, 2, 1), _act())
 
 
-def _size_multiple(params: Mapping[str, Any]) -> int:
-    return 2 ** params["num_down"]
-
-
-AUTOENCODER_ARCH = ArchDescriptor("autoencoder", AutoencoderSR, size_multiple=_size_multiple)
-VAE_ARCH = ArchDescriptor("vae", VAESR, size_multiple=_size_multiple)
+AUTOENCODER_ARCH = ArchDescriptor("autoencoder", AutoencoderSR)
+VAE_ARCH = ArchDescriptor("vae", VAESR)

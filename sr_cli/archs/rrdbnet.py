@@ -25,7 +25,7 @@ Foreign layouts recognised (``RRDBNET_ARCH``), renamed onto these keys:
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping, Optional
+from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -253,9 +253,4 @@ def _esrgan_mmsr(state: StateDict) -> Optional[Recognised]:
     return _rrdb_params(renamed, "ESRGAN (mmsr layout)", scale=8 if "conv_up3.weight" in renamed else 4)
 
 
-def _size_multiple(params: Mapping[str, Any]) -> int:
-    return unshuffle_factor(params["scale"])
-
-
-RRDBNET_ARCH = ArchDescriptor("rrdbnet", RRDBNet, layouts=(_real_esrgan_rrdb, _esrgan_original, _esrgan_mmsr),
-                              size_multiple=_size_multiple)
+RRDBNET_ARCH = ArchDescriptor("rrdbnet", RRDBNet, layouts=(_real_esrgan_rrdb, _esrgan_original, _esrgan_mmsr))
