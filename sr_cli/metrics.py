@@ -19,13 +19,13 @@ import numpy as np
 CONVENTIONS = ("matlab", "basicsr")
 
 # ITU-R BT.601 for RGB in [0, 1], Y in [16, 235].
-_Y_WEIGHTS = np.array([65.481, 128.553, 24.966])
-_Y_OFFSET = 16.0
+Y_WEIGHTS = np.array([65.481, 128.553, 24.966])
+Y_OFFSET = 16.0
 
-_SSIM_WINDOW = 11
-_SSIM_SIGMA = 1.5
-_SSIM_C1 = (0.01 * 255) ** 2
-_SSIM_C2 = (0.03 * 255) ** 2
+SSIM_WINDOW = 11
+SSIM_SIGMA = 1.5
+SSIM_C1 = (0.01 * 255) ** 2
+SSIM_C2 = (0.03 * 255) ** 2
 
 
 def rgb_to_y(img: np.ndarray, *, round_y: bool) -> np.ndarray:
@@ -39,7 +39,7 @@ def rgb_to_y(img: np.ndarray, *, round_y: bool) -> np.ndarray:
     rgb = img.astype(np.float64)
     if np.issubdtype(img.dtype, np.integer):
         rgb /= 255.0
-    y = rgb @ _Y_WEIGHTS + _Y_OFFSET
+    y = rgb @ Y_WEIGHTS + Y_OFFSET
     return np.floor(y + 0.5) if round_y else y
 
 
@@ -63,8 +63,8 @@ def calculate_ssim(sr: np.ndarray, hr: np.ndarray, *, crop_border: int, test_y_c
     ``test_y_channel`` False, the mean over channels. 1.0 for identical images.
     """
     a, b = _prepare(sr, hr, crop_border=crop_border, test_y_channel=test_y_channel, convention=convention)
-    if min(a.shape[:2]) < _SSIM_WINDOW:
-        raise ValueError(f"SSIM needs at least {_SSIM_WINDOW}x{_SSIM_WINDOW} pixels after cropping, "
+    if min(a.shape[:2]) < SSIM_WINDOW:
+        raise ValueError(f"SSIM needs at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels after cropping, "
                          f"got {a.shape[0]}x{a.shape[1]}")
     return float(np.mean([_ssim_one_channel(a[..., c], b[..., c]) for c in range(a.shape[2])]))
 
@@ -99,12 +99,12 @@ def _prepare(sr: np.ndarray, hr: np.ndarray, *, crop_border: int, test_y_channel
 
 
 def _ssim_one_channel(a: np.ndarray, b: np.ndarray) -> float:
-    kernel = cv2.getGaussianKernel(_SSIM_WINDOW, _SSIM_SIGMA).astype(np.float64)
+    kernel = cv2.getGaussianKernel(SSIM_WINDOW, SSIM_SIGMA).astype(np.float64)
 
     def local_mean(img: np.ndarray) -> np.ndarray:
         # Correlation; the border mode is irrelevant because only the valid region is kept.
         filtered = cv2.sepFilter2D(img, cv2.CV_64F, kernel, kernel, borderType=cv2.BORDER_REFLECT)
-        r = _SSIM_WINDOW // 2
+        r = SSIM_WINDOW // 2
         return filtered[r:-r, r:-r]
 
     a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
@@ -112,8 +112,8 @@ def _ssim_one_channel(a: np.ndarray, b: np.ndarray) -> float:
     var_a = local_mean(a * a) - mu_a**2
     var_b = local_mean(b * b) - mu_b**2
     cov = local_mean(a * b) - mu_a * mu_b
-    ssim_map = ((2 * mu_a * mu_b + _SSIM_C1) * (2 * cov + _SSIM_C2)) / (
-        (mu_a**2 + mu_b**2 + _SSIM_C1) * (var_a + var_b + _SSIM_C2))
+    ssim_map = ((2 * mu_a * mu_b + SSIM_C1) * (2 * cov + SSIM_C2)) / (
+        (mu_a**2 + mu_b**2 + SSIM_C1) * (var_a + var_b + SSIM_C2))
     return float(ssim_map.mean())
 
 

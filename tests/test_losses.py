@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -178,3 +179,18 @@ def test_parse_loss_spec():
                          (["l1=1", "l1=2"], "twice"), ([], "empty")]:
         with pytest.raises(ValueError, match=message):
             parse_loss_spec(bad)
+
+
+def test_ssim_loss_is_one_minus_the_eval_ssim_of_y():
+    """Same window, constants and Y as `sr eval` (basicsr convention: Y not rounded)."""
+    import cv2
+    from sr_cli.metrics import calculate_ssim
+    rng = np.random.default_rng(0)
+    hr = (rng.random((40, 48, 3)) * 255).astype(np.uint8)
+    sr = np.clip(cv2.GaussianBlur(hr, (5, 5), 1.0) + rng.normal(0, 8, hr.shape), 0, 255).astype(np.uint8)
+    as_tensor = lambda x: torch.from_numpy(x).permute(2, 0, 1)[None].double() / 255  # noqa: E731
+    loss = build_pixel_loss("ssim")(as_tensor(sr), as_tensor(hr)).item()
+    expected = calculate_ssim(sr, hr, crop_border=0, test_y_channel=True, convention="basicsr")
+    assert 0.2 < expected < 0.9
+    assert loss == pytest.approx(1 - expected, abs=1e-9)
+    assert build_pixel_loss("ssim")(as_tensor(hr), as_tensor(hr)).item() == pytest.approx(0.0, abs=1e-12)

@@ -30,7 +30,7 @@ DISCRIMINATORS = ("vgg", "unet")
 DEGRADATIONS = ("bicubic", *PRESETS)
 SCHEDULES = ("cosine", "step")
 AMP_CHOICES = ("bf16", "fp16")
-PIXEL_LOSS_NAMES = ("l1", "mse", "charbonnier", "gradient")
+PIXEL_LOSS_NAMES = ("l1", "mse", "charbonnier", "gradient", "ssim")
 GAN_ONLY_LOSSES = ("gan", "feature_matching")
 DEFAULT_GAN_WEIGHT = 0.1  # Real-ESRGAN's, with l1=1 and perceptual=1
 DEFAULT_SCALE = 4         # without --scale or a --pretrained-g file to take it from
@@ -106,7 +106,7 @@ class TrainConfig:
     # -- the objective (training.losses, training.objective)
     loss: dict[str, float] = option(
         {"l1": 1.0}, help="Loss term NAME=WEIGHT: l1, mse, charbonnier, gradient (L1 of neighbour differences: "
-                          "penalises kept block edges), perceptual (needs --vgg-weights), kl (vae), "
+                          "penalises kept block edges), ssim (1 - SSIM of Y, as sr eval scores), perceptual (needs --vgg-weights), kl (vae), "
                           "and with --gan: gan (= --gan-weight), feature_matching; repeat or comma-separate.",
         form="losses", multiple=True, fixed=True)
     ema: float = option(0.999, help="EMA decay of the weights (the EMA is what gets exported); 0 disables.",

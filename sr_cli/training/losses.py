@@ -1,4 +1,4 @@
-"""Training losses: pixel (and neighbour-difference), adversarial, feature matching, VGG19 perceptual, and a spec parser.
+"""Training losses: pixel (with neighbour-difference and SSIM), adversarial, feature matching, VGG19 perceptual, and a spec parser.
 
 Everything takes NCHW float tensors (images in [0, 1]) and returns a scalar tensor.
 
@@ -57,16 +57,44 @@ def gradient_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return dx.abs().mean() + dy.abs().mean()
 
 
+def ssim_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """1 - SSIM of the BT.601 luma, as `sr eval` scores it (Y in 16..235, 11x11 Gaussian window of
+    sigma 1.5, the valid region only), without its rounding of Y to integers; RGB NCHW inputs.
+
+    SSIM compares local means, contrasts and structure; an L1-trained network smooths away the
+    faint texture that a compressed input still hints at, which SSIM counts and L1 barely does.
+    """
+    from ..metrics import SSIM_C1, SSIM_C2, SSIM_SIGMA, SSIM_WINDOW, Y_OFFSET, Y_WEIGHTS
+    weights = torch.tensor(Y_WEIGHTS, dtype=pred.dtype, device=pred.device).view(1, 3, 1, 1)
+    a = (pred * weights).sum(1, keepdim=True) + Y_OFFSET
+    b = (target * weights).sum(1, keepdim=True) + Y_OFFSET
+    r = SSIM_WINDOW // 2
+    g = torch.exp(-(torch.arange(SSIM_WINDOW, dtype=pred.dtype, device=pred.device) - r) ** 2 / (2 * SSIM_SIGMA ** 2))
+    g = g / g.sum()
+
+    def local_mean(x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(F.conv2d(x, g.view(1, 1, 1, -1)), g.view(1, 1, -1, 1))
+
+    mu_a, mu_b = local_mean(a), local_mean(b)
+    var_a = local_mean(a * a) - mu_a ** 2
+    var_b = local_mean(b * b) - mu_b ** 2
+    cov = local_mean(a * b) - mu_a * mu_b
+    ssim_map = ((2 * mu_a * mu_b + SSIM_C1) * (2 * cov + SSIM_C2)) / (
+        (mu_a ** 2 + mu_b ** 2 + SSIM_C1) * (var_a + var_b + SSIM_C2))
+    return 1 - ssim_map.mean()
+
+
 PIXEL_LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "l1": l1_loss,
     "mse": mse_loss,
     "charbonnier": charbonnier_loss,
     "gradient": gradient_loss,
+    "ssim": ssim_loss,
 }
 
 
 def build_pixel_loss(name: str, *, eps: float = 1e-3) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """The pixel loss called ``name`` (l1, mse, charbonnier, gradient); ``eps`` is Charbonnier's."""
+    """The pixel loss called ``name`` (l1, mse, charbonnier, gradient, ssim); ``eps`` is Charbonnier's."""
     if name == "charbonnier":
         return lambda pred, target: charbonnier_loss(pred, target, eps=eps)
     try:
@@ -260,13 +288,13 @@ class PerceptualLoss(nn.Module):
 # ---------------------------------------------------------------------------
 # loss specs
 
-LOSS_NAMES = ("l1", "mse", "charbonnier", "gradient", "perceptual", "gan", "feature_matching", "kl")
+LOSS_NAMES = ("l1", "mse", "charbonnier", "gradient", "ssim", "perceptual", "gan", "feature_matching", "kl")
 
 
 def parse_loss_spec(items: Iterable[str] | str) -> dict[str, float]:
     """Parse ``["l1=1", "perceptual=0.01"]`` (or ``"l1=1,perceptual=0.01"``) into weights.
 
-    Names: l1, mse, charbonnier, gradient, perceptual, gan, feature_matching, kl. Weights are
+    Names: l1, mse, charbonnier, gradient, ssim, perceptual, gan, feature_matching, kl. Weights are
     non-negative floats; unknown names, duplicates and malformed items raise ValueError.
     """
     if isinstance(items, str):
