@@ -107,14 +107,18 @@ def _ssim_one_channel(a: np.ndarray, b: np.ndarray) -> float:
         r = SSIM_WINDOW // 2
         return filtered[r:-r, r:-r]
 
-    a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
+    return float(ssim_map(np.ascontiguousarray(a), np.ascontiguousarray(b), local_mean).mean())
+
+
+def ssim_map(a, b, local_mean):
+    """SSIM at each window position of two Y images (0..255 scale), numpy arrays or torch tensors
+    alike (the training loss uses it too); ``local_mean`` is the Gaussian window's weighted mean."""
     mu_a, mu_b = local_mean(a), local_mean(b)
     var_a = local_mean(a * a) - mu_a**2
     var_b = local_mean(b * b) - mu_b**2
     cov = local_mean(a * b) - mu_a * mu_b
-    ssim_map = ((2 * mu_a * mu_b + SSIM_C1) * (2 * cov + SSIM_C2)) / (
+    return ((2 * mu_a * mu_b + SSIM_C1) * (2 * cov + SSIM_C2)) / (
         (mu_a**2 + mu_b**2 + SSIM_C1) * (var_a + var_b + SSIM_C2))
-    return float(ssim_map.mean())
 
 
 def blockiness(img: np.ndarray, *, scale: int, block: int = 8) -> float:

@@ -64,7 +64,7 @@ def ssim_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     SSIM compares local means, contrasts and structure; an L1-trained network smooths away the
     faint texture that a compressed input still hints at, which SSIM counts and L1 barely does.
     """
-    from ..metrics import SSIM_C1, SSIM_C2, SSIM_SIGMA, SSIM_WINDOW, Y_OFFSET, Y_WEIGHTS
+    from ..metrics import SSIM_SIGMA, SSIM_WINDOW, Y_OFFSET, Y_WEIGHTS, ssim_map
     weights = torch.tensor(Y_WEIGHTS, dtype=pred.dtype, device=pred.device).view(1, 3, 1, 1)
     a = (pred * weights).sum(1, keepdim=True) + Y_OFFSET
     b = (target * weights).sum(1, keepdim=True) + Y_OFFSET
@@ -75,13 +75,7 @@ def ssim_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     def local_mean(x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(F.conv2d(x, g.view(1, 1, 1, -1)), g.view(1, 1, -1, 1))
 
-    mu_a, mu_b = local_mean(a), local_mean(b)
-    var_a = local_mean(a * a) - mu_a ** 2
-    var_b = local_mean(b * b) - mu_b ** 2
-    cov = local_mean(a * b) - mu_a * mu_b
-    ssim_map = ((2 * mu_a * mu_b + SSIM_C1) * (2 * cov + SSIM_C2)) / (
-        (mu_a ** 2 + mu_b ** 2 + SSIM_C1) * (var_a + var_b + SSIM_C2))
-    return 1 - ssim_map.mean()
+    return 1 - ssim_map(a, b, local_mean).mean()
 
 
 PIXEL_LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
