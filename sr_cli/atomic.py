@@ -57,7 +57,7 @@ STALE_FOREIGN_SECONDS = 24 * 3600  # another machine's temporary file (shared fo
 
 
 def remove_stale_temporaries(folder: Union[str, os.PathLike]) -> list[Path]:
-    """Delete the temporary files ``atomic_file`` (``write_image``, video) left in ``folder`` when its process was killed
+    """Delete the temporary files ``atomic_file`` left in ``folder`` when its process was killed
     (SIGKILL, power loss): those of this machine whose process is gone, and another machine's
     older than a day (their process cannot be asked). Returns what was removed."""
     removed = []

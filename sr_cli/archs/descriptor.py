@@ -2,8 +2,9 @@
 
 An ``ArchDescriptor`` names an architecture, holds its constructor and the foreign key layouts it
 recognises. What input size a network needs, it says itself (its ``size_multiple`` attribute), so
-that rule is written once, beside the code that needs it. ``ARCHS`` in ``__init__.py`` lists the descriptors;
-``sr_cli.foreign`` tries their layouts in that order and loads the first that claims a file.
+that rule is written once, beside the code that needs it. ``ARCHS`` in ``__init__.py`` lists the
+descriptors; ``sr_cli.foreign`` tries their layouts in that order and loads the first that claims
+a file.
 
 A layout is a function ``StateDict -> Recognised | None``: None when the keys are not its own;
 a ``Recognised`` (the state dict renamed onto our module names, with the hyperparameters read

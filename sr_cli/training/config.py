@@ -106,7 +106,8 @@ class TrainConfig:
     # -- the objective (training.losses, training.objective)
     loss: dict[str, float] = option(
         {"l1": 1.0}, help="Loss term NAME=WEIGHT: l1, mse, charbonnier, gradient (L1 of neighbour differences: "
-                          "penalises kept block edges), ssim (1 - SSIM of Y, as sr eval scores), perceptual (needs --vgg-weights), kl (vae), "
+                          "penalises kept block edges), ssim (1 - SSIM of Y, as sr eval scores), "
+                          "perceptual (needs --vgg-weights), kl (vae), "
                           "and with --gan: gan (= --gan-weight), feature_matching; repeat or comma-separate.",
         form="losses", multiple=True, fixed=True)
     ema: float = option(0.999, help="EMA decay of the weights (the EMA is what gets exported); 0 disables.",

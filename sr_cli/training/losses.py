@@ -1,4 +1,5 @@
-"""Training losses: pixel (with neighbour-difference and SSIM), adversarial, feature matching, VGG19 perceptual, and a spec parser.
+"""Training losses: pixel (with neighbour-difference and SSIM), adversarial, feature matching,
+VGG19 perceptual, and a spec parser.
 
 Everything takes NCHW float tensors (images in [0, 1]) and returns a scalar tensor.
 
