@@ -13,6 +13,7 @@ file is run on a random image and must match PyTorch within ``ONNX_TOLERANCE``.
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .atomic import open_temporary
 from .model import SRModel
 
 FORMATS = ("onnx", "torchscript")
@@ -72,7 +74,8 @@ def export_model(model: SRModel, output: str | Path, *, fmt: str, opset: int = O
                                "max_abs_diff": None}
     # Written and checked under a temporary name, renamed only once it passes: a failed export
     # (or check) leaves nothing behind, and never replaces a good file with a bad one.
-    tmp = output.with_name(f".{output.name}.export.tmp")
+    tmp, fd = open_temporary(output)  # a per-process name: two exports to one file do not collide
+    os.close(fd)  # the exporters write by path
     try:
         if fmt == "torchscript":
             _export_torchscript(net, example, tmp, info)
