@@ -23,7 +23,10 @@ the scale augmentation VDSR (and DRRN, LapSRN) used on this same 291-image set.
 With ``degradation`` (a preset of ``sr_cli.degrade``, e.g. "realesrgan") the LR
 patch is made by that random pipeline instead of bicubic, from the same crop with
 context; its randomness is drawn from ``(seed, 2, index)``, so it is as
-reproducible as the crops.
+reproducible as the crops. ``block_aligned`` then starts that context a multiple of
+8 LR pixels before the patch (none for patches within 8 pixels of the image's top
+or left edge), so the 8x8 JPEG grid of a pipeline that compresses at the LR size
+lies on the patch's multiples of 8 (the ``block_edge`` loss scores those lines).
 """
 from __future__ import annotations
 
@@ -49,6 +52,7 @@ IMAGE_EXTENSIONS = tuple(suffix for fmt in _FORMATS for suffix in imageio.FORMAT
 _LR_MARGIN = 3
 # With a degradation pipeline, blur kernels reach further (up to 6 LR pixels at the LR size).
 _DEGRADE_MARGIN = 8
+JPEG_BLOCK = 8
 
 
 def find_images(folders: Iterable[str | Path]) -> list[Path]:
@@ -110,17 +114,21 @@ class HRPatchDataset(Dataset):
     of ``sr_cli.degrade.PRESETS`` or a ``Pipeline``.
     ``scale_aug``: factors in (0, 1); each adds a shrunk copy of every image (copies
     smaller than the HR patch are left out and counted in ``shrunk_skipped``).
+    ``block_aligned``: with a degradation, crop so that the LR's JPEG grid lies on the
+    patch's multiples of 8 (see the module's docstring).
     """
 
     def __init__(self, folders: Sequence[str | Path], *, scale: int, patch: int, seed: int = 0,
                  epoch_length: int | None = None, augment: bool = True,
-                 degradation: str | Pipeline | None = None, scale_aug: Sequence[float] = ()):
+                 degradation: str | Pipeline | None = None, scale_aug: Sequence[float] = (),
+                 block_aligned: bool = False):
         if scale < 1 or patch < 1:
             raise ValueError(f"scale and patch must be >= 1, got scale={scale}, patch={patch}")
         self.scale, self.patch, self.seed, self.augment = int(scale), int(patch), int(seed), augment
         if isinstance(degradation, str):
             degradation = None if degradation == "bicubic" else get_pipeline(degradation)
         self.degradation: Pipeline | None = degradation
+        self.block_aligned = block_aligned
         paths = find_images(folders)
         if not paths:
             raise ValueError(f"no images ({'/'.join(IMAGE_EXTENSIONS)}) in {', '.join(map(str, folders))}")
@@ -177,7 +185,10 @@ class HRPatchDataset(Dataset):
         lr_h, lr_w = img.shape[0] // s, img.shape[1] // s
         top, left = int(rng.integers(0, lr_h - p + 1)), int(rng.integers(0, lr_w - p + 1))  # in LR pixels
         # Resize the crop with up to m LR pixels of real context on each side, then cut the context off.
-        t0, l0 = max(top - m, 0), max(left - m, 0)
+        if self.block_aligned and self.degradation is not None:
+            t0, l0 = top - min(top, m) // JPEG_BLOCK * JPEG_BLOCK, left - min(left, m) // JPEG_BLOCK * JPEG_BLOCK
+        else:
+            t0, l0 = max(top - m, 0), max(left - m, 0)
         t1, l1 = min(top + p + m, lr_h), min(left + p + m, lr_w)
         region = to_tensor(img[t0 * s:t1 * s, l0 * s:l1 * s])
         if self.degradation is None:

@@ -131,6 +131,31 @@ def test_degraded_items(tmp_path):
         HRPatchDataset([folder], scale=2, patch=8, degradation="jpeg-only")
 
 
+def test_block_aligned_crops_put_the_jpeg_grid_on_multiples_of_8(tmp_path):
+    from sr_cli.degrade_presets import Pipeline, Stage
+    rng = np.random.default_rng(3)
+    folder = tmp_path / "hr"
+    folder.mkdir()
+    for i in range(3):  # smooth images, where JPEG's block edges are the largest steps
+        small = rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)
+        cv2.imwrite(str(folder / f"img{i}.png"), cv2.resize(small, (192, 192), interpolation=cv2.INTER_CUBIC))
+    jpeg_only = Pipeline(first=Stage(blur_prob=0.0, noise_prob=0.0, jpeg_range=(10, 10)), at_lr_size=True,
+                         final_sinc_prob=0.0)
+
+    def strongest_phases(ds, i):
+        y = ds[i][0].mean(0).numpy()
+        across = np.abs(np.diff(y, axis=1)).mean(0)  # [k]: the step between columns k and k + 1
+        down = np.abs(np.diff(y, axis=0)).mean(1)
+        return [int(np.argmax([steps[p::8].mean() for p in range(8)])) for steps in (across, down)]
+
+    aligned = HRPatchDataset([folder], scale=2, patch=32, seed=0, degradation=jpeg_only, block_aligned=True)
+    plain = HRPatchDataset([folder], scale=2, patch=32, seed=0, degradation=jpeg_only)
+    items = range(40)
+    assert all(strongest_phases(aligned, i) == [7, 7] for i in items)  # block edges after pixels 7, 15, ...
+    assert any(strongest_phases(plain, i) != [7, 7] for i in items)  # crops near the top or left edge
+    assert all(torch.equal(aligned[i][1], plain[i][1]) for i in items)  # the same HR crops
+
+
 def test_sharded_sample_range_covers_each_batch_once():
     world, batch = 3, 6
     shards = [list(SampleRange(12, 30, batch=batch, rank=r, world_size=world)) for r in range(world)]

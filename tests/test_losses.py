@@ -47,6 +47,29 @@ def test_gradient_loss_ignores_offsets_and_sees_block_edges():
     assert gradient(halves, target).item() == pytest.approx(0.1 / 31, rel=1e-4)  # one step of 0.1 in 31 columns
 
 
+def test_block_edge_loss_scores_only_the_jpeg_grid_lines():
+    torch.manual_seed(0)
+    target = torch.rand(1, 3, 64, 96)  # x4: the 8x8 LR grid lines are HR columns 32|31, 64|63 and row 32|31
+    block_edge = build_pixel_loss("block_edge", scale=4)
+    assert block_edge(target + 0.1, target).item() == pytest.approx(0.0, abs=1e-6)
+    on_grid, off_grid = target.clone(), target.clone()
+    on_grid[..., 32:] += 0.1   # a step of 0.1 between columns 31 and 32: one of the two column lines
+    off_grid[..., 36:] += 0.1  # the same step 4 columns on: no grid line
+    assert block_edge(on_grid, target).item() == pytest.approx(0.1 / 2, rel=1e-4)
+    assert block_edge(off_grid, target).item() == pytest.approx(0.0, abs=1e-6)
+    # the target's own steps on the grid are kept, not smoothed away
+    edge = torch.zeros(1, 1, 64, 64)
+    edge[..., 32:] = 1.0
+    assert block_edge(edge, edge).item() == 0.0
+    assert block_edge(torch.zeros_like(edge), edge).item() == pytest.approx(1.0 / 1)  # one column line
+    # x2: a line every 16 HR columns (five of them), and the step at 36 is still on none
+    block_edge_x2 = build_pixel_loss("block_edge", scale=2)
+    assert block_edge_x2(on_grid, target).item() == pytest.approx(0.1 / 5, rel=1e-4)
+    assert block_edge_x2(off_grid, target).item() == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="no line"):
+        block_edge(target[..., :32, :32], target[..., :32, :32])
+
+
 # --- adversarial losses -------------------------------------------------------------
 
 

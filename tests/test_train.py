@@ -41,6 +41,16 @@ def test_loss_goes_down_and_model_exports(images, tmp_path):
     assert out.shape == (1, 3, 10, 14)
 
 
+def test_block_edge_loss_trains_on_block_aligned_jpeg_patches(images, tmp_path):
+    run = train(config(images, tmp_path / "run", iters=3, patch=16, degradation="robust_jpeg",
+                       loss={"l1": 1.0, "block_edge": 2.0}), on_log=lambda r: None)
+    logged = [r for r in read_log(run) if "loss" in r]
+    assert len(logged) == 3 and all(r["losses"]["block_edge"] >= 0 for r in logged)
+    assert all(r["loss"] == pytest.approx(r["losses"]["l1"] + 2 * r["losses"]["block_edge"], rel=1e-4) for r in logged)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        config(images, tmp_path / "bad", patch=12, loss={"l1": 1.0, "block_edge": 1.0})
+
+
 def test_resume_is_exact(images, tmp_path):
     straight = train(config(images, tmp_path / "a", save_every=4), on_log=lambda r: None)
 

@@ -30,7 +30,7 @@ DISCRIMINATORS = ("vgg", "unet")
 DEGRADATIONS = ("bicubic", *PRESETS)
 SCHEDULES = ("cosine", "step")
 AMP_CHOICES = ("bf16", "fp16")
-PIXEL_LOSS_NAMES = ("l1", "mse", "charbonnier", "gradient", "ssim")
+PIXEL_LOSS_NAMES = ("l1", "mse", "charbonnier", "gradient", "ssim", "block_edge")
 GAN_ONLY_LOSSES = ("gan", "feature_matching")
 DEFAULT_GAN_WEIGHT = 0.1  # Real-ESRGAN's, with l1=1 and perceptual=1
 DEFAULT_SCALE = 4         # without --scale or a --pretrained-g file to take it from
@@ -107,6 +107,8 @@ class TrainConfig:
     loss: dict[str, float] = option(
         {"l1": 1.0}, help="Loss term NAME=WEIGHT: l1, mse, charbonnier, gradient (L1 of neighbour differences: "
                           "penalises kept block edges), ssim (1 - SSIM of Y, as sr eval scores), "
+                          "block_edge (gradient on the lines of the LR's 8x8 JPEG grid only; patch a multiple "
+                          "of 8), "
                           "perceptual (needs --vgg-weights), kl (vae), "
                           "and with --gan: gan (= --gan-weight), feature_matching; repeat or comma-separate.",
         form="losses", multiple=True, fixed=True)
@@ -198,6 +200,9 @@ class TrainConfig:
         unknown = [k for k in self.loss if k not in LOSS_NAMES]
         if unknown:
             raise ValueError(f"unknown loss {', '.join(unknown)}; known: {', '.join(LOSS_NAMES)}")
+        if "block_edge" in self.loss and self.patch % 8:
+            raise ValueError(f"the block_edge loss needs a patch that is a multiple of 8 (the JPEG block), "
+                             f"got {self.patch}")
         if self.gan is None:
             gan_terms = [k for k in GAN_ONLY_LOSSES if k in self.loss] + (["gan_weight"] if self.gan_weight else [])
             if gan_terms:

@@ -58,6 +58,29 @@ def gradient_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return dx.abs().mean() + dy.abs().mean()
 
 
+def block_edge_loss(pred: torch.Tensor, target: torch.Tensor, *, scale: int, block: int = 8) -> torch.Tensor:
+    """The gradient loss on the lines of the LR's JPEG block grid only: the steps between HR
+    pixels ``k * block * scale - 1`` and ``k * block * scale``, across columns and across rows.
+
+    Those lines are 1 / (block * scale) of all neighbour pairs, so in ``gradient`` an enlarged
+    block edge is a small share of the error; here it is all of it. The target's own steps there
+    are kept (real edges that happen to lie on the grid are not smoothed). Needs patches whose
+    JPEG grid starts at their origin (`sr train` crops them so with this loss) and a patch that is
+    a multiple of ``block`` LR pixels, so that flips keep the grid in place.
+    """
+    period = block * scale
+
+    def steps(x: torch.Tensor, dim: int) -> torch.Tensor:
+        n = x.shape[dim]
+        after = torch.arange(period, n, period, device=x.device)
+        return x.index_select(dim, after) - x.index_select(dim, after - 1)
+
+    if pred.shape[-1] <= period and pred.shape[-2] <= period:
+        raise ValueError(f"patch {tuple(pred.shape[-2:])} holds no line of the {period}-pixel block grid")
+    terms = [(steps(pred, d) - steps(target, d)).abs().mean() for d in (-1, -2) if pred.shape[d] > period]
+    return sum(terms)
+
+
 def ssim_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """1 - SSIM of the BT.601 luma, as `sr eval` scores it (Y in 16..235, 11x11 Gaussian window of
     sigma 1.5, the valid region only), without its rounding of Y to integers; RGB NCHW inputs.
@@ -86,16 +109,24 @@ PIXEL_LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = 
     "gradient": gradient_loss,
     "ssim": ssim_loss,
 }
+# Pixel losses that also need the scale.
+SCALED_PIXEL_LOSSES = {"block_edge": block_edge_loss}
 
 
-def build_pixel_loss(name: str, *, eps: float = 1e-3) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """The pixel loss called ``name`` (l1, mse, charbonnier, gradient, ssim); ``eps`` is Charbonnier's."""
+def build_pixel_loss(name: str, *, eps: float = 1e-3,
+                     scale: int = 1) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The pixel loss called ``name`` (l1, mse, charbonnier, gradient, ssim, block_edge); ``eps`` is
+    Charbonnier's, ``scale`` the model's (block_edge's grid is 8 x scale HR pixels)."""
     if name == "charbonnier":
         return lambda pred, target: charbonnier_loss(pred, target, eps=eps)
+    if name in SCALED_PIXEL_LOSSES:
+        fn = SCALED_PIXEL_LOSSES[name]
+        return lambda pred, target: fn(pred, target, scale=scale)
     try:
         return PIXEL_LOSSES[name]
     except KeyError:
-        raise ValueError(f"unknown pixel loss {name!r}; known: {', '.join(PIXEL_LOSSES)}") from None
+        known = (*PIXEL_LOSSES, *SCALED_PIXEL_LOSSES)
+        raise ValueError(f"unknown pixel loss {name!r}; known: {', '.join(known)}") from None
 
 
 # ---------------------------------------------------------------------------
@@ -283,14 +314,15 @@ class PerceptualLoss(nn.Module):
 # ---------------------------------------------------------------------------
 # loss specs
 
-LOSS_NAMES = ("l1", "mse", "charbonnier", "gradient", "ssim", "perceptual", "gan", "feature_matching", "kl")
+LOSS_NAMES = ("l1", "mse", "charbonnier", "gradient", "ssim", "block_edge", "perceptual", "gan", "feature_matching",
+              "kl")
 
 
 def parse_loss_spec(items: Iterable[str] | str) -> dict[str, float]:
     """Parse ``["l1=1", "perceptual=0.01"]`` (or ``"l1=1,perceptual=0.01"``) into weights.
 
-    Names: l1, mse, charbonnier, gradient, ssim, perceptual, gan, feature_matching, kl. Weights are
-    non-negative floats; unknown names, duplicates and malformed items raise ValueError.
+    Names: l1, mse, charbonnier, gradient, ssim, block_edge, perceptual, gan, feature_matching, kl.
+    Weights are non-negative floats; unknown names, duplicates and malformed items raise ValueError.
     """
     if isinstance(items, str):
         items = [items]

@@ -56,7 +56,8 @@ class GeneratorObjective:
 
     def __init__(self, config: TrainConfig, *, device: torch.device):
         self.weights = dict(config.loss)
-        self.pixel = {name: build_pixel_loss(name) for name in self.weights if name in PIXEL_LOSS_NAMES}
+        self.pixel = {name: build_pixel_loss(name, scale=config.scale)
+                      for name in self.weights if name in PIXEL_LOSS_NAMES}
         self.perceptual = None
         if "perceptual" in self.weights:
             self.perceptual = PerceptualLoss(weights_path=config.vgg_weights, layer_weights=config.perceptual_layers,
