@@ -38,6 +38,28 @@ def atomic_file(path: Union[str, os.PathLike]):
         raise
 
 
+@contextlib.contextmanager
+def atomic_path(path: Union[str, os.PathLike]):
+    """``atomic_file`` for writers that take a file name, not a file (safetensors' ``save_file``,
+    which then streams the tensors to disk instead of building the whole file in memory first):
+    yields the temporary file's path; synced and renamed over ``path`` when the block ends,
+    removed on any error."""
+    path = Path(path)
+    temporary, fd = open_temporary(path)
+    os.close(fd)
+    try:
+        yield temporary
+        fd = os.open(temporary, os.O_RDWR | getattr(os, "O_BINARY", 0))  # Windows syncs only writable files
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
 def open_temporary(path: Union[str, os.PathLike]) -> tuple[Path, int]:
     """A new, empty temporary file beside ``path`` (``.NAME.sr-PID-HOST-RANDOM.tmp``) and its
     descriptor, open for reading and writing; the caller renames it over ``path`` or deletes it."""

@@ -27,10 +27,10 @@ from typing import Any, Mapping
 import torch
 import torch.nn as nn
 from safetensors import safe_open
-from safetensors.torch import save as serialize
+from safetensors.torch import save_file
 
 from .archs import build_arch
-from .atomic import write_bytes
+from .atomic import atomic_path
 from .model import SRModel
 
 FORMAT = "sr-cli/1"
@@ -49,7 +49,8 @@ def save_model(net: nn.Module, path: str | Path, *, arch: str, params: dict[str,
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in net.state_dict().items()}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_bytes(path, serialize(tensors, metadata=metadata))
+    with atomic_path(path) as temporary:
+        save_file(tensors, temporary, metadata=metadata)
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:

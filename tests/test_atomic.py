@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-from sr_cli.atomic import atomic_file, write_bytes
+from sr_cli.atomic import atomic_file, atomic_path, write_bytes
 from sr_cli.weights import load_model, save_model
 
 from conftest import random_net
@@ -28,6 +28,23 @@ def test_failure_midway_keeps_the_old_file(tmp_path):
             file.write(b"half of the new")
             raise KeyboardInterrupt
     assert target.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["a.bin"]
+
+
+def test_atomic_path_for_writers_that_take_a_name(tmp_path):
+    target = tmp_path / "a.bin"
+    target.write_bytes(b"old")
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_path(target) as temporary:
+            assert temporary.parent == tmp_path and temporary != target
+            temporary.write_bytes(b"half of the new")
+            raise KeyboardInterrupt
+    assert target.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["a.bin"]
+    with atomic_path(target) as temporary:
+        temporary.write_bytes(b"new")
+        assert target.read_bytes() == b"old"  # replaced only when the block ends
+    assert target.read_bytes() == b"new"
     assert os.listdir(tmp_path) == ["a.bin"]
 
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 
 from ..archs import ARCHS
-from ..atomic import write_bytes
+from ..atomic import atomic_path, write_bytes
 from ..foreign import load_any
 from ..weights import check_finite, read_state_dict
 from .config import TrainConfig
@@ -74,7 +74,7 @@ def save_checkpoint(run_dir: Path, *, step: int, net: nn.Module, ema: Optional[E
 
     Keys: ``model.*`` (generator), ``ema.*``, ``optim.*``, and in GAN mode ``disc.*`` and ``doptim.*``.
     """
-    from safetensors.torch import save as serialize
+    from safetensors.torch import save_file
     tensors = {f"model.{k}": v for k, v in net.state_dict().items()}
     if ema is not None:
         tensors.update({f"ema.{k}": v for k, v in ema.net.state_dict().items()})
@@ -99,7 +99,8 @@ def save_checkpoint(run_dir: Path, *, step: int, net: nn.Module, ema: Optional[E
         "best": best,
         "config": config.to_json(),
     })
-    write_bytes(run_dir / CHECKPOINT, serialize(tensors, metadata={"step": str(step)}))
+    with atomic_path(run_dir / CHECKPOINT) as temporary:
+        save_file(tensors, temporary, metadata={"step": str(step)})
     write_json(run_dir / CHECKPOINT_STATE, state)
 
 
