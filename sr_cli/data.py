@@ -42,6 +42,7 @@ from torch.utils.data import Dataset, Sampler
 
 from . import imageio
 from .degrade import Pipeline, degrade, get_pipeline
+from .degrade_presets import JPEG_BLOCK
 from .resize import imresize, modcrop
 
 # The formats training folders are read in: only these, so that a folder trains on what it always did.
@@ -52,7 +53,6 @@ IMAGE_EXTENSIONS = tuple(suffix for fmt in _FORMATS for suffix in imageio.FORMAT
 _LR_MARGIN = 3
 # With a degradation pipeline, blur kernels reach further (up to 6 LR pixels at the LR size).
 _DEGRADE_MARGIN = 8
-JPEG_BLOCK = 8
 
 
 def find_images(folders: Iterable[str | Path]) -> list[Path]:

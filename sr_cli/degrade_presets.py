@@ -9,6 +9,7 @@ from typing import Optional
 
 KERNEL_KINDS = ("iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso", "plateau_aniso")
 MAX_KERNEL = 21
+JPEG_BLOCK = 8  # JPEG's block size in pixels: where its grid lines fall
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from ..degrade_presets import PRESETS, get_pipeline
+from ..degrade_presets import JPEG_BLOCK, PRESETS, get_pipeline
 
 # Choices of the options below. GAN_KINDS is the truth (losses.gan_loss reads it); the
 # discriminator names copy sr_cli.archs.DISCRIMINATORS, which imports torch (tests/test_train.py
@@ -200,9 +200,9 @@ class TrainConfig:
         unknown = [k for k in self.loss if k not in LOSS_NAMES]
         if unknown:
             raise ValueError(f"unknown loss {', '.join(unknown)}; known: {', '.join(LOSS_NAMES)}")
-        if "block_edge" in self.loss and self.patch % 8:
-            raise ValueError(f"the block_edge loss needs a patch that is a multiple of 8 (the JPEG block), "
-                             f"got {self.patch}")
+        if "block_edge" in self.loss and (self.patch % JPEG_BLOCK or self.patch < 2 * JPEG_BLOCK):
+            raise ValueError(f"the block_edge loss needs a patch that is a multiple of {JPEG_BLOCK} (the JPEG "
+                             f"block) and at least {2 * JPEG_BLOCK}, got {self.patch}")
         if self.gan is None:
             gan_terms = [k for k in GAN_ONLY_LOSSES if k in self.loss] + (["gan_weight"] if self.gan_weight else [])
             if gan_terms:

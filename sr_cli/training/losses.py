@@ -27,6 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..degrade_presets import JPEG_BLOCK
 from .config import GAN_KINDS
 
 # ---------------------------------------------------------------------------
@@ -58,7 +59,8 @@ def gradient_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return dx.abs().mean() + dy.abs().mean()
 
 
-def block_edge_loss(pred: torch.Tensor, target: torch.Tensor, *, scale: int, block: int = 8) -> torch.Tensor:
+def block_edge_loss(pred: torch.Tensor, target: torch.Tensor, *, scale: int,
+                    block: int = JPEG_BLOCK) -> torch.Tensor:
     """The gradient loss on the lines of the LR's JPEG block grid only: the steps between HR
     pixels ``k * block * scale - 1`` and ``k * block * scale``, across columns and across rows.
 
