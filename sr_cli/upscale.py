@@ -9,6 +9,7 @@ and numpy arrays.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Union
 
@@ -256,7 +257,10 @@ def _run_native(upscaler: Upscaler, model: SRModel, colour: np.ndarray) -> np.nd
     maximum = 65535.0 if colour.dtype == np.uint16 else 255.0
     out = np.empty((height * model.scale, width * model.scale, channels), dtype=colour.dtype)
     # Integer pixels go in as they are; tiles are converted to float one at a time.
-    x = torch.from_numpy(np.ascontiguousarray(colour)).permute(2, 0, 1).unsqueeze(0)
+    with warnings.catch_warnings():
+        # A read-only input (np.asarray of a PIL image) is only read here: wrap it, do not copy it.
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        x = torch.from_numpy(np.ascontiguousarray(colour)).permute(2, 0, 1).unsqueeze(0)
     if grey:
         x = x.expand(1, 3, height, width)
 

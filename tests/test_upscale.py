@@ -23,6 +23,14 @@ def test_channels_and_bit_depth_are_kept(weights_dir, channels, dtype):
     assert out.shape == (24, 20, channels) and out.dtype == dtype
 
 
+def test_read_only_input_is_read_without_a_warning(weights_dir, recwarn):
+    pixels = smooth_image(12, 10, 3)
+    expected = upscale_image(pixels, scale=2, device="cpu")
+    pixels.flags.writeable = False  # as np.asarray(PIL.Image) gives
+    assert np.array_equal(upscale_image(pixels, scale=2, device="cpu"), expected)
+    assert not [w for w in recwarn if "not writable" in str(w.message)]
+
+
 def test_alpha_is_upscaled_not_dropped(weights_dir):
     pixels = smooth_image(16, 16, 4)
     pixels[:, :, 3] = 0
