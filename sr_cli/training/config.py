@@ -107,8 +107,8 @@ class TrainConfig:
     loss: dict[str, float] = option(
         {"l1": 1.0}, help="Loss term NAME=WEIGHT: l1, mse, charbonnier, gradient (L1 of neighbour differences: "
                           "penalises kept block edges), ssim (1 - SSIM of Y, as sr eval scores), "
-                          "block_edge (gradient on the lines of the LR's 8x8 JPEG grid only; patch a multiple "
-                          "of 8), "
+                          "block_edge (gradient on the lines of the LR's 8x8 JPEG grid only, for degradations "
+                          "that compress at the LR size: robust, robust_jpeg; patch a multiple of 8), "
                           "perceptual (needs --vgg-weights), kl (vae), "
                           "and with --gan: gan (= --gan-weight), feature_matching; repeat or comma-separate.",
         form="losses", multiple=True, fixed=True)
