@@ -24,18 +24,9 @@ def atomic_file(path: Union[str, os.PathLike]):
     """A binary file (read-write: the TIFF writer reads back its first directory to link EXIF) on a new
     temporary file beside ``path``; when the block ends it is synced and renamed over ``path``, and
     on any error (Ctrl-C included) removed, so ``path`` is never left cut short."""
-    path = Path(path)
-    temporary, fd = open_temporary(path)
-    try:
-        # Opened through its name, so that file.name is the path (tifffile wants one), on our descriptor.
-        with open(temporary, "w+b", opener=lambda *_: fd) as file:
+    with atomic_path(path) as temporary:
+        with open(temporary, "w+b") as file:  # file.name is a path: tifffile wants one
             yield file
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
 
 
 @contextlib.contextmanager
@@ -45,8 +36,7 @@ def atomic_path(path: Union[str, os.PathLike]):
     yields the temporary file's path; synced and renamed over ``path`` when the block ends,
     removed on any error."""
     path = Path(path)
-    temporary, fd = open_temporary(path)
-    os.close(fd)
+    temporary = new_temporary(path)
     try:
         yield temporary
         fd = os.open(temporary, os.O_RDWR | getattr(os, "O_BINARY", 0))  # Windows syncs only writable files
@@ -60,15 +50,15 @@ def atomic_path(path: Union[str, os.PathLike]):
         raise
 
 
-def open_temporary(path: Union[str, os.PathLike]) -> tuple[Path, int]:
-    """A new, empty temporary file beside ``path`` (``.NAME.sr-PID-HOST-RANDOM.tmp``) and its
-    descriptor, open for reading and writing; the caller renames it over ``path`` or deletes it."""
+def new_temporary(path: Union[str, os.PathLike]) -> Path:
+    """A new, empty temporary file beside ``path`` (``.NAME.sr-PID-HOST-RANDOM.tmp``), created here so
+    that no other process takes its name; the caller renames it over ``path`` or deletes it."""
     path = Path(path)
     while True:
         temporary = path.with_name(f".{path.name[:64]}.sr-{os.getpid()}-{_HOST}-{secrets.token_hex(4)}.tmp")
         try:  # os.open applies the umask, so the result gets the usual permissions (mkstemp: 0600)
-            return temporary, os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
-                                      0o666)
+            os.close(os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666))
+            return temporary
         except FileExistsError:
             continue
 

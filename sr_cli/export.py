@@ -13,7 +13,6 @@ file is run on a random image and must match PyTorch within ``ONNX_TOLERANCE``.
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .atomic import open_temporary
+from .atomic import atomic_path
 from .model import SRModel
 
 FORMATS = ("onnx", "torchscript")
@@ -74,18 +73,13 @@ def export_model(model: SRModel, output: str | Path, *, fmt: str, opset: int = O
                                "max_abs_diff": None}
     # Written and checked under a temporary name, renamed only once it passes: a failed export
     # (or check) leaves nothing behind, and never replaces a good file with a bad one.
-    tmp, fd = open_temporary(output)  # a per-process name: two exports to one file do not collide
-    os.close(fd)  # the exporters write by path
-    try:
+    with atomic_path(output) as tmp:  # a per-process name: two exports to one file do not collide
         if fmt == "torchscript":
             _export_torchscript(net, example, tmp, info)
         else:
             _export_onnx(net, example, tmp, info, opset)
         if check:
             summary["max_abs_diff"] = _check(model, tmp, fmt, shown=output)
-        tmp.replace(output)
-    finally:
-        tmp.unlink(missing_ok=True)
     return summary
 
 

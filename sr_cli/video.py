@@ -23,7 +23,6 @@ stretch are kept and every timestamp is shifted so the excerpt starts where fram
 """
 from __future__ import annotations
 
-import os
 import queue
 import threading
 from collections import deque
@@ -164,7 +163,7 @@ def upscale_video(source, destination, upscaler, *, options: Optional[VideoOptio
     ``on_frame(done, total or None, fps)`` is called after each frame is upscaled.
     Raises ValueError (one line, without the file's name) when the clip cannot be read or written.
     """
-    from .atomic import open_temporary
+    from .atomic import atomic_path
     av = load_av()
     options = options or VideoOptions()
     source, destination = Path(source), Path(destination)
@@ -176,31 +175,24 @@ def upscale_video(source, destination, upscaler, *, options: Optional[VideoOptio
         inp = av.open(str(source))
     except Exception as exc:
         raise ValueError(f"cannot read video ({_reason(exc)})") from None
-    temporary, fd = open_temporary(destination)
-    os.close(fd)
-    out = None
     try:
-        if not inp.streams.video:
-            raise ValueError("no video stream in the file")
-        out = av.open(str(temporary), "w", format=muxer,
-                      options={"movflags": "+faststart"} if muxer in ("mp4", "mov") else {})
-        stats = _run(av, inp, out, upscaler, options, on_frame)
-        out.close()
-        out = None
-        with open(temporary, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temporary, destination)
-        return stats
-    except BaseException as exc:
-        if out is not None:
+        with atomic_path(destination) as temporary:
+            if not inp.streams.video:
+                raise ValueError("no video stream in the file")
+            out = av.open(str(temporary), "w", format=muxer,
+                          options={"movflags": "+faststart"} if muxer in ("mp4", "mov") else {})
             try:
-                out.close()
-            except Exception:
-                pass
-        temporary.unlink(missing_ok=True)
-        if isinstance(exc, av.error.FFmpegError):  # its str() names the temporary file: say it in our words
-            raise ValueError(f"cannot write video ({_reason(exc)})") from exc
-        raise
+                stats = _run(av, inp, out, upscaler, options, on_frame)
+            except BaseException:
+                try:  # closed before atomic_path deletes the file (Windows cannot delete an open one)
+                    out.close()
+                except Exception:
+                    pass
+                raise
+            out.close()
+        return stats
+    except av.error.FFmpegError as exc:  # its str() names the temporary file: say it in our words
+        raise ValueError(f"cannot write video ({_reason(exc)})") from exc
     finally:
         inp.close()
 
