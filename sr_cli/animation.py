@@ -83,11 +83,10 @@ def _check_total(upscaler, height: int, width: int, channels: int, itemsize: int
     upscaler.check_fits(height, width, channels, itemsize)
     if getattr(upscaler, "max_pixels", None) is not None:
         return  # the user chose the limit (per frame); do not second-guess it
-    from .upscale import _free_memory
-    import torch
+    from .device import available_memory
     out_h, out_w = upscaler.output_size(height, width)
     need = count * out_h * out_w * channels * itemsize * BYTES_PER_FRAME_BUDGET
-    free = _free_memory(torch.device("cpu"))
+    free = available_memory()
     if need > free:
         raise ValueError(f"{count} frames of {out_w}x{out_h} are held until the animation is written: "
                          f"~{need / 2**30:,.1f} GiB, {free / 2**30:,.1f} GiB available; --max-pixels "

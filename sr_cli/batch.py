@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Optional
 
 from . import imageio
+from .errors import display
 from .video import VIDEO_SUFFIXES, WRITABLE_VIDEO_SUFFIXES, is_video
 
 READABLE_SUFFIXES = imageio.READABLE_SUFFIXES | VIDEO_SUFFIXES
@@ -81,12 +82,6 @@ def find_inputs(inputs: Iterable[str], *, recursive: bool,
 
 def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
-
-
-def display(path) -> str:
-    """A file name fit for one line of a terminal: control characters (newlines, escape codes)
-    and undecodable bytes shown as escapes, everything else (spaces, unicode, brackets) as is."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(path))
 
 
 def plan_jobs(inputs: list[tuple[Path, Optional[Path]]], *, output: Optional[Path], fmt: str,
@@ -233,7 +228,7 @@ def shard(items: list, spec: Optional[str]) -> list:
 
 
 class ThreadChooser:
-    """Chooses torch's CPU thread count during a batch, from what it measures.
+    """Chooses the engine's CPU thread count during a batch, from what it measures.
 
     With every core on the model, the background decode/encode threads find no idle
     core and in effect run in series with it; with one core fewer they overlap it.
@@ -308,10 +303,15 @@ def run_jobs(jobs: list[Job], upscale: Callable, *, existing: str = "error", qua
     if fail_fast and any(r.status == "failed" for r in results):
         return results
 
-    import torch
-    original_threads = torch.get_num_threads()
-    on_cpu = getattr(getattr(upscale, "device", None), "type", None) == "cpu"
-    chooser = ThreadChooser(original_threads) if on_cpu and original_threads > 1 and len(runnable) > 1 else None
+    engines = getattr(upscale, "engines", None) or []
+    original_threads = engines[0].threads if engines else 1
+
+    def set_threads(count: int) -> bool:
+        return all([engine.set_threads(count) for engine in engines]) if engines else False
+
+    # Only where the thread count can change between images (torch on a CPU; ONNX Runtime fixes it).
+    adjustable = len(runnable) > 1 and original_threads > 1 and set_threads(original_threads)
+    chooser = ThreadChooser(original_threads) if adjustable else None
 
     def timed_read(path: Path):
         if is_video(path):
@@ -321,7 +321,7 @@ def run_jobs(jobs: list[Job], upscale: Callable, *, existing: str = "error", qua
 
     def run_frames(job: Job, started: float) -> Result:
         """A video or an animation: its own pipeline, frame by frame."""
-        torch.set_num_threads(original_threads)
+        set_threads(original_threads)
         job.destination.parent.mkdir(parents=True, exist_ok=True)
         if is_video(job.source):
             from .video import upscale_video
@@ -379,7 +379,8 @@ def run_jobs(jobs: list[Job], upscale: Callable, *, existing: str = "error", qua
                         continue
                     in_size = (image.pixels.shape[1], image.pixels.shape[0])
                     threads = chooser.threads() if chooser is not None else original_threads
-                    torch.set_num_threads(threads)
+                    if chooser is not None:
+                        set_threads(threads)
                     model_start = time.perf_counter()
                     pixels = upscale(image.pixels)
                     if chooser is not None:
@@ -405,7 +406,8 @@ def run_jobs(jobs: list[Job], upscale: Callable, *, existing: str = "error", qua
             if next_read is not None:
                 next_read.cancel()
         finally:
-            torch.set_num_threads(original_threads)
+            if chooser is not None:
+                set_threads(original_threads)
     return results
 
 

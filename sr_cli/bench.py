@@ -43,15 +43,16 @@ class BenchResult:
     gflops_per_s: float
     share_of_conv_peak: Optional[float]
     runner: str = "sr"
+    engine: str = "torch"
     extra: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def count_conv_flops(model: SRModel, height: int, width: int) -> float:
-    """FLOPs (2 per multiply-add) of all convolutions for one input of this size."""
-    if not isinstance(model.net, nn.Module):
+def count_conv_flops(model: Optional[SRModel], height: int, width: int) -> float:
+    """FLOPs (2 per multiply-add) of all convolutions for one input of this size (0 for none)."""
+    if model is None or not isinstance(model.net, nn.Module):
         return 0.0
     total = 0.0
 
@@ -197,48 +198,66 @@ def _sync(device: torch.device) -> None:
 
 
 def bench_one(model_name: str, *, height: int, width: int, scale: float, tile, device: str = "auto",
-              precision: str = "fp32", warmup: int = 1, repeat: int = 3, conv_peak: Optional[float] = None,
-              reference: bool = False, overlap: int = 16) -> list[BenchResult]:
+              precision: str = "auto", engine: str = "auto", warmup: int = 1, repeat: int = 3,
+              conv_peak: Optional[float] = None, reference: bool = False, overlap: int = 16,
+              threads: Optional[int] = None) -> list[BenchResult]:
     """Benchmark one combination (and, with ``reference``, the reference loop beside it)."""
     from .upscale import Upscaler
-    upscaler = Upscaler.create(model_name, scale, device=device, precision=precision, tile=tile, overlap=overlap)
+    upscaler = Upscaler.create(model_name, scale, device=device, precision=precision, engine=engine, tile=tile,
+                               overlap=overlap, threads=threads)
     pixels = synthetic_image(height, width)
     flops = 0.0
     current = (height, width)
-    for model in upscaler.models:
-        flops += count_conv_flops(model, *current)
-        current = (current[0] * model.scale, current[1] * model.scale)
+    for runner in upscaler.engines:
+        flops += count_conv_flops(_torch_model(runner, model_name), *current)
+        current = (current[0] * runner.scale, current[1] * runner.scale)
     out_h, out_w = upscaler.output_size(height, width)
+    first = upscaler.engines[0]
     tile_label = tile if isinstance(tile, int) else None
     if tile == "auto":
-        from .upscale import auto_tile
-        tile_label = auto_tile(upscaler.models[0], height, width, upscaler.device)
+        tile_label = first.auto_tile(height, width)
 
     runners = [("sr", lambda: upscaler(pixels))]
     if reference:
-        if len(upscaler.models) != 1:
-            raise ValueError("--compare-reference needs a native scale (one model pass)")
+        if len(upscaler.engines) != 1 or first.name != "torch":
+            raise ValueError("--compare-reference needs a native scale (one model pass) on --engine torch")
         ref_tile = tile_label or max(height, width)
         runners.append(("reference", lambda: reference_tile_loop(
-            upscaler.models[0], pixels, tile=ref_tile, device=upscaler.device, dtype=upscaler.dtype)))
+            first.model, pixels, tile=ref_tile, device=first.torch_device, dtype=first.dtype)))
 
     results = []
+    cuda = first.device.startswith("cuda")
     for runner, run in runners:
-        if upscaler.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(upscaler.device)
-        times, peak = time_runs(run, warmup=warmup, repeat=repeat, device=upscaler.device)
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(first.torch_device)
+        times, peak = time_runs(run, warmup=warmup, repeat=repeat, device=torch.device(first.device))
         median = statistics.median(times)
-        cuda_mb = (torch.cuda.max_memory_allocated(upscaler.device) / 2**20
-                   if upscaler.device.type == "cuda" else None)
+        cuda_mb = torch.cuda.max_memory_allocated(first.torch_device) / 2**20 if cuda else None
         results.append(BenchResult(
-            model=model_name, arch="+".join(m.arch for m in upscaler.models), scale=scale,
-            size=f"{width}x{height}", tile=tile_label,
-            device=str(upscaler.device), precision=precision,
-            threads=torch.get_num_threads(), parameters=sum(m.num_parameters for m in upscaler.models),
+            model=model_name, arch="+".join(e.arch for e in upscaler.engines), scale=scale,
+            size=f"{width}x{height}", tile=tile_label, device=first.device, precision=first.precision,
+            threads=first.threads, parameters=sum(_parameters(e, model_name) for e in upscaler.engines),
             median_s=median, min_s=min(times), max_s=max(times),
             output_mp_per_s=out_h * out_w / 1e6 / median, peak_rss_mb=peak / 2**20,
             cuda_max_allocated_mb=cuda_mb, flops_per_output_pixel=flops / (out_h * out_w),
             gflops_per_s=flops / median / 1e9,
             share_of_conv_peak=(flops / median / 1e9 / conv_peak) if conv_peak else None, runner=runner,
+            engine=first.name,
         ))
     return results
+
+
+def _torch_model(engine, model_name: str) -> Optional[SRModel]:
+    """The torch network behind an engine, for counting its FLOPs (an ONNX engine's: the same
+    model loaded by torch; a community ONNX file has none)."""
+    if engine.name == "torch":
+        return engine.model
+    if model_name.lower().endswith(".onnx"):
+        return None
+    from .registry import resolve_model
+    return resolve_model(model_name, engine.scale)
+
+
+def _parameters(engine, model_name: str) -> int:
+    model = _torch_model(engine, model_name)
+    return model.num_parameters if model is not None else engine.num_parameters

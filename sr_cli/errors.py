@@ -25,12 +25,18 @@ def _on_sigterm(signum, frame):
     raise Terminated()
 
 
+def display(text) -> str:
+    """A file name (or any text) fit for one line of a terminal: control characters (newlines,
+    escape codes) and undecodable bytes shown as escapes, everything else as is."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
 def one_line(exc: BaseException) -> str:
     if isinstance(exc, MemoryError):
         return "out of memory (try a smaller --tile, or a smaller job)"
     text = str(exc).strip()
     first = text.splitlines()[0].strip() if text else ""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in first) or type(exc).__name__
+    return display(first) or type(exc).__name__
 
 
 def friendly_errors(command=None, *, on_interrupt: str = ""):

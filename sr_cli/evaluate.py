@@ -87,6 +87,7 @@ class EvalReport:
     seconds: float
     degrade: Optional[str] = None
     seed: int = 0
+    runs_on: dict[str, str] = field(default_factory=dict)  # model -> "engine precision", e.g. "onnx int8"
 
     def to_dict(self, *, per_image: bool = False) -> dict:
         def dataset_dict(score: DatasetScore) -> dict:
@@ -100,7 +101,7 @@ class EvalReport:
             "scale": self.scale, "convention": self.convention, "crop_border": self.crop_border,
             "channel": "y" if self.y_channel else "rgb", "lr_source": self.lr_source,
             "degrade": self.degrade, "seed": self.seed,
-            "seconds": round(self.seconds, 3),
+            "seconds": round(self.seconds, 3), "engines": self.runs_on,
             "results": {m: {d: dataset_dict(self.scores[m][d]) for d in self.datasets} for m in self.models},
         }
 
@@ -108,7 +109,8 @@ class EvalReport:
 def evaluate(datasets: Sequence[Union[str, Path]], *, scale: int, models: Sequence[str] = ("bicubic",),
              lr_dir: Optional[Union[str, Path]] = None, save_dir: Optional[Union[str, Path]] = None,
              convention: str = "matlab", crop_border: Optional[int] = None, rgb: bool = False,
-             device: str = "cpu", tile: Optional[int] = None, overlap: int = DEFAULT_OVERLAP,
+             device: str = "cpu", engine: str = "torch", precision: str = "auto",
+             tile: Optional[int] = None, overlap: int = DEFAULT_OVERLAP,
              degrade: Optional[str] = None, seed: int = 0,
              progress: Optional[ProgressFn] = None) -> EvalReport:
     """Score ``models`` on each dataset (a folder of HR images, or one image) at ``scale``.
@@ -122,8 +124,6 @@ def evaluate(datasets: Sequence[Union[str, Path]], *, scale: int, models: Sequen
     are saved too, as ``lr/<dataset>/<stem>.png``.
     """
     from .degrade import parse_degrade_spec
-    from .registry import resolve_model
-    from .upscale import pick_device
 
     started = time.perf_counter()
     if int(scale) != scale or scale < 1:
@@ -144,8 +144,9 @@ def evaluate(datasets: Sequence[Union[str, Path]], *, scale: int, models: Sequen
     folders = [Path(d) for d in datasets]
     labels = _dataset_labels(folders)
     images = {label: _list_images(folder) for label, folder in zip(labels, folders)}
-    torch_device = pick_device(device)
-    loaded = {name: resolve_model(name, scale).to(torch_device) for name in models}
+    from .engines import open_engines
+    loaded = {name: open_engines(name, [scale], engine=engine, device=device, precision=precision)[0]
+              for name in models}
 
     scores = {m: {d: DatasetScore(model=m, dataset=d) for d in labels} for m in models}
     total, done = sum(len(v) for v in images.values()) * len(models), 0
@@ -165,7 +166,7 @@ def evaluate(datasets: Sequence[Union[str, Path]], *, scale: int, models: Sequen
             else:
                 lr, hr = _paired_lr(path, hr, lr_files, lr_folder, scale)
             for name, model in loaded.items():
-                sr = run_model(model, lr, tile=tile, overlap=overlap, device=torch_device)
+                sr = run_model(model, lr, tile=tile, overlap=overlap)
                 if sr.shape != hr.shape:
                     raise ValueError(f"{name} made a {sr.shape} image from {path.name}, expected {hr.shape}")
                 if save_dir is not None:
@@ -182,7 +183,8 @@ def evaluate(datasets: Sequence[Union[str, Path]], *, scale: int, models: Sequen
                       lr_source=(str(lr_dir) if lr_dir is not None else "bicubic (MATLAB imresize)"
                                  + (f", then {spec.text} (seed {seed})" if spec is not None else "")),
                       models=models, datasets=labels, scores=scores, seconds=time.perf_counter() - started,
-                      degrade=spec.text if spec is not None else None, seed=int(seed))
+                      degrade=spec.text if spec is not None else None, seed=int(seed),
+                      runs_on={name: f"{e.name} {e.precision}" for name, e in loaded.items()})
 
 
 def bicubic_downscale(hr: np.ndarray, scale: int) -> np.ndarray:
@@ -195,23 +197,30 @@ def bicubic_downscale(hr: np.ndarray, scale: int) -> np.ndarray:
     return _quantise(imresize(_to_nchw(hr, torch.float64), 1 / scale), like=hr)
 
 
-def run_model(model, lr: np.ndarray, *, tile: Optional[int], overlap: int, device) -> np.ndarray:
-    """Upscale a uint8 HW/HWC image with an SRModel; returns uint8 of the same layout."""
-    from .upscale import upscale_tensor
+def run_model(engine, lr: np.ndarray, *, tile: Optional[int], overlap: int) -> np.ndarray:
+    """Upscale a uint8 HW/HWC image with an engine (engines/); returns uint8 of the same layout."""
+    from .upscale import run_tiled, upscale_tensor
 
     x = _to_nchw(lr, torch.float32) / 255.0
     channels = x.shape[1]
-    if model.in_channels == channels:
-        y = upscale_tensor(model, x, tile=tile, overlap=overlap, device=device).cpu()
-    elif model.in_channels == 3 and channels == 1:
-        # Grey in, grey out: averaged in float64 so identical channels come back exactly.
-        y = upscale_tensor(model, x.repeat(1, 3, 1, 1), tile=tile, overlap=overlap, device=device).cpu()
-        y = y.double().mean(dim=1, keepdim=True)
-    elif model.in_channels == 1:
-        per_channel = x.transpose(0, 1)  # channels as a batch of greyscale images
-        y = upscale_tensor(model, per_channel, tile=tile, overlap=overlap, device=device).cpu().transpose(0, 1)
+    if engine.name == "torch":
+        device = engine.torch_device
+
+        def run(batch):
+            return upscale_tensor(engine.model, batch, tile=tile, overlap=overlap, device=device,
+                                  dtype=engine.dtype).cpu()
     else:
-        raise ValueError(f"model {model.name or model.arch!r} takes {model.in_channels} channels; "
+        def run(batch):
+            return torch.from_numpy(run_tiled(engine, batch.numpy(), tile=tile, overlap=overlap))
+    if engine.in_channels == channels:
+        y = run(x)
+    elif engine.in_channels == 3 and channels == 1:
+        # Grey in, grey out: averaged in float64 so identical channels come back exactly.
+        y = run(x.repeat(1, 3, 1, 1)).double().mean(dim=1, keepdim=True)
+    elif engine.in_channels == 1:
+        y = run(x.transpose(0, 1)).transpose(0, 1)  # channels as a batch of greyscale images
+    else:
+        raise ValueError(f"model {engine.label!r} takes {engine.in_channels} channels; "
                          f"the image has {channels}")
     return _quantise(y.double() * 255.0, like=lr)
 

@@ -65,7 +65,8 @@ def export_model(model: SRModel, output: str | Path, *, fmt: str, opset: int = O
         raise ValueError(f"{output} exists; pass --overwrite to replace it")
     info = {"arch": model.arch, "scale": str(model.scale), "params": json.dumps(model.params, sort_keys=True),
             "size_multiple": str(model.size_multiple), "in_channels": str(model.in_channels),
-            "name": model.name, "range": "[0, 1]", "layout": "NCHW"}
+            "name": model.name, "range": "[0, 1]", "layout": "NCHW", "precision": "fp32",
+            "receptive_radius": str(model.receptive_radius), "parameters": str(model.num_parameters)}
     net = ContractNet(model.net.float().cpu().eval(), scale=model.scale, size_multiple=model.size_multiple).eval()
     example = torch.rand(1, model.in_channels, _example_side(model.size_multiple), _example_side(model.size_multiple))
     output.parent.mkdir(parents=True, exist_ok=True)

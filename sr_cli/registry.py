@@ -48,6 +48,8 @@ NAMED_MODELS: dict[str, dict[int, str]] = {
     "photo": {4: "photo_x4.safetensors"},
 }
 BASELINES = ("bicubic", "lanczos")
+MAX_SCALE = 64  # beyond this a factor is a typo, not a job (and would chain absurdly many passes)
+INT8_SUFFIX = ".int8.onnx"  # a shipped model's int8 ONNX form, beside its .safetensors
 BASELINE_SCALES = (2, 3, 4, 8)
 
 
@@ -159,6 +161,9 @@ def native_scales(model: str) -> list[int]:
                              f"available: {', '.join(available_names())}")
         return sorted(scales)
     path = _model_file(model)
+    if path.suffix.lower() == ".onnx":
+        from .engines.onnx_engine import OnnxEngine
+        return [OnnxEngine(path).scale]
     from .foreign import is_ours, native_scale
     if not is_ours(path):  # .pth/.pt/.ckpt, or a .safetensors without our metadata: detected
         return [native_scale(path)]
@@ -169,8 +174,19 @@ def native_scales(model: str) -> list[int]:
     return [int(metadata["scale"])]
 
 
+def onnx_form(model: str, scale: int) -> Optional[Path]:
+    """The int8 ONNX file shipped beside a named model's weights for ``scale``, if there is one."""
+    file = NAMED_MODELS.get(model, {}).get(scale)
+    if file is None:
+        return None
+    path = WEIGHTS_DIR / (file[: -len(".safetensors")] + INT8_SUFFIX)
+    return path if path.is_file() else None
+
+
 def _model_file(model: str) -> Path:
     """The file behind a catalogue name, a name pulled from a URL, or a path; one clear line if none."""
+    if Path(model).suffix.lower() == ".onnx" and Path(model).is_file():
+        return Path(model)
     listed = catalogue()
     if model in listed:
         entry = listed[model]
@@ -185,6 +201,18 @@ def _model_file(model: str) -> Path:
         return cached
     raise ValueError(f"unknown model {model!r}: not a file, and not one of {', '.join(available_names())} "
                      f"(`sr models` lists them; `sr models pull NAME|URL` adds one)")
+
+
+def check_model(model: str) -> None:
+    """ValueError (one line) unless ``model`` names a baseline, a shipped, catalogue or pulled
+    model, or an existing file. Reads no weights."""
+    if model in BASELINES or model in NAMED_MODELS:
+        return
+    if Path(model).suffix.lower() == ".onnx":
+        if not Path(model).is_file():
+            raise ValueError(f"{model}: no such ONNX file")
+        return
+    _model_file(model)
 
 
 def available_names() -> list[str]:

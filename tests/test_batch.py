@@ -23,12 +23,24 @@ def test_thread_chooser_tries_both_then_picks_by_measurement():
     assert heavy.threads() == 2
 
 
+class TorchThreads:
+    """The thread controls of a torch engine on the CPU."""
+
+    @property
+    def threads(self):
+        return torch.get_num_threads()
+
+    def set_threads(self, count):
+        torch.set_num_threads(count)
+        return True
+
+
 class FakeUpscaler:
     """Nearest-neighbour x2 that records torch's thread count at each call."""
-    device = torch.device("cpu")
 
     def __init__(self):
         self.threads = []
+        self.engines = [TorchThreads()]
 
     def __call__(self, pixels):
         self.threads.append(torch.get_num_threads())

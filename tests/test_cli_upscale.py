@@ -131,10 +131,14 @@ def test_usage_errors_are_one_line(weights_dir, tmp_path):
     src = save(tmp_path / "a.png", smooth_image(8, 8, 3))
     result = CliRunner().invoke(cli, ["upscale", str(src), "-s", "0.5"])
     assert result.exit_code == 2 and "greater than 1" in result.output
+    # Checked before any model is loaded: usage errors (2), like every other bad value.
     result = CliRunner().invoke(cli, ["upscale", str(src), "-m", "no-such-model"])
-    assert result.exit_code == 1 and "unknown model" in result.output and "Traceback" not in result.output
+    assert result.exit_code == 2 and "unknown model" in result.output and "Traceback" not in result.output
     result = CliRunner().invoke(cli, ["upscale", str(tmp_path / "missing.png")])
-    assert result.exit_code == 1 and "no such file" in result.output
+    assert result.exit_code == 2 and "no such file" in result.output
+    # A missing file among others fails alone (exit 1); the others are written.
+    result = CliRunner().invoke(cli, ["upscale", str(src), str(tmp_path / "missing.png"), "-s", "2", "--quiet"])
+    assert result.exit_code == 1 and "no such file" in result.output and (tmp_path / "a_x2.png").is_file()
     two = save(tmp_path / "b.png", smooth_image(8, 8, 3))
     result = CliRunner().invoke(cli, ["upscale", str(src), str(two), "-o", str(tmp_path / "x.png")])
     assert result.exit_code == 1 and "folder" in result.output

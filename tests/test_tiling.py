@@ -1,4 +1,5 @@
 import pytest
+import numpy as np
 import torch
 from hypothesis import given, settings, strategies as st
 
@@ -57,13 +58,13 @@ def test_size_multiple_networks_tile_exactly(height, width, tile, scale):
 @settings(max_examples=60, deadline=None)
 def test_blend_weights_partition_unity(length, tile, overlap, scale, multiple):
     spans = plan_axis(length, tile, overlap, multiple)
-    total = torch.zeros(length * scale)
+    total = np.zeros(length * scale)
     for span in spans:
         w = blend_weights(span, scale)
-        assert w.numel() == (span.read_end - span.read_start) * scale
+        assert w.size == (span.read_end - span.read_start) * scale
         assert (w >= 0).all() and (w <= 1).all()
         total[span.read_start * scale: span.read_end * scale] += w
-    assert torch.allclose(total, torch.ones_like(total), atol=1e-6)
+    np.testing.assert_allclose(total, 1.0, atol=1e-6)
     # cores partition the axis
     assert spans[0].core_start == 0 and spans[-1].core_end == length
     assert all(a.core_end == b.core_start for a, b in zip(spans, spans[1:]))

@@ -124,25 +124,20 @@ def test_out_of_memory_halves_both_sides_of_a_wide_tile():
     assert max(w for _, w in seen[-3:]) <= 70 and max(h for h, _ in seen[-3:]) <= 32 + 8
 
 
-def test_auto_tile_shrinks_when_memory_is_short(monkeypatch):
-    import sr_cli.upscale as up
-    from sr_cli.model import SRModel
-    model = SRModel(net=lambda x: x, arch="x", scale=4)
-    monkeypatch.setattr(up, "_free_memory", lambda device: 64 * 2**30)
-    assert up.auto_tile(model, 1000, 1000, torch.device("cpu")) == 256
-    assert up.auto_tile(model, 200, 200, torch.device("cpu")) is None  # fits in one tile
-    monkeypatch.setattr(up, "_free_memory", lambda device: 2**29)
-    assert up.auto_tile(model, 1000, 1000, torch.device("cpu")) < 256
+def test_auto_tile_shrinks_when_memory_is_short():
+    from sr_cli.tiling import auto_tile
+    big = 64 * 2**30 * 0.25  # the CPU share of 64 GiB free
+    assert auto_tile(4, 1000, 1000, budget=big) == 256
+    assert auto_tile(4, 200, 200, budget=big) is None  # fits in one tile
+    assert auto_tile(4, 1000, 1000, budget=2**29 * 0.25) < 256
 
 
-def test_auto_tile_stays_square_on_wide_outputs(monkeypatch):
+def test_auto_tile_stays_square_on_wide_outputs():
     # Blending keeps only a strip of a few rows in float, so wide images need no short tiles.
-    import sr_cli.upscale as up
-    from sr_cli.model import SRModel
-    model = SRModel(net=lambda x: x, arch="x", scale=4)
-    monkeypatch.setattr(up, "_free_memory", lambda device: 64 * 2**30)
-    assert up.auto_tile(model, 1024, 1024, torch.device("cpu")) == 256
-    assert up.auto_tile(model, 4096, 4096, torch.device("cpu")) == 256
+    from sr_cli.tiling import auto_tile
+    big = 64 * 2**30 * 0.25
+    assert auto_tile(4, 1024, 1024, budget=big) == 256
+    assert auto_tile(4, 4096, 4096, budget=big) == 256
 
 
 def test_wide_tiles_equal_untiled():

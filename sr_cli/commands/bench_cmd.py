@@ -7,7 +7,8 @@ from pathlib import Path
 import click
 
 from ..errors import friendly_errors
-from .upscale_cmd import parse_tile
+from .options import inference_options
+from .upscale_cmd import check_model_option
 
 
 def _parse_size(text: str) -> tuple[int, int]:
@@ -26,13 +27,9 @@ def _parse_size(text: str) -> tuple[int, int]:
 @click.option("--size", "sizes", multiple=True, default=["512x512"], show_default=True,
               help="Input size WIDTHxHEIGHT (synthetic image); repeat for several.")
 @click.option("-s", "--scale", type=float, default=4.0, show_default=True, help="Upscaling factor.")
-@click.option("--tile", "tiles", multiple=True, default=["auto"], show_default=True,
-              help="Tile size in input pixels, 0 for none, or 'auto'; repeat for several.")
-@click.option("--tile-overlap", type=click.IntRange(0), default=16, show_default=True, help="Context per tile side.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True,
-              help="Inference precision.")
-@click.option("--threads", type=click.IntRange(1), default=None, help="torch intra-op threads (default: torch's).")
+@inference_options(several=True)
+@click.option("--threads", type=click.IntRange(1), default=None,
+              help="Intra-op threads of torch and ONNX Runtime (default: theirs, one per core).")
 @click.option("--repeat", type=click.IntRange(1), default=3, show_default=True, help="Timed runs per combination.")
 @click.option("--warmup", type=click.IntRange(0), default=1, show_default=True, help="Untimed runs first.")
 @click.option("--compare-reference", is_flag=True,
@@ -40,26 +37,34 @@ def _parse_size(text: str) -> tuple[int, int]:
                    "and print speed and peak-memory ratios.")
 @click.option("--json", "as_json", is_flag=True, help="Print results as JSON.")
 @friendly_errors
-def bench_command(models, sizes, scale, tiles, tile_overlap, device, precision, threads, repeat, warmup,
+def bench_command(models, sizes, scale, engines, device, precision, tiles, tile_overlap, threads, repeat, warmup,
                   compare_reference, as_json):
     """Measure upscaling speed and memory: median/min/max time, output MP/s, peak RSS, FLOPs per
-    output pixel, achieved GFLOP/s and its share of this machine's 3x3 conv peak (measured here)."""
+    output pixel, achieved GFLOP/s and its share of this machine's 3x3 conv peak (measured here).
+
+    Repeat --engine to time torch and ONNX Runtime side by side in one run (e.g. --engine torch
+    --engine onnx): each model runs on each engine, in the same process, on the same image."""
+    parsed_sizes = [_parse_size(s) for s in sizes]
+    engines = list(dict.fromkeys(engines))
+    for model in models:
+        for engine in engines:
+            check_model_option(model, scale, engine=engine, device=device, precision=precision)
     import torch
     from ..bench import bench_one, conv_peak_gflops
-    from ..upscale import pick_device, pick_dtype
+    from ..device import pick_device, pick_dtype
     if threads:
         torch.set_num_threads(threads)
-    parsed_sizes = [_parse_size(s) for s in sizes]
-    parsed_tiles = [parse_tile(t) for t in tiles]
     torch_device = pick_device(device)
-    peak = conv_peak_gflops(torch_device, pick_dtype(precision, torch_device))
+    peak = conv_peak_gflops(torch_device, pick_dtype("fp32" if precision == "int8" else precision, torch_device))
     results = []
     for model in models:
         for width, height in parsed_sizes:
-            for tile in parsed_tiles:
-                results += bench_one(model, height=height, width=width, scale=scale, tile=tile,
-                                     device=device, precision=precision, warmup=warmup, repeat=repeat,
-                                     conv_peak=peak, reference=compare_reference, overlap=tile_overlap)
+            for tile in tiles:
+                for engine in engines:
+                    results += bench_one(model, height=height, width=width, scale=scale, tile=tile,
+                                         device=device, precision=precision, engine=engine, warmup=warmup,
+                                         repeat=repeat, conv_peak=peak, reference=compare_reference,
+                                         overlap=tile_overlap, threads=threads)
     if as_json:
         click.echo(json.dumps({"conv_peak_gflops": peak, "results": [r.as_dict() for r in results]}, indent=2))
         return
@@ -69,21 +74,30 @@ def bench_command(models, sizes, scale, tiles, tile_overlap, device, precision, 
 def _print_table(results, peak):
     from rich.console import Console
     from rich.table import Table
-    table = Table("model", "runner", "size", "tile", "median s", "min-max s", "out MP/s", "peak RSS MB",
+    table = Table("model", "runner", "engine", "size", "tile", "median s", "min-max s", "out MP/s", "peak RSS MB",
                   "kFLOP/out px", "GFLOP/s", "% conv peak", title=f"3x3 64->64 conv peak: {peak:.1f} GFLOP/s")
     for r in results:
         share = f"{100 * r.share_of_conv_peak:.0f}%" if r.share_of_conv_peak else "-"
-        table.add_row(Path(r.model).name, r.runner, r.size, str(r.tile or "none"), f"{r.median_s:.3f}",
-                      f"{r.min_s:.3f}-{r.max_s:.3f}", f"{r.output_mp_per_s:.3f}", f"{r.peak_rss_mb:.0f}",
+        table.add_row(Path(r.model).name, r.runner, f"{r.engine} {r.precision}", r.size, str(r.tile or "none"),
+                      f"{r.median_s:.3f}", f"{r.min_s:.3f}-{r.max_s:.3f}", f"{r.output_mp_per_s:.3f}", f"{r.peak_rss_mb:.0f}",
                       f"{r.flops_per_output_pixel / 1e3:.1f}", f"{r.gflops_per_s:.1f}", share)
     import sys
     console = Console(width=None if sys.stdout.isatty() else 200)
     console.print(table)
     pairs = {}
     for r in results:
-        pairs.setdefault((r.model, r.size, r.tile), {})[r.runner] = r
-    for (model, size, tile), runs in pairs.items():
+        pairs.setdefault((r.model, r.size, r.tile, r.engine), {})[r.runner] = r
+    for (model, size, tile, _), runs in pairs.items():
         if "sr" in runs and "reference" in runs:
             ours, ref = runs["sr"], runs["reference"]
             console.print(f"{model} {size} tile {tile}: speed x{ref.median_s / ours.median_s:.2f} "
                           f"vs reference, peak RSS x{ours.peak_rss_mb / ref.peak_rss_mb:.2f}")
+    by_engine = {}
+    for r in results:
+        if r.runner == "sr":
+            by_engine.setdefault((r.model, r.size), {})[f"{r.engine} {r.precision}"] = r
+    for (model, size), runs in by_engine.items():
+        if len(runs) > 1:
+            base_name, base = next(iter(runs.items()))
+            for name, other in list(runs.items())[1:]:
+                console.print(f"{model} {size}: {name} x{base.median_s / other.median_s:.2f} the speed of {base_name}")

@@ -9,6 +9,8 @@ from pathlib import Path
 import click
 
 from ..errors import friendly_errors
+from .options import inference_options
+from .upscale_cmd import check_model_option
 
 CSV_COLUMNS = ("model", "dataset", "image", "scale", "convention", "channel", "crop_border", "psnr", "ssim",
                "blockiness")
@@ -42,19 +44,19 @@ CSV_COLUMNS = ("model", "dataset", "image", "scale", "convention", "channel", "c
                    "blur:0.4-1.6+noise:1-8+jpeg:40-85; or a training preset (realesrgan, robust) run on the HR image.")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed of --degrade's random draws (each image's generator also takes its dataset and name).")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
-@click.option("--tile", type=click.IntRange(0), default=0, show_default=True,
-              help="Tile size in LR pixels for inference, 0 for whole images.")
-@click.option("--tile-overlap", type=click.IntRange(0), default=16, show_default=True,
-              help="Context per tile side, in LR pixels.")
+@inference_options(tile="0")
 @friendly_errors
 def eval_command(datasets, scale, models, lr_dir, save_dir, as_json, as_csv, per_image, convention, rgb,
-                 crop_border, degrade, seed, device, tile, tile_overlap):
+                 crop_border, degrade, seed, engine, device, precision, tile, tile_overlap):
     """Score models on HR image folders (e.g. Set5 Set14 BSD100): PSNR and SSIM.
 
     LR inputs are made from the HR images as the literature does (mod-crop, MATLAB
     bicubic downscale, uint8), unless --lr-dir gives them. Scores are on the Y
     channel with a border of SCALE pixels left out, unless told otherwise.
+
+    Models run on the engine --engine picks (auto: the shipped models' int8 ONNX forms on a
+    CPU; --engine torch for their fp32 weights, which the published tables use); the report
+    says which.
 
     Blockiness (1.0: no visible grid) measures how much the LR image's 8x8 JPEG
     block grid stands out in the output: the mean step across the grid's lines over
@@ -62,6 +64,10 @@ def eval_command(datasets, scale, models, lr_dir, save_dir, as_json, as_csv, per
     """
     if as_json and as_csv:
         raise click.UsageError("choose one of --json and --csv")
+    if tile == "auto":
+        raise click.BadParameter("give a number of LR pixels, or 0 for whole images", param_hint="--tile")
+    for model in models:
+        check_model_option(model, scale, engine=engine, device=device, precision=precision)
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -78,7 +84,7 @@ def eval_command(datasets, scale, models, lr_dir, save_dir, as_json, as_csv, per
 
         report = evaluate(list(datasets), scale=scale, models=list(models), lr_dir=lr_dir, save_dir=save_dir,
                           convention=convention, crop_border=crop_border, rgb=rgb, device=device,
-                          tile=tile or None, overlap=tile_overlap, degrade=degrade, seed=seed, progress=progress)
+                          engine=engine, precision=precision, tile=tile, overlap=tile_overlap, degrade=degrade, seed=seed, progress=progress)
 
     if as_json:
         click.echo(json.dumps(report.to_dict(per_image=per_image), indent=2))
@@ -112,7 +118,9 @@ def _print_table(report, *, per_image: bool) -> None:
                   "basicsr": "BasicSR convention (float Y)"}[report.convention]
     caption = (f"PSNR (dB) / SSIM on {channel}, {report.crop_border} px border left out"
                + (f", {convention}" if report.y_channel else "")
-               + f"; LR: {report.lr_source}; {report.seconds:.1f} s")
+               + f"; LR: {report.lr_source}; "
+               + ", ".join(f"{_short_label(m)} on {report.runs_on[m]}" for m in report.models if m in report.runs_on)
+               + f"; {report.seconds:.1f} s")
     table = Table(title=f"sr eval x{report.scale}", caption=caption)
     table.add_column("dataset")
     blocks = report.degrade is not None  # blockiness only says something about degraded inputs
@@ -138,7 +146,7 @@ def _print_table(report, *, per_image: bool) -> None:
 
 def _short_label(model: str) -> str:
     """A column title: names as they are, files by name (with their folder for run outputs)."""
-    if not model.endswith((".safetensors", ".pth", ".pt", ".ckpt")):
+    if not model.endswith((".safetensors", ".pth", ".pt", ".ckpt", ".onnx")):
         return model
     path = Path(model)
     return f"{path.parent.name}/{path.stem}" if path.stem in ("model", "model_best", "last") else path.stem

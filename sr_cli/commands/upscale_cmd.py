@@ -11,20 +11,9 @@ from pathlib import Path
 import click
 
 from ..errors import friendly_errors
+from .options import inference_options, parse_tile  # noqa: F401  (parse_tile: bench and tests)
 
 FORMATS = ["same", "png", "jpg", "webp", "tiff", "bmp"]
-
-
-def parse_tile(value: str) -> object:
-    if value in ("auto", None):
-        return "auto"
-    try:
-        tile = int(value)
-    except ValueError:
-        raise click.BadParameter("use a number of pixels, 0 for no tiling, or 'auto'") from None
-    if tile < 0:
-        raise click.BadParameter("tile must be >= 0")
-    return tile or None
 
 
 @click.command("upscale")
@@ -36,15 +25,9 @@ def parse_tile(value: str) -> object:
                    "native model(s) and resizes to exactly round(size x scale).")
 @click.option("-m", "--model", default="default", show_default=True,
               help="A model name (see `sr models`; 'bicubic' and 'lanczos' are always there) or a weights file.")
-@click.option("--tile", default="auto", show_default=True,
-              help="Tile size in input pixels, 0 for none, or 'auto' (from free memory). Bounds memory use.")
-@click.option("--tile-overlap", type=click.IntRange(0), default=16, show_default=True,
-              help="Context pixels each tile reads beyond its edges; tiles are cross-faded over half of it.")
+@inference_options()
 @click.option("--tile-batch", type=click.IntRange(1), default=1, show_default=True,
               help="Tiles of equal size run together; more keeps a GPU busy (CPUs gain nothing).")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True,
-              help="Inference precision. fp32 is the fast path on CPUs; fp16/bf16 on GPUs.")
 @click.option("-f", "--format", "fmt", type=click.Choice(FORMATS), default="same", show_default=True,
               help="Output format of images; 'same' keeps each input's format (an animated GIF stays a GIF). "
                    "Videos keep their container (or go into .mkv); -o NAME.mkv picks another.")
@@ -73,9 +56,9 @@ def parse_tile(value: str) -> object:
                    "pixels than this; 'auto' sizes it from the memory available. Raise it to try anyway.")
 @friendly_errors(on_interrupt="outputs already written are complete, nothing partial is left; "
                               "rerun with --skip-existing to go on")
-def upscale_command(inputs, output, scale, model, tile, tile_overlap, tile_batch, device, precision, fmt, quality,
-                    suffix, recursive, skip_existing, overwrite, fail_fast, shard, quiet, as_json, codec, crf, pix_fmt,
-                    frame_range, max_pixels):
+def upscale_command(inputs, output, scale, model, engine, device, precision, tile, tile_overlap, tile_batch, fmt,
+                    quality, suffix, recursive, skip_existing, overwrite, fail_fast, shard, quiet, as_json, codec, crf,
+                    pix_fmt, frame_range, max_pixels):
     """Upscale images, videos, folders or stdin (INPUT '-') to stdout.
 
     Videos (mp4, mkv, mov, webm, ...; needs `pip install "sr-cli[video]"`) are decoded,
@@ -95,15 +78,11 @@ def upscale_command(inputs, output, scale, model, tile, tile_overlap, tile_batch
       2    usage error (bad option or value)
       130  interrupted by Ctrl-C (143: SIGTERM); outputs already written are complete
     """
-    import math
+    # Everything the user typed is checked here, before torch, ONNX Runtime, OpenCV or PyAV is
+    # imported, so a mistake costs a fraction of a second.
     if skip_existing and overwrite:
         raise click.UsageError("--skip-existing and --overwrite exclude each other")
-    from ..upscale import MAX_SCALE, Upscaler
-    if not math.isfinite(scale) or scale <= 1:
-        raise click.BadParameter(f"must be greater than 1, got {scale:g}", param_hint="--scale")
-    if scale > MAX_SCALE:
-        raise click.BadParameter(f"{scale:g} is above the largest supported scale, {MAX_SCALE}", param_hint="--scale")
-    tile_spec = parse_tile(tile)
+    check_scale_option(scale)
     pixel_limit = parse_max_pixels(max_pixels)
     from ..video import VideoOptions, parse_frames
     try:
@@ -111,14 +90,23 @@ def upscale_command(inputs, output, scale, model, tile, tile_overlap, tile_batch
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--frames") from None
     video = VideoOptions(codec=codec, crf=crf, pix_fmt=pix_fmt, frames=frames)
-    if "-" in inputs:
+    check_model_option(model, scale, engine=engine, device=device, precision=precision)
+    stream = "-" in inputs
+    if stream:
         if len(inputs) > 1 or (output not in (None, Path("-"))) or as_json:
             raise click.UsageError("'-' reads stdin and writes stdout: give it alone, without -o or --json")
-        if sys.stdout.isatty():
+        if sys.stdout is None or sys.stdout.isatty():
             raise click.UsageError("'-' writes the image to stdout, which is a terminal: redirect it (> out.png)")
-        upscaler = Upscaler.create(model, scale, device=device, precision=precision, tile=tile_spec,
-                                   overlap=tile_overlap, batch_size=tile_batch, max_pixels=pixel_limit)
-        _upscale_stream(upscaler, fmt, quality)
+    else:
+        check_inputs_exist(inputs)
+        check_writable(output)
+
+    def load():
+        from ..upscale import Upscaler
+        return Upscaler.create(model, scale, device=device, precision=precision, engine=engine, tile=tile,
+                               overlap=tile_overlap, batch_size=tile_batch, max_pixels=pixel_limit)
+    if stream:
+        _upscale_stream(load(), fmt, quality)
         return
 
     from ..batch import find_inputs, plan_jobs, shard as take_shard
@@ -130,8 +118,7 @@ def upscale_command(inputs, output, scale, model, tile, tile_overlap, tile_batch
         raise click.ClickException("no images or videos found in the inputs"
                                    + ("" if recursive else " (folders: try --recursive)"))
     jobs = plan_jobs(found, output=output, fmt=fmt, suffix=suffix, scale=scale)
-    upscaler = Upscaler.create(model, scale, device=device, precision=precision, tile=tile_spec,
-                               overlap=tile_overlap, batch_size=tile_batch, max_pixels=pixel_limit)
+    upscaler = load()
     existing = "skip" if skip_existing else "overwrite" if overwrite else "error"
     results = _run_with_progress(jobs, upscaler, existing, quality, fail_fast, quiet, video)
     failed = [r for r in results if r.status == "failed"]
@@ -142,6 +129,57 @@ def upscale_command(inputs, output, scale, model, tile, tile_overlap, tile_batch
     if failed:
         click.echo(f"{len(failed)} of {len(results)} failed", err=True)
         sys.exit(1)
+
+
+def check_scale_option(scale: float) -> None:
+    import math
+    from ..registry import MAX_SCALE
+    if not math.isfinite(scale) or scale <= 1:
+        raise click.BadParameter(f"must be greater than 1, got {scale:g}", param_hint="--scale")
+    if scale > MAX_SCALE:
+        raise click.BadParameter(f"{scale:g} is above the largest supported scale, {MAX_SCALE}", param_hint="--scale")
+
+
+def check_model_option(model: str, scale: float, *, engine: str, device: str, precision: str) -> None:
+    """The model exists (name or file) and can run on the engine, device and precision asked for."""
+    from ..engines import choose_engine
+    from ..registry import NAMED_MODELS, check_model, plan_passes
+    try:
+        check_model(model)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--model") from None
+    try:
+        # Only shipped names have int8 forms; their scales come from the file table, in microseconds.
+        scales = sorted(set(plan_passes(model, scale))) if model in NAMED_MODELS else None
+        choose_engine(model, engine=engine, device=device, precision=precision, scales=scales)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def check_inputs_exist(inputs) -> None:
+    """At least one input exists; with none, nothing is loaded and the run is a usage error."""
+    import os
+    missing = [item for item in inputs if not os.path.lexists(item)]
+    if missing and len(missing) == len(inputs):
+        from ..errors import display
+        raise click.BadParameter(f"{display(missing[0])}: no such file or folder"
+                                 + (f" (nor {len(missing) - 1} more)" if len(missing) > 1 else ""),
+                                 param_hint="INPUT")
+
+
+def check_writable(output) -> None:
+    """-o is somewhere this user may write: its nearest existing folder is writable."""
+    import os
+    if output is None or str(output) == "-":
+        return
+    target = Path(output).absolute()
+    folder = target if target.is_dir() else target.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise click.BadParameter(f"{folder} is not a folder", param_hint="-o")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise click.BadParameter(f"cannot write in {folder} (permission denied)", param_hint="-o")
 
 
 def parse_max_pixels(value: str):

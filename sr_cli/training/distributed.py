@@ -43,7 +43,7 @@ def setup_distributed(device_spec: str) -> tuple[Distributed, torch.device]:
     CUDA (``device_spec`` auto/cuda with a GPU): NCCL, one GPU per process (cuda:LOCAL_RANK);
     otherwise gloo on the CPU.
     """
-    from ..upscale import pick_device
+    from ..device import pick_device
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return Distributed(), pick_device(device_spec)

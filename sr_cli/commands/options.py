@@ -1,0 +1,62 @@
+"""Options shared by the commands that run models: one declaration, one type, one help text each.
+
+Every value is checked when it is parsed (exit status 2 with the valid choices), before any
+heavy library is imported.
+"""
+from __future__ import annotations
+
+import click
+
+from ..device import DEVICE_CHOICES, PRECISIONS, check_device_spec
+from ..engines import ENGINE_HELP, ENGINES
+
+
+def parse_tile(value: str) -> object:
+    """'auto' -> "auto"; N -> N pixels; 0 -> None (no tiling)."""
+    if value in ("auto", None):
+        return "auto"
+    try:
+        tile = int(value)
+    except ValueError:
+        raise click.BadParameter("use a number of pixels, 0 for no tiling, or 'auto'") from None
+    if tile < 0:
+        raise click.BadParameter("tile must be >= 0")
+    return tile or None
+
+
+def _device(ctx, param, value):
+    try:
+        return check_device_spec(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _tiles(ctx, param, value):
+    return tuple(parse_tile(v) for v in value) if isinstance(value, tuple) else parse_tile(value)
+
+
+def inference_options(*, several: bool = False, tile: str = "auto"):
+    """--engine, --device, --precision, --tile, --tile-overlap. With ``several`` (sr bench),
+    --engine and --tile may be repeated to compare; ``tile`` is the default tile."""
+    def decorate(command):
+        options = [
+            click.option("--engine", "engines" if several else "engine", type=click.Choice(ENGINES),
+                         multiple=several, default=["auto"] if several else "auto", show_default=True,
+                         help=ENGINE_HELP + (" Repeat to compare." if several else "")),
+            click.option("--device", default="auto", show_default=True, callback=_device,
+                         help=f"{DEVICE_CHOICES}."),
+            click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
+                         help="auto: int8 on the ONNX engine, fp32 on torch. fp32 forces float (torch for the "
+                              "shipped models); fp16/bf16 on GPUs (torch)."),
+            click.option("--tile", "tiles" if several else "tile", multiple=several,
+                         default=[tile] if several else tile, show_default=True, callback=_tiles,
+                         help="Tile size in input pixels, 0 for none, or 'auto' (from free memory). Bounds "
+                              "memory use." + (" Repeat for several." if several else "")),
+            click.option("--tile-overlap", type=click.IntRange(0), default=16, show_default=True,
+                         help="Context pixels each tile reads beyond its edges; tiles are cross-faded over "
+                              "half of it."),
+        ]
+        for option in reversed(options):
+            command = option(command)
+        return command
+    return decorate

@@ -1,0 +1,95 @@
+"""Inference engines: one small interface, two implementations.
+
+``torch`` (torch_engine.py) runs any architecture on CPU, CUDA or MPS, in fp32/fp16/bf16;
+``onnx`` (onnx_engine.py) runs ONNX files, ours (int8 or fp32) or a community model's,
+through ONNX Runtime on the CPU, and imports no torch. The core (upscale.py) talks to an
+engine only through these members:
+
+    scale, in_channels, receptive_radius, size_multiple   the model's contract (tiles start on
+                                            multiples of size_multiple; the engine pads to it)
+    device, precision, label, num_parameters what is running, for reports
+    as_input(pixels, grey)   H x W x C integer pixels -> the NCHW array tiles are cut from
+                             (grey: expanded to 3 channels for an RGB model)
+    run(batch, input_max)    an NCHW tile (integer values up to input_max, or float) -> NCHW
+                             float32 in [0, 1] at ``scale`` times the size
+    to_pixels(rect, dtype, grey)  a finished NCHW float rectangle -> h x w x C integer pixels
+    auto_tile(height, width) the tile side that fits in memory, or None for one tile
+    is_out_of_memory(exc)    whether halving the tile may help
+    threads / set_threads(n) intra-op threads (set_threads returns False if fixed)
+
+``choose_engine`` decides, without importing torch or onnxruntime, which engine a model
+runs on; ``open_engines`` loads one engine per native pass of a scale.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+ENGINES = ("auto", "torch", "onnx")
+ENGINE_HELP = ("auto: ONNX Runtime on a CPU where the model has an ONNX form (the shipped models' int8 "
+               "files, a .onnx file), torch otherwise and on GPUs; torch; onnx.")
+
+
+def is_onnx_file(model: str) -> bool:
+    return Path(model).suffix.lower() == ".onnx"
+
+
+def choose_engine(model: str, *, engine: str = "auto", device: str = "auto", precision: str = "auto",
+                  scales: Optional[list[int]] = None) -> str:
+    """'torch' or 'onnx' for ``model`` (a name or a file) at native ``scales``; ValueError naming
+    the conflict when the options cannot be met. Imports neither engine's library."""
+    from ..device import PRECISIONS, check_device_spec, gpu_present
+    from ..registry import onnx_form
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r} ({', '.join(ENGINES)})")
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r} ({', '.join(PRECISIONS)})")
+    check_device_spec(device)
+    onnx_file = is_onnx_file(model)
+    has_int8 = bool(scales) and all(onnx_form(model, s) is not None for s in scales)
+    kind = engine
+    if engine == "auto":
+        gpu = device not in ("auto", "cpu") or (device == "auto" and gpu_present())
+        float_asked = precision in ("fp32", "fp16", "bf16")
+        kind = "onnx" if onnx_file or (has_int8 and not gpu and not float_asked) else "torch"
+    if kind == "torch":
+        if onnx_file:
+            raise ValueError(f"{model} is an ONNX file: it runs on --engine onnx (or auto), not torch")
+        if precision == "int8":
+            raise ValueError("int8 runs on the ONNX engine: use --engine onnx (or auto) on the CPU"
+                             if has_int8 else f"{model!r} has no int8 form (`sr export --int8` makes one)")
+        return "torch"
+    # ONNX Runtime, asked for or chosen.
+    if device not in ("auto", "cpu"):
+        raise ValueError(f"the ONNX engine runs on the CPU; --device {device} needs --engine torch")
+    if precision in ("fp16", "bf16"):
+        raise ValueError(f"--precision {precision} runs on torch (--engine torch)")
+    if onnx_file:
+        return "onnx"
+    if precision == "fp32":
+        raise ValueError(f"{model!r} has no fp32 ONNX form: use --engine torch for fp32, or `sr export` "
+                         "one and give the .onnx file to --model")
+    if not has_int8:
+        raise ValueError(f"{model!r} has no ONNX form: use --engine torch, or make one with "
+                         "`sr export --int8` and give the .onnx file to --model")
+    return "onnx"
+
+
+def open_engines(model: str, passes: list[int], *, engine: str = "auto", device: str = "auto",
+                 precision: str = "auto", threads: Optional[int] = None) -> list:
+    """One loaded engine per pass (native scales, in order), each distinct scale loaded once."""
+    kind = choose_engine(model, engine=engine, device=device, precision=precision, scales=sorted(set(passes)))
+    loaded = {}
+    for scale in sorted(set(passes)):
+        if kind == "onnx":
+            from .onnx_engine import OnnxEngine
+            from ..registry import onnx_form
+            path = Path(model) if is_onnx_file(model) else onnx_form(model, scale)
+            loaded[scale] = OnnxEngine(path, name=model if not is_onnx_file(model) else path.name,
+                                       threads=threads)
+            if loaded[scale].scale != scale:
+                raise ValueError(f"{path} is a x{loaded[scale].scale} model, asked for x{scale}")
+        else:
+            from .torch_engine import TorchEngine
+            loaded[scale] = TorchEngine.load(model, scale, device=device, precision=precision)
+    return [loaded[s] for s in passes]

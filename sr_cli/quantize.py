@@ -1,0 +1,191 @@
+"""int8 ONNX forms of a model: static quantisation calibrated on real images, checked before it is kept.
+
+Recipe (``export_int8``): the model is exported to fp32 ONNX (export.py), then quantised
+by ONNX Runtime's static quantiser in QDQ format: per-channel int8 weights, uint8
+activations whose ranges come from a percentile of the values seen on calibration patches
+(bicubic, and optionally degraded, LR crops of the images in a folder). The first and last
+convolutions stay fp32: the first sees raw pixels, the last writes the residual added to
+the upsampled input, and both are small, so int8 saves little there and costs the most.
+
+The int8 file is then run beside the fp32 one on a check set (MATLAB-bicubic LR of its
+HR images, PSNR/SSIM on Y as ``sr eval``) and kept only when it loses at most
+``max_psnr_loss`` dB and ``max_ssim_loss`` SSIM.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+CALIBRATION_PERCENTILE = 99.999
+CALIBRATION_CROP = 64
+CALIBRATION_IMAGES = 120
+
+
+@dataclass
+class Int8Check:
+    images: int
+    fp32_psnr: float
+    int8_psnr: float
+    fp32_ssim: float
+    int8_ssim: float
+
+    @property
+    def psnr_loss(self) -> float:
+        return self.fp32_psnr - self.int8_psnr
+
+    @property
+    def ssim_loss(self) -> float:
+        return self.fp32_ssim - self.int8_ssim
+
+
+def export_int8(model, output: str | Path, *, calibration: str | Path, check_set: Optional[str | Path] = None,
+                degrade: Optional[str] = None, max_psnr_loss: float = 0.05, max_ssim_loss: float = 0.002,
+                percentile: float = CALIBRATION_PERCENTILE, crop: int = CALIBRATION_CROP,
+                max_images: int = CALIBRATION_IMAGES, fp32_convs: tuple[int, int] = (1, 1),
+                overwrite: bool = False, seed: int = 0,
+                progress: Optional[Callable[[str], None]] = None) -> dict:
+    """Write an int8 ONNX form of ``model`` (an SRModel) to ``output``; return a summary with the
+    check's figures. ValueError (nothing written) when the loss is above either limit."""
+    from .atomic import atomic_path
+    from .export import export_model
+    output = Path(output)
+    if output.exists() and not overwrite:
+        raise ValueError(f"{output} exists; pass --overwrite to replace it")
+    calibration_images = _image_files(calibration, "--calibration")
+    check_images = _image_files(check_set, "--check-set") if check_set is not None else calibration_images[:10]
+    say = progress or (lambda text: None)
+    with tempfile.TemporaryDirectory(prefix="sr-int8-") as work:
+        fp32 = Path(work) / "fp32.onnx"
+        export_model(model, fp32, fmt="onnx", check=True)
+        say(f"calibrating on {min(len(calibration_images), max_images)} images of {calibration}")
+        quantised = Path(work) / "int8.onnx"
+        _quantise(fp32, quantised, _calibration_batches(calibration_images[:max_images], model.scale, crop=crop,
+                                                        degrade=degrade, seed=seed), percentile=percentile,
+                  fp32_convs=fp32_convs)
+        info = _metadata(fp32)
+        info.update(precision="int8", int8_recipe=json.dumps({
+            "calibration": Path(calibration).name, "images": min(len(calibration_images), max_images),
+            "crop": crop, "degrade": degrade, "percentile": percentile, "fp32_convs": list(fp32_convs),
+            "seed": seed}))
+        _set_metadata(quantised, info)
+        say(f"checking against fp32 on {len(check_images)} images")
+        check = check_int8(fp32, quantised, check_images, model.scale)
+        if check.psnr_loss > max_psnr_loss or check.ssim_loss > max_ssim_loss:
+            raise ValueError(f"int8 loses {check.psnr_loss:.3f} dB / {check.ssim_loss:.4f} SSIM against fp32 "
+                             f"(limits {max_psnr_loss} dB / {max_ssim_loss}); not written")
+        with atomic_path(output) as tmp:
+            tmp.write_bytes(quantised.read_bytes())
+    return {"output": str(output), "scale": model.scale, "check": check,
+            "bytes": output.stat().st_size}
+
+
+def _image_files(folder, option: str) -> list[Path]:
+    from .imageio import READABLE_SUFFIXES
+    path = Path(folder)
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise ValueError(f"{option} {folder}: no such folder")
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in READABLE_SUFFIXES and p.is_file())
+    if not files:
+        raise ValueError(f"{option} {folder}: no images in it")
+    return files
+
+
+def _hr_lr(path: Path, scale: int) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 HR (mod-cropped) and its MATLAB-bicubic LR, as ``sr eval`` makes them."""
+    from .evaluate import bicubic_downscale
+    from .resize import modcrop
+    from .imageio import read_image, rgb8
+    hr = modcrop(rgb8(read_image(path).pixels), scale)
+    return hr, bicubic_downscale(hr, scale)
+
+
+def _calibration_batches(files: list[Path], scale: int, *, crop: int, degrade: Optional[str], seed: int):
+    """One 1 x 3 x crop x crop float patch per image (a second, degraded one with ``degrade``); images
+    whose LR is smaller than ``crop`` are passed over (the calibrator needs one patch shape)."""
+    spec = None
+    if degrade:
+        from .degrade import parse_degrade_spec
+        spec = parse_degrade_spec(degrade)
+    for path in files:
+        rng = np.random.default_rng([seed, zlib.crc32(path.name.encode())])
+        hr, lr = _hr_lr(path, scale)
+        variants = [lr]
+        if spec is not None:
+            variants.append(spec.apply(hr, lr, scale=scale, rng=rng))
+        for image in variants:
+            height, width = image.shape[:2]
+            if height < crop or width < crop:
+                break
+            top = int(rng.integers(0, height - crop + 1))
+            left = int(rng.integers(0, width - crop + 1))
+            patch = image[top:top + crop, left:left + crop]
+            yield np.ascontiguousarray(patch.transpose(2, 0, 1)[None], dtype=np.float32) / 255.0
+
+
+def _quantise(fp32: Path, output: Path, batches, *, percentile: float, fp32_convs: tuple[int, int]) -> None:
+    """Quantise every Conv but the first ``fp32_convs[0]`` and the last ``fp32_convs[1]``."""
+    import onnx
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter(batches)
+
+        def get_next(self):
+            batch = next(self.batches, None)
+            return None if batch is None else {"input": batch}
+
+    prepared = output.with_name("prepared.onnx")
+    # Symbolic shape inference fails on these graphs (dynamic height and width); ONNX's own is enough.
+    quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+    convs = [node.name for node in onnx.load(str(prepared)).graph.node if node.op_type == "Conv"]
+    quantize_static(str(prepared), str(output), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    nodes_to_exclude=convs[:fp32_convs[0]] + convs[len(convs) - fp32_convs[1]:],
+                    calibrate_method=CalibrationMethod.Percentile,
+                    extra_options={"CalibPercentile": percentile})
+
+
+def _metadata(path: Path) -> dict[str, str]:
+    import onnx
+    return {entry.key: entry.value for entry in onnx.load(str(path)).metadata_props}
+
+
+def _set_metadata(path: Path, info: dict[str, str]) -> None:
+    import onnx
+    proto = onnx.load(str(path))
+    del proto.metadata_props[:]
+    for key, value in info.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(proto, str(path))
+
+
+def check_int8(fp32: Path, int8: Path, files: list[Path], scale: int) -> Int8Check:
+    """Mean PSNR/SSIM (Y, border = scale, MATLAB convention) of both files on ``files``' bicubic LR."""
+    from .engines.onnx_engine import OnnxEngine
+    from .metrics import calculate_psnr, calculate_ssim
+    from .upscale import Upscaler
+    runs = {name: Upscaler([OnnxEngine(path)], scale=scale, tile=None) for name, path in
+            (("fp32", fp32), ("int8", int8))}
+    scores = {name: ([], []) for name in runs}
+    for path in files:
+        hr, lr = _hr_lr(path, scale)
+        for name, upscaler in runs.items():
+            sr = upscaler(lr)
+            kwargs = dict(crop_border=scale, test_y_channel=True)
+            scores[name][0].append(calculate_psnr(sr, hr, **kwargs))
+            scores[name][1].append(calculate_ssim(sr, hr, **kwargs))
+    mean = {name: (float(np.mean(p)), float(np.mean(s))) for name, (p, s) in scores.items()}
+    return Int8Check(images=len(files), fp32_psnr=mean["fp32"][0], int8_psnr=mean["int8"][0],
+                     fp32_ssim=mean["fp32"][1], int8_ssim=mean["int8"][1])
