@@ -44,7 +44,7 @@ class Int8Check:
         return self.fp32_ssim - self.int8_ssim
 
 
-def export_int8(model, output: str | Path, *, calibration: str | Path, check_set: Optional[str | Path] = None,
+def export_int8(model, output: str | Path, *, calibration, check_set: Optional[str | Path] = None,
                 degrade: Optional[str] = None, max_psnr_loss: float = 0.05, max_ssim_loss: float = 0.002,
                 percentile: float = CALIBRATION_PERCENTILE, crop: int = CALIBRATION_CROP,
                 max_images: int = CALIBRATION_IMAGES, fp32_convs: tuple[int, int] = (1, 1),
@@ -57,20 +57,24 @@ def export_int8(model, output: str | Path, *, calibration: str | Path, check_set
     output = Path(output)
     if output.exists() and not overwrite:
         raise ValueError(f"{output} exists; pass --overwrite to replace it")
-    calibration_images = _image_files(calibration, "--calibration")
+    folders = [calibration] if isinstance(calibration, (str, Path)) else list(calibration)
+    calibration_images = [f for folder in folders for f in _image_files(folder, "--calibration")]
+    if len(calibration_images) > max_images:  # a seeded draw, so every folder given is represented
+        picked = np.random.default_rng(seed).choice(len(calibration_images), max_images, replace=False)
+        calibration_images = [calibration_images[i] for i in sorted(picked)]
     check_images = _image_files(check_set, "--check-set") if check_set is not None else calibration_images[:10]
     say = progress or (lambda text: None)
     with tempfile.TemporaryDirectory(prefix="sr-int8-") as work:
         fp32 = Path(work) / "fp32.onnx"
         export_model(model, fp32, fmt="onnx", check=True)
-        say(f"calibrating on {min(len(calibration_images), max_images)} images of {calibration}")
+        say(f"calibrating on {len(calibration_images)} images of {', '.join(str(f) for f in folders)}")
         quantised = Path(work) / "int8.onnx"
-        _quantise(fp32, quantised, _calibration_batches(calibration_images[:max_images], model.scale, crop=crop,
+        _quantise(fp32, quantised, _calibration_batches(calibration_images, model.scale, crop=crop,
                                                         degrade=degrade, seed=seed), percentile=percentile,
                   fp32_convs=fp32_convs)
         info = _metadata(fp32)
         info.update(precision="int8", int8_recipe=json.dumps({
-            "calibration": Path(calibration).name, "images": min(len(calibration_images), max_images),
+            "calibration": [Path(f).name for f in folders], "images": len(calibration_images),
             "crop": crop, "degrade": degrade, "percentile": percentile, "fp32_convs": list(fp32_convs),
             "seed": seed}))
         _set_metadata(quantised, info)

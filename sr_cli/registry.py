@@ -53,6 +53,10 @@ INT8_SUFFIX = ".int8.onnx"  # a shipped model's int8 ONNX form, beside its .safe
 BASELINE_SCALES = (2, 3, 4, 8)
 
 
+class NotPulled(ValueError):
+    """A catalogue model that is known but not downloaded: `sr models pull NAME` fetches it."""
+
+
 @dataclass(frozen=True)
 class ModelEntry:
     name: str
@@ -191,7 +195,7 @@ def _model_file(model: str) -> Path:
     if model in listed:
         entry = listed[model]
         if not entry.path.is_file():
-            raise ValueError(entry.not_pulled())
+            raise NotPulled(entry.not_pulled())
         return entry.path
     path = Path(model)
     if path.is_file():

@@ -292,16 +292,17 @@ def test_outputs_colliding_with_each_other(model, tmp_path):
 def test_destination_that_cannot_be_written(model, tmp_path):
     good = png(tmp_path / "a.png", smooth_image(6, 6, 3))
     (tmp_path / "file").write_text("a file, not a folder")
+    # Refused before the model is loaded: a usage error naming what is wrong.
     result = upscale(good, "-o", tmp_path / "file" / "out", "-s", 2, "-m", model, "--quiet")
-    assert_clean(result, 1)
-    assert_failed(result, good, "not a directory")
+    assert_clean(result, 2)
+    assert "is not a folder" in result.stderr
     if not ROOT:
         locked = tmp_path / "locked"
         locked.mkdir()
         locked.chmod(0o555)
         result = upscale(good, "-o", locked, "-s", 2, "-m", model, "--quiet")
-        assert_clean(result, 1)
-        assert_failed(result, good, "permission denied")
+        assert_clean(result, 2)
+        assert "permission denied" in result.stderr
     assert not leftovers(tmp_path)
 
 
@@ -493,7 +494,7 @@ def test_absurd_values_are_usage_errors(model, tmp_path, args):
 
 
 def test_outputs_too_large_are_refused_up_front(model, tmp_path, monkeypatch):
-    from sr_cli import upscale as upscale_module
+    from sr_cli import device
     small = png(tmp_path / "small.png", smooth_image(4, 4, 3))
     large = png(tmp_path / "large.png", smooth_image(40, 40, 3))
     result = upscale(small, large, "-s", 64, "-m", model, "--max-pixels", 1e6, "--quiet")
@@ -501,7 +502,7 @@ def test_outputs_too_large_are_refused_up_front(model, tmp_path, monkeypatch):
     assert_failed(result, large, "--max-pixels")
     assert_image(tmp_path / "small_x64.png", (256, 256))
     # By default the limit comes from the memory available (here made 100 KB).
-    monkeypatch.setattr(upscale_module, "_free_memory", lambda device: 100_000)
+    monkeypatch.setattr(device, "available_memory", lambda: 100_000)
     result = upscale(large, "-s", 4, "-m", model, "--quiet")
     assert_clean(result, 1)
     assert_failed(result, large, "available")

@@ -42,9 +42,9 @@ def convert_command(source, output, overwrite):
 @click.option("--int8", is_flag=True,
               help="Write a calibrated int8 ONNX file (static QDQ quantisation, first and last convolutions "
                    "kept fp32), checked against the fp32 model before it is kept.")
-@click.option("--calibration", type=click.Path(exists=True, path_type=Path),
+@click.option("--calibration", type=click.Path(exists=True, path_type=Path), multiple=True,
               help="--int8: a folder of HR images whose bicubic LR patches set the activation ranges "
-                   "(e.g. the training set; ~100 varied photos).")
+                   "(e.g. the training set; repeat for several; 120 images are drawn from them).")
 @click.option("--calibration-degrade", metavar="SPEC", default=None,
               help="--int8: also calibrate on degraded LR patches (a --degrade spec of sr eval, e.g. "
                    "jpeg:25-55), for models meant for compressed photos.")
@@ -71,7 +71,7 @@ def export_command(output, model, scale, fmt, opset, check, int8, calibration, c
             raise click.UsageError("give --format onnx|torchscript (OUTPUT's suffix does not say)")
     if int8 and (fmt != "onnx" or output.suffix.lower() != ".onnx"):
         raise click.UsageError("--int8 writes ONNX: give OUTPUT a .onnx name")
-    if int8 and calibration is None:
+    if int8 and not calibration:
         raise click.UsageError("--int8 needs --calibration DIR: a folder of images (e.g. `sr data pull General100`)")
     if not int8 and (calibration or check_set or calibration_degrade):
         raise click.UsageError("--calibration, --calibration-degrade and --check-set go with --int8")

@@ -143,9 +143,11 @@ def check_scale_option(scale: float) -> None:
 def check_model_option(model: str, scale: float, *, engine: str, device: str, precision: str) -> None:
     """The model exists (name or file) and can run on the engine, device and precision asked for."""
     from ..engines import choose_engine
-    from ..registry import NAMED_MODELS, check_model, plan_passes
+    from ..registry import NAMED_MODELS, NotPulled, check_model, plan_passes
     try:
         check_model(model)
+    except NotPulled as exc:  # a known name: one line saying which command fetches it (exit 1)
+        raise click.ClickException(str(exc)) from None
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--model") from None
     try:

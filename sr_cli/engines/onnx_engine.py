@@ -17,8 +17,11 @@ import numpy as np
 
 from ..device import available_memory
 from ..errors import one_line
-from ..tiling import CPU_TILE_CAP, auto_tile
+from ..tiling import auto_tile
 
+# ONNX Runtime's int8 convolutions gain more from long rows than torch's fp32 ones lose to the cache:
+# a 512x512 input in one tile ran faster than in 256-pixel tiles (docs/benchmarks.md).
+ONNX_TILE_CAP = 512
 PROBE_SIDES = ((13, 11), (48, 32))  # an odd size first; models that need multiples get the second
 PROBE_MULTIPLE = 16
 
@@ -126,7 +129,7 @@ class OnnxEngine:
         return values.transpose(1, 2, 0).astype(dtype)
 
     def auto_tile(self, height: int, width: int) -> Optional[int]:
-        return auto_tile(self.scale, height, width, budget=available_memory() * 0.25, cap=CPU_TILE_CAP)
+        return auto_tile(self.scale, height, width, budget=available_memory() * 0.25, cap=ONNX_TILE_CAP)
 
     def is_out_of_memory(self, exc: BaseException) -> bool:
         return False
