@@ -9,13 +9,14 @@ from pathlib import Path
 import click
 
 from ..errors import friendly_errors
+from .data_cmd import DatasetPath
 
 CSV_COLUMNS = ("model", "dataset", "image", "scale", "convention", "channel", "crop_border", "psnr", "ssim",
                "blockiness")
 
 
 @click.command("eval")
-@click.argument("datasets", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.argument("datasets", nargs=-1, required=True, type=DatasetPath())
 @click.option("-s", "--scale", type=click.IntRange(1), required=True, help="Upscaling factor (2, 3, 4, ...).")
 @click.option("-m", "--model", "models", multiple=True, default=["bicubic"], show_default=True,
               help="Model name, baseline (bicubic, lanczos) or weights file; repeat to compare.")
@@ -50,7 +51,7 @@ CSV_COLUMNS = ("model", "dataset", "image", "scale", "convention", "channel", "c
 @friendly_errors
 def eval_command(datasets, scale, models, lr_dir, save_dir, as_json, as_csv, per_image, convention, rgb,
                  crop_border, degrade, seed, device, tile, tile_overlap):
-    """Score models on HR image folders (e.g. Set5 Set14 BSD100): PSNR and SSIM.
+    """Score models on HR image folders, or datasets by name (Set5 Set14 BSD100: `sr data pull`): PSNR and SSIM.
 
     LR inputs are made from the HR images as the literature does (mod-crop, MATLAB
     bicubic downscale, uint8), unless --lr-dir gives them. Scores are on the Y
