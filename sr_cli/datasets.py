@@ -88,7 +88,7 @@ class Dataset:
     def not_pulled(self) -> str:
         host = urllib.parse.urlsplit(self.files[0].url).netloc if self.files else "?"
         return (f"dataset {self.name!r} is not downloaded yet: run `sr data pull {self.name}` "
-                f"({len(self.files)} images, {self.size / 1e6:.1f} MB from {host})")
+                f"({len(self.files)} image{'s' if len(self.files) != 1 else ''}, {self.size / 1e6:.1f} MB from {host})")
 
 
 def catalogue() -> dict[str, Dataset]:
