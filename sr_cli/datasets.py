@@ -137,9 +137,10 @@ def resolve(text: str) -> Path:
     if path.exists():
         return path
     sets = catalogue()
-    entry = lookup(text, sets) if path.name == text else None
+    bare = text.rstrip("/\\")  # Set5/ is Set5 too
+    entry = lookup(bare, sets) if bare and Path(bare).name == bare else None
     if entry is None:
-        raise ValueError(f"{text!r} is neither a file or folder nor a dataset of the catalogue "
+        raise ValueError(f"{text!r} is not a file or folder, nor a dataset of the catalogue "
                          f"({', '.join(sets)}; `sr data list`)")
     if not entry.present:
         raise NotPulled(entry.not_pulled())

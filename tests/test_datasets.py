@@ -215,6 +215,7 @@ def test_eval_takes_a_name_once_pulled(setup, tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)["results"]["bicubic"]
     assert report["Tiny"]["images"] == 3 and report["Other"]["images"] == 1
+    assert datasets.resolve("Tiny/") == datasets.resolve("tiny") == data / "Tiny"
     unknown = run("eval", "Set6", "-s", "2")
     assert unknown.exit_code == 2 and "Tiny, Other" in unknown.output
 

@@ -38,6 +38,7 @@ class DatasetPath(click.ParamType):
 
 
 @click.group("data")
+@friendly_errors
 def data_command():
     """The standard image sets (Set5, Set14, BSD100, ..., T91, General100): list and download them.
 
@@ -49,6 +50,7 @@ def data_command():
 
 @data_command.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable list (adds repo, commit, folder, licence).")
+@friendly_errors
 def list_command(as_json):
     """List the catalogue's sets: kind, images, size, and whether each is pulled."""
     from ..datasets import catalogue
