@@ -72,14 +72,16 @@ def detail_crop(pixels: np.ndarray, width: int, height: int) -> Box:
     luma gradients: the most detailed region. The first of equal windows (top, then left)."""
     img_h, img_w = pixels.shape[:2]
     width, height = min(width, img_w), min(height, img_h)
-    rgb = pixels[..., :3].astype(np.float64)
-    luma = rgb @ np.array([0.299, 0.587, 0.114]) if rgb.shape[2] == 3 else rgb[..., 0]
-    energy = np.zeros((img_h, img_w))
+    if pixels.shape[2] >= 3:  # float32 and no RGB copy: a 12-megapixel photo costs ~50 MB per array
+        luma = sum(pixels[..., c].astype(np.float32) * k for c, k in enumerate((0.299, 0.587, 0.114)))
+    else:
+        luma = pixels[..., 0].astype(np.float32)
+    energy = np.zeros((img_h, img_w), np.float32)
     energy[:, :-1] += np.diff(luma, axis=1) ** 2
     energy[:-1, :] += np.diff(luma, axis=0) ** 2
     # Window sums from a summed-area table: every position at once.
     table = np.zeros((img_h + 1, img_w + 1))
-    table[1:, 1:] = energy.cumsum(axis=0).cumsum(axis=1)
+    table[1:, 1:] = energy.cumsum(axis=0, dtype=np.float64).cumsum(axis=1)
     sums = (table[height:, width:] - table[:-height, width:] - table[height:, :-width] + table[:-height, :-width])
     top, left = np.unravel_index(int(np.argmax(sums)), sums.shape)
     return int(left), int(top), width, height
