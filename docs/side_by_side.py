@@ -1,19 +1,24 @@
-"""Make docs/side_by_side.png: everyday JPEGs upscaled x4 by bicubic and each model.
+"""Make docs/side_by_side.png: everyday JPEGs upscaled x4 by bicubic and each model, with `sr compare`.
 
     .venv/bin/python docs/side_by_side.py                      # bicubic, classic, default, photo
     .venv/bin/python docs/side_by_side.py --model fast --out /tmp/fast.png
 
-The inputs are what people really upscale: small, compressed photos. Each is a
-crop of a photo that may be redistributed, shrunk by 2 (area) as a web copy would
-be, and saved as a JPEG at quality 60 with Pillow (4:2:0 chroma, its default):
+The same picture as the command
+
+    sr compare docs/jpeg_rocket.jpg docs/jpeg_chelsea.jpg -m bicubic -m classic -m default -m photo \\
+        -s 4 -o docs/side_by_side.png --overwrite
+
+this script runs its core (``sr_cli.compare.compare``) after remaking the inputs. They are what
+people really upscale: small, compressed photos. Each is a crop of a photo that may be
+redistributed, shrunk by 2 (area) as a web copy would be, and saved as a JPEG at quality 60 with
+Pillow (4:2:0 chroma, its default):
 
   docs/jpeg_rocket.jpg  from scikit-image's rocket.jpg (a real JPEG; SpaceX, public domain)
   docs/jpeg_chelsea.jpg from scikit-image's chelsea.png (CC0, Stefan van der Walt)
 
-The script remakes them from scikit-image's data when it is installed (the `test`
-extra), else uses the copies in docs/. One row per photo: the input enlarged x4
-with nearest neighbours (the JPEG blocks as they are), then each upscaler's output
-of that same file, through `sr_cli.upscale_image`, the core behind `sr upscale`.
+The script remakes them from scikit-image's data when it is installed (the `test` extra), else
+uses the copies in docs/. One row per photo: the input enlarged x4 with nearest neighbours (the
+JPEG blocks as they are), then each upscaler's output of that same file.
 """
 from __future__ import annotations
 
@@ -21,10 +26,10 @@ import argparse
 import io
 from pathlib import Path
 
-import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
-from sr_cli import upscale_image
+from sr_cli.compare import compare
+from sr_cli.imageio import ImageData, write_image
 
 DOCS = Path(__file__).resolve().parent
 SCALE = 4
@@ -56,24 +61,9 @@ def main() -> None:
     parser.add_argument("--out", default=str(DOCS / "side_by_side.png"))
     args = parser.parse_args()
     models = ["bicubic"] + (args.model or ["classic", "default", "photo"])
-    rows = []
-    for name in PHOTOS:
-        path = make_input(name)
-        lr = np.asarray(Image.open(path).convert("RGB"))
-        h, w = lr.shape[:2]
-        panels = [("input: JPEG q60, nearest", np.asarray(Image.fromarray(lr).resize((w * SCALE, h * SCALE), Image.NEAREST)))]
-        panels += [(model, upscale_image(lr, scale=SCALE, model=model, device="cpu")) for model in models]
-        rows.append(panels)
-    label = 24
-    width, height = rows[0][0][1].shape[1], rows[0][0][1].shape[0]
-    sheet = Image.new("RGB", (width * len(rows[0]), (label + height) * len(rows)), "white")
-    draw = ImageDraw.Draw(sheet)
-    for r, panels in enumerate(rows):
-        y = r * (label + height)
-        for i, (caption, pixels) in enumerate(panels):
-            draw.text((i * width + 4, y + 6), caption, fill="black")
-            sheet.paste(Image.fromarray(pixels), (i * width, y + label))
-    sheet.save(args.out, optimize=True)
+    inputs = [make_input(name) for name in PHOTOS]
+    result = compare(inputs, models, scale=SCALE, device="cpu")
+    write_image(args.out, ImageData(pixels=result.image))
     print(args.out)
 
 

@@ -8,7 +8,9 @@ import click
 
 from . import __version__
 from .commands.bench_cmd import bench_command
+from .commands.compare_cmd import compare_command
 from .commands.convert_cmd import convert_command, export_command
+from .commands.data_cmd import data_command
 from .commands.eval_cmd import eval_command
 from .commands.models_cmd import models_command
 from .commands.train_cmd import train_command
@@ -37,6 +39,8 @@ cli.add_command(train_command)
 cli.add_command(bench_command)
 cli.add_command(convert_command)
 cli.add_command(export_command)
+cli.add_command(data_command)
+cli.add_command(compare_command)
 
 
 def main() -> None:

@@ -29,8 +29,10 @@ class DownloadError(OSError):
 
 
 def download(url: str, dest: str | Path, *, sha256: str, size: Optional[int] = None,
-             progress: Optional[Progress] = None, timeout: float = 30.0) -> Path:
-    """Fetch ``url`` to ``dest`` and return it, verified against ``sha256`` (hex)."""
+             progress: Optional[Progress] = None, timeout: float = 30.0,
+             offline_hint: str = "or pass a local file to --model") -> Path:
+    """Fetch ``url`` to ``dest`` and return it, verified against ``sha256`` (hex). ``offline_hint``
+    ends the line of an unreachable host with what the user can do instead."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
@@ -39,7 +41,7 @@ def download(url: str, dest: str | Path, *, sha256: str, size: Optional[int] = N
         if fresh or (size is not None and part.is_file() and part.stat().st_size > size):
             part.unlink(missing_ok=True)
         resumed = part.is_file() and part.stat().st_size > 0
-        _transfer(url, part, size=size, progress=progress, timeout=timeout)
+        _transfer(url, part, size=size, progress=progress, timeout=timeout, offline_hint=offline_hint)
         got_size = part.stat().st_size
         digest = file_sha256(part)
         if digest == expected and (size is None or got_size == size):
@@ -54,7 +56,8 @@ def download(url: str, dest: str | Path, *, sha256: str, size: Optional[int] = N
                         "the file was removed, nothing was installed")
 
 
-def _transfer(url: str, part: Path, *, size: Optional[int], progress: Optional[Progress], timeout: float) -> None:
+def _transfer(url: str, part: Path, *, size: Optional[int], progress: Optional[Progress], timeout: float,
+              offline_hint: str) -> None:
     """Append the rest of ``url`` to ``part`` (or rewrite it when the server sends it all)."""
     offset = part.stat().st_size if part.is_file() else 0
     if size is not None and offset == size:
@@ -72,7 +75,7 @@ def _transfer(url: str, part: Path, *, size: Optional[int], progress: Optional[P
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise DownloadError(f"cannot reach {host} ({reason}): no network? Nothing was downloaded; "
-                            "run the command again when online, or pass a local file to --model") from None
+                            f"run the command again when online, {offline_hint}") from None
     with response:
         if offset and response.status == 206 and _range_start(response) == offset:
             mode = "ab"

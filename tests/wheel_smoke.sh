@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The wheel as a user gets it: build it from a clean copy of the tree, install it into a fresh
-# virtual environment outside the checkout, and from there run `sr models` and `sr upscale` on
-# docs/sample.png with every shipped model. Proves the wheel carries the weights and the data it
-# needs, with no editable install and no checkout on the path. Run by `make test`.
+# virtual environment outside the checkout, and from there run `sr models`, `sr data list` and
+# `sr upscale` on docs/sample.png with every shipped model. Proves the wheel carries the weights and
+# the data it needs, with no editable install and no checkout on the path. Run by `make test`.
 #   PYTHON      the interpreter to build the environment from (default python3)
 #   TORCH_SPEC  the torch to install first (CI: torch==2.13.0, the local CPU wheel)
 set -euo pipefail
@@ -47,6 +47,12 @@ print(f"wheel: sr_cli from {package}, {len(list(registry.WEIGHTS_DIR.glob('*.saf
 PY
 "$sr" models
 "$sr" models --json > models.json
+# The datasets catalogue (package data) ships too: every set listed, none pulled in a fresh cache.
+"$sr" data list --json | "$work/venv/bin/python" -c '
+import json, sys
+rows = json.load(sys.stdin)
+assert len(rows) == 8 and sum(r["images"] for r in rows) == 718 and not any(r["pulled"] for r in rows), rows
+print("wheel: sr data list: %d sets, %d files" % (len(rows), sum(r["images"] for r in rows)))'
 "$work/venv/bin/python" -c '
 import json
 rows = [r for r in json.load(open("models.json")) if r["source"] == "shipped"]

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from ..errors import friendly_errors
+from .data_cmd import DatasetPath
 from .options import inference_options
 from .upscale_cmd import check_model_option
 
@@ -17,7 +18,7 @@ CSV_COLUMNS = ("model", "dataset", "image", "scale", "convention", "channel", "c
 
 
 @click.command("eval")
-@click.argument("datasets", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.argument("datasets", nargs=-1, required=True, type=DatasetPath())
 @click.option("-s", "--scale", type=click.IntRange(1), required=True, help="Upscaling factor (2, 3, 4, ...).")
 @click.option("-m", "--model", "models", multiple=True, default=["bicubic"], show_default=True,
               help="Model name, baseline (bicubic, lanczos) or weights file; repeat to compare.")
@@ -48,7 +49,7 @@ CSV_COLUMNS = ("model", "dataset", "image", "scale", "convention", "channel", "c
 @friendly_errors
 def eval_command(datasets, scale, models, lr_dir, save_dir, as_json, as_csv, per_image, convention, rgb,
                  crop_border, degrade, seed, engine, device, precision, tile, tile_overlap):
-    """Score models on HR image folders (e.g. Set5 Set14 BSD100): PSNR and SSIM.
+    """Score models on HR image folders, or datasets by name (Set5 Set14 BSD100: `sr data pull`): PSNR and SSIM.
 
     LR inputs are made from the HR images as the literature does (mod-crop, MATLAB
     bicubic downscale, uint8), unless --lr-dir gives them. Scores are on the Y
@@ -84,7 +85,8 @@ def eval_command(datasets, scale, models, lr_dir, save_dir, as_json, as_csv, per
 
         report = evaluate(list(datasets), scale=scale, models=list(models), lr_dir=lr_dir, save_dir=save_dir,
                           convention=convention, crop_border=crop_border, rgb=rgb, device=device,
-                          engine=engine, precision=precision, tile=tile, overlap=tile_overlap, degrade=degrade, seed=seed, progress=progress)
+                          engine=engine, precision=precision, tile=tile, overlap=tile_overlap, degrade=degrade,
+                          seed=seed, progress=progress)
 
     if as_json:
         click.echo(json.dumps(report.to_dict(per_image=per_image), indent=2))

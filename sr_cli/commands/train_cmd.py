@@ -13,6 +13,7 @@ import click
 
 from ..errors import friendly_errors
 from ..training.config import DEFAULT_SCALE, Option, TrainConfig, cli_fields
+from .data_cmd import DatasetPath
 
 # Options a config file may not set.
 NOT_IN_CONFIG = ("config", "list_archs", "help")
@@ -201,6 +202,8 @@ def field_option(f: dataclasses.Field) -> Callable:
         kwargs["show_default"] = default not in (None, "", (), [])
         if spec.choices:
             kwargs["type"] = click.Choice(spec.choices)
+        elif kind == "path" and spec.path in ("dataset", "dataset_folder"):
+            kwargs["type"] = DatasetPath(file_okay=spec.path == "dataset")
         elif kind == "path":
             kwargs["type"] = click.Path(path_type=Path, **_PATHS[spec.path])
         elif spec.minimum is not None:

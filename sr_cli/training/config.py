@@ -42,7 +42,8 @@ class Option:
 
     type     int, float, str or bool (a flag; default: the type of the field's default); "path"
              for paths, with ``path`` saying which
-    path     existing | existing_file | existing_folder | folder (need not exist, not a file)
+    path     existing | existing_file | existing_folder | folder (need not exist, not a file) |
+             dataset | dataset_folder (existing, or a pulled catalogue set's name: `sr data`)
     form     the text form of a list or dict field: kv (KEY=VALUE items), weights
              (NAME=WEIGHT, comma-separated), losses (the same, repeatable), ints or factors
              (comma-separated numbers)
@@ -83,14 +84,15 @@ class TrainConfig:
     arch_params: dict[str, Any] = option(
         {}, help="Architecture hyperparameter, e.g. num_feat=32; repeat for several.",
         flags=("--arch-opt",), name="arch_opts", form="kv", multiple=True, metavar="KEY=VALUE", fixed=True)
-    data: list[str] = option(help="Folder of HR training images (searched recursively); repeat for several.",
-                             type="path", path="existing", multiple=True, fixed=True)
+    data: list[str] = option(help="Folder of HR training images (searched recursively), or a dataset by name "
+                                  "(T91, BSDS200, General100: `sr data pull`); repeat for several.",
+                             type="path", path="dataset", multiple=True, fixed=True)
     scale: int = option(help=f"Upscaling factor [default: the --pretrained-g file's, else {DEFAULT_SCALE}].",
                         type=int, minimum=1, flags=("-s", "--scale"), fixed=True)
     out: str = option(help="Run folder: checkpoints, log.jsonl, model.safetensors.",
                       type="path", path="folder", flags=("-o", "--out"))
-    val: Optional[str] = option(None, help="Folder of HR validation images (e.g. Set5), evaluated whole: "
-                                           "Y-channel PSNR.", type="path", path="existing_folder")
+    val: Optional[str] = option(None, help="Folder of HR validation images, or a dataset by name (e.g. Set5), "
+                                           "evaluated whole: Y-channel PSNR.", type="path", path="dataset_folder")
     patch: int = option(48, help="LR patch size; HR patches are patch x scale.", minimum=1, fixed=True)
     batch: int = option(16, help="Patches per step (over all processes under torchrun).", minimum=1, fixed=True)
     iters: int = option(100_000, help="Optimiser steps in all.", minimum=1)
