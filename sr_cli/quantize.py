@@ -22,7 +22,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-CALIBRATION_PERCENTILE = 99.999
+CALIBRATION_PERCENTILE = 99.99
 CALIBRATION_CROP = 64
 CALIBRATION_IMAGES = 120
 

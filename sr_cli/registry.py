@@ -81,6 +81,7 @@ class CatalogueEntry:
     arch: str
     scale: int
     description: str
+    parent: str = ""  # a GAN model's PSNR-trained parent, for the --strength dial
 
     @property
     def filename(self) -> str:
@@ -156,6 +157,8 @@ def list_models(include_missing: bool = False) -> list[ModelEntry]:
 
 def native_scales(model: str) -> list[int]:
     """Scales a model name can run natively (a file path: the scale in its metadata)."""
+    from .blend import split_spec
+    model, _ = split_spec(model)
     if model in BASELINES:
         return list(BASELINE_SCALES)
     if model in NAMED_MODELS:
@@ -207,9 +210,20 @@ def _model_file(model: str) -> Path:
                      f"(`sr models` lists them; `sr models pull NAME|URL` adds one)")
 
 
-def check_model(model: str) -> None:
+def check_model(model: str, parent: Optional[str] = None) -> None:
     """ValueError (one line) unless ``model`` names a baseline, a shipped, catalogue or pulled
-    model, or an existing file. Reads no weights."""
+    model, or an existing file (and, as 'NAME@S', one with a parent to blend with). Reads no weights."""
+    from .blend import parent_of, split_spec
+    model, strength = split_spec(model)
+    if strength is not None:
+        if model in BASELINES or Path(model).suffix.lower() == ".onnx":
+            raise ValueError(f"{model} has no weights to blend (--strength needs two weight files)")
+        check_model(model)
+        if parent is None:
+            scales = NAMED_MODELS.get(model, {})
+            parent = parent_of(model, min(scales) if scales else 0)
+        check_model(parent)
+        return
     if model in BASELINES or model in NAMED_MODELS:
         return
     if Path(model).suffix.lower() == ".onnx":
@@ -243,8 +257,13 @@ def plan_passes(model: str, target_scale: float) -> list[int]:
     return passes
 
 
-def resolve_model(model: str, scale: int) -> SRModel:
-    """Load a named model, a baseline, a pulled model, or a weights file, for native ``scale``."""
+def resolve_model(model: str, scale: int, *, parent: Optional[str] = None) -> SRModel:
+    """Load a named model, a baseline, a pulled model, or a weights file, for native ``scale``.
+    'NAME@S' blends NAME with its parent (or ``parent``) at strength S (blend.py)."""
+    from .blend import load_blended, split_spec
+    base, strength = split_spec(model)
+    if strength is not None:
+        return load_blended(base, scale, strength, parent)
     if model in BASELINES:
         return baseline_model(model, scale)
     if model in NAMED_MODELS:

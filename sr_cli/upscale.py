@@ -40,12 +40,17 @@ class Upscaler:
     def create(cls, model: str = "default", scale: float = 4, *, device: str = "auto",
                precision: str = "auto", engine: str = "auto", tile: TileSpec = "auto",
                overlap: int = DEFAULT_OVERLAP, batch_size: int = 1, max_pixels: Optional[int] = None,
-               threads: Optional[int] = None) -> "Upscaler":
+               threads: Optional[int] = None, strength: Optional[float] = None,
+               parent: Optional[str] = None) -> "Upscaler":
+        """``model``: a name or file ('NAME@S', or ``strength``, blends it with its parent or
+        ``parent``: blend.py)."""
+        from .blend import with_strength
         from .engines import open_engines
         from .registry import plan_passes
         check_scale(scale)
+        model = with_strength(model, strength)
         engines = open_engines(model, plan_passes(model, scale), engine=engine, device=device,
-                               precision=precision, threads=threads)
+                               precision=precision, threads=threads, parent=parent)
         return cls(engines=engines, scale=float(scale), tile=tile, overlap=overlap, batch_size=batch_size,
                    max_pixels=max_pixels)
 
@@ -221,14 +226,14 @@ def _resize(pixels: np.ndarray, width: int, height: int, upscaling: Optional[int
 
 def upscale_image(image: Any, *, scale: float = 4, model: str = "default", tile: TileSpec = "auto",
                   overlap: int = DEFAULT_OVERLAP, device: str = "auto", precision: str = "auto",
-                  engine: str = "auto") -> Any:
+                  engine: str = "auto", strength: Optional[float] = None) -> Any:
     """Upscale a PIL image or a numpy array (H x W [x C], uint8/uint16); returns the same kind.
 
     >>> from sr_cli import upscale_image
     >>> big = upscale_image(PIL.Image.open("in.png"), scale=4)
     """
     upscaler = Upscaler.create(model, scale, device=device, precision=precision, engine=engine, tile=tile,
-                               overlap=overlap)
+                               overlap=overlap, strength=strength)
     if isinstance(image, np.ndarray):
         squeeze = image.ndim == 2
         result = upscaler(image)

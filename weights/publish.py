@@ -3,6 +3,7 @@
     python weights/publish.py runs/boot_x4/model.safetensors default 4
     python weights/publish.py runs/r/model.safetensors default 4 --degrade jpeg:25-55 \
         --degrade blur:0.4-1.6+noise:1-8+jpeg:40-85
+    python weights/publish.py runs/gan/model.safetensors photo 4 --parent default ...
 
 Scores are measured here with the same code as `sr eval` (Set5, Set14, BSD100 from
 ../shared/data/benchmark, matlab convention) and stored as `psnr`/`ssim` metadata, which
@@ -28,6 +29,8 @@ def main() -> None:
     parser.add_argument("name", choices=sorted(NAMED_MODELS))
     parser.add_argument("scale", type=int)
     parser.add_argument("--degrade", action="append", default=[], help="Also score on this degraded set.")
+    parser.add_argument("--parent", help="A GAN model's PSNR-trained parent (a shipped name), the other end of "
+                                         "`sr upscale --strength`.")
     args = parser.parse_args()
     source, name, scale = args.source, args.name, args.scale
     model = load_model(source)
@@ -47,6 +50,8 @@ def main() -> None:
     extra.update(name=name, psnr=psnr, ssim=ssim, eval="sr eval, matlab convention, Y channel, border = scale")
     if degraded:
         extra["degraded"] = degraded
+    if args.parent:
+        extra["parent"] = args.parent
     target = WEIGHTS_DIR / NAMED_MODELS[name][scale]
     save_model(model.net, target, arch=model.arch, params=model.params, extra=extra)
     print(json.dumps({"file": str(target), "psnr": psnr, "ssim": ssim, "degraded": degraded}))

@@ -6,6 +6,7 @@ from pathlib import Path
 import click
 
 from ..errors import friendly_errors
+from .options import blend_options
 
 EXPORT_SUFFIXES = {".onnx": "onnx", ".pt": "torchscript", ".ts": "torchscript", ".torchscript": "torchscript"}
 
@@ -39,6 +40,7 @@ def convert_command(source, output, overwrite):
 @click.option("--check/--no-check", default=True, show_default=True,
               help="Run the exported file on a random image and compare with PyTorch "
                    "(ONNX: when onnxruntime is installed).")
+@blend_options
 @click.option("--int8", is_flag=True,
               help="Write a calibrated int8 ONNX file (static QDQ quantisation, first and last convolutions "
                    "kept fp32), checked against the fp32 model before it is kept.")
@@ -57,8 +59,8 @@ def convert_command(source, output, overwrite):
               help="--int8: the same for SSIM.")
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
 @friendly_errors
-def export_command(output, model, scale, fmt, opset, check, int8, calibration, calibration_degrade, check_set,
-                   max_loss, max_ssim_loss, overwrite):
+def export_command(output, model, scale, fmt, opset, check, strength, parent, int8, calibration,
+                   calibration_degrade, check_set, max_loss, max_ssim_loss, overwrite):
     """Export a model to OUTPUT as ONNX (dynamic height and width) or TorchScript.
 
     The exported graph maps NCHW float [0, 1] of any size to scale x the size, padding to the
@@ -75,7 +77,9 @@ def export_command(output, model, scale, fmt, opset, check, int8, calibration, c
         raise click.UsageError("--int8 needs --calibration DIR: a folder of images (e.g. `sr data pull General100`)")
     if not int8 and (calibration or check_set or calibration_degrade):
         raise click.UsageError("--calibration, --calibration-degrade and --check-set go with --int8")
+    from ..blend import with_strength
     from ..registry import native_scales, resolve_model
+    model = with_strength(model, strength)
     scales = native_scales(model)
     if scale is None:
         if len(scales) != 1:
@@ -83,7 +87,7 @@ def export_command(output, model, scale, fmt, opset, check, int8, calibration, c
         scale = scales[0]
     if int8:
         from ..quantize import export_int8
-        result = export_int8(resolve_model(model, scale), output, calibration=calibration, check_set=check_set,
+        result = export_int8(resolve_model(model, scale, parent=parent), output, calibration=calibration, check_set=check_set,
                              degrade=calibration_degrade, max_psnr_loss=max_loss, max_ssim_loss=max_ssim_loss,
                              overwrite=overwrite, progress=lambda text: click.echo(text, err=True))
         c = result["check"]
@@ -92,7 +96,7 @@ def export_command(output, model, scale, fmt, opset, check, int8, calibration, c
                    f"SSIM {c.int8_ssim:.4f} vs {c.fp32_ssim:.4f} (-{c.ssim_loss:.4f})")
         return
     from ..export import export_model
-    result = export_model(resolve_model(model, scale), output, fmt=fmt, opset=opset, check=check,
+    result = export_model(resolve_model(model, scale, parent=parent), output, fmt=fmt, opset=opset, check=check,
                           overwrite=overwrite)
     if result["max_abs_diff"] is not None:
         checked = f", max |diff| vs PyTorch {result['max_abs_diff']:.1e}"

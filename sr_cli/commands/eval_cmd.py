@@ -21,7 +21,8 @@ CSV_COLUMNS = ("model", "dataset", "image", "scale", "convention", "channel", "c
 @click.argument("datasets", nargs=-1, required=True, type=DatasetPath())
 @click.option("-s", "--scale", type=click.IntRange(1), required=True, help="Upscaling factor (2, 3, 4, ...).")
 @click.option("-m", "--model", "models", multiple=True, default=["bicubic"], show_default=True,
-              help="Model name, baseline (bicubic, lanczos) or weights file; repeat to compare.")
+              help="Model name, baseline (bicubic, lanczos) or weights file; repeat to compare. NAME@S blends a "
+                   "GAN model with its parent at strength S (photo@0.5; see `sr upscale --strength`).")
 @click.option("--lr-dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Read LR inputs from here instead of making them by MATLAB bicubic. Files are matched "
                    "to HR files by stem, ignoring tags such as x4, _LR, _HR; with several datasets, "

@@ -60,3 +60,14 @@ def inference_options(*, several: bool = False, tile: str = "auto"):
             command = option(command)
         return command
     return decorate
+
+
+def blend_options(command):
+    """--strength and --parent: the perception-distortion dial of a GAN model (blend.py)."""
+    command = click.option("--parent", metavar="MODEL", default=None,
+                           help="The other end of --strength (default: the parent the model records, e.g. "
+                                "photo's is default). Any model of the same architecture and shapes.")(command)
+    return click.option("--strength", type=click.FloatRange(0, 1), default=None,
+                        help="Blend the model's weights with its PSNR-trained parent's: 0 gives the parent "
+                             "(faithful, smooth), 1 the model (GAN texture). Runs on torch. Same as "
+                             "--model NAME@S.")(command)

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from ..errors import friendly_errors
-from .options import inference_options, parse_tile  # noqa: F401  (parse_tile: bench and tests)
+from .options import blend_options, inference_options, parse_tile  # noqa: F401  (parse_tile: bench and tests)
 
 FORMATS = ["same", "png", "jpg", "webp", "tiff", "bmp"]
 
@@ -25,6 +25,7 @@ FORMATS = ["same", "png", "jpg", "webp", "tiff", "bmp"]
                    "native model(s) and resizes to exactly round(size x scale).")
 @click.option("-m", "--model", default="default", show_default=True,
               help="A model name (see `sr models`; 'bicubic' and 'lanczos' are always there) or a weights file.")
+@blend_options
 @inference_options()
 @click.option("--tile-batch", type=click.IntRange(1), default=1, show_default=True,
               help="Tiles of equal size run together; more keeps a GPU busy (CPUs gain nothing).")
@@ -56,9 +57,9 @@ FORMATS = ["same", "png", "jpg", "webp", "tiff", "bmp"]
                    "pixels than this; 'auto' sizes it from the memory available. Raise it to try anyway.")
 @friendly_errors(on_interrupt="outputs already written are complete, nothing partial is left; "
                               "rerun with --skip-existing to go on")
-def upscale_command(inputs, output, scale, model, engine, device, precision, tile, tile_overlap, tile_batch, fmt,
-                    quality, suffix, recursive, skip_existing, overwrite, fail_fast, shard, quiet, as_json, codec, crf,
-                    pix_fmt, frame_range, max_pixels):
+def upscale_command(inputs, output, scale, model, strength, parent, engine, device, precision, tile, tile_overlap,
+                    tile_batch, fmt, quality, suffix, recursive, skip_existing, overwrite, fail_fast, shard, quiet,
+                    as_json, codec, crf, pix_fmt, frame_range, max_pixels):
     """Upscale images, videos, folders or stdin (INPUT '-') to stdout.
 
     Videos (mp4, mkv, mov, webm, ...; needs `pip install "sr-cli[video]"`) are decoded,
@@ -90,7 +91,9 @@ def upscale_command(inputs, output, scale, model, engine, device, precision, til
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--frames") from None
     video = VideoOptions(codec=codec, crf=crf, pix_fmt=pix_fmt, frames=frames)
-    check_model_option(model, scale, engine=engine, device=device, precision=precision)
+    from ..blend import with_strength
+    model = with_strength(model, strength)
+    check_model_option(model, scale, engine=engine, device=device, precision=precision, parent=parent)
     stream = "-" in inputs
     if stream:
         if len(inputs) > 1 or (output not in (None, Path("-"))) or as_json:
@@ -104,7 +107,7 @@ def upscale_command(inputs, output, scale, model, engine, device, precision, til
     def load():
         from ..upscale import Upscaler
         return Upscaler.create(model, scale, device=device, precision=precision, engine=engine, tile=tile,
-                               overlap=tile_overlap, batch_size=tile_batch, max_pixels=pixel_limit)
+                               overlap=tile_overlap, batch_size=tile_batch, max_pixels=pixel_limit, parent=parent)
     if stream:
         _upscale_stream(load(), fmt, quality)
         return
@@ -140,12 +143,13 @@ def check_scale_option(scale: float) -> None:
         raise click.BadParameter(f"{scale:g} is above the largest supported scale, {MAX_SCALE}", param_hint="--scale")
 
 
-def check_model_option(model: str, scale: float, *, engine: str, device: str, precision: str) -> None:
+def check_model_option(model: str, scale: float, *, engine: str, device: str, precision: str,
+                       parent=None) -> None:
     """The model exists (name or file) and can run on the engine, device and precision asked for."""
     from ..engines import choose_engine
     from ..registry import NAMED_MODELS, NotPulled, check_model, plan_passes
     try:
-        check_model(model)
+        check_model(model, parent)
     except NotPulled as exc:  # a known name: one line saying which command fetches it (exit 1)
         raise click.ClickException(str(exc)) from None
     except ValueError as exc:

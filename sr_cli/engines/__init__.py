@@ -45,6 +45,13 @@ def choose_engine(model: str, *, engine: str = "auto", device: str = "auto", pre
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r} ({', '.join(PRECISIONS)})")
     check_device_spec(device)
+    from ..blend import split_spec
+    if split_spec(model)[1] is not None:  # blended weights exist only once torch has mixed them
+        if engine == "onnx":
+            raise ValueError("blended weights (--strength, NAME@S) run on torch: use --engine torch or auto")
+        if precision == "int8":
+            raise ValueError("blended weights (--strength, NAME@S) run on torch, in float")
+        return "torch"
     onnx_file = is_onnx_file(model)
     has_int8 = bool(scales) and all(onnx_form(model, s) is not None for s in scales)
     kind = engine
@@ -76,7 +83,7 @@ def choose_engine(model: str, *, engine: str = "auto", device: str = "auto", pre
 
 
 def open_engines(model: str, passes: list[int], *, engine: str = "auto", device: str = "auto",
-                 precision: str = "auto", threads: Optional[int] = None) -> list:
+                 precision: str = "auto", threads: Optional[int] = None, parent: Optional[str] = None) -> list:
     """One loaded engine per pass (native scales, in order), each distinct scale loaded once."""
     kind = choose_engine(model, engine=engine, device=device, precision=precision, scales=sorted(set(passes)))
     loaded = {}
@@ -91,5 +98,5 @@ def open_engines(model: str, passes: list[int], *, engine: str = "auto", device:
                 raise ValueError(f"{path} is a x{loaded[scale].scale} model, asked for x{scale}")
         else:
             from .torch_engine import TorchEngine
-            loaded[scale] = TorchEngine.load(model, scale, device=device, precision=precision)
+            loaded[scale] = TorchEngine.load(model, scale, device=device, precision=precision, parent=parent)
     return [loaded[s] for s in passes]

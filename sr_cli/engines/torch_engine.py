@@ -29,13 +29,14 @@ class TorchEngine:
         self.label = model.name or model.arch
 
     @classmethod
-    def load(cls, model: str, scale: int, *, device: str = "auto", precision: str = "auto") -> "TorchEngine":
+    def load(cls, model: str, scale: int, *, device: str = "auto", precision: str = "auto",
+             parent: Optional[str] = None) -> "TorchEngine":
         from ..registry import resolve_model
         torch_device = pick_device(device)
         dtype = pick_dtype(precision, torch_device)
         if torch_device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # tiles repeat a few shapes: tuned kernels pay off
-        return cls(resolve_model(model, scale).to(torch_device, dtype), torch_device, dtype)
+        return cls(resolve_model(model, scale, parent=parent).to(torch_device, dtype), torch_device, dtype)
 
     @property
     def device(self) -> str:

@@ -1,0 +1,94 @@
+"""Network interpolation: the perception-distortion dial of ESRGAN (Wang et al. 2018, section 3.4).
+
+A GAN model and the PSNR-trained model it was fine-tuned from share architecture and
+shapes, so their weights can be mixed: ``(1 - strength) * parent + strength * model``.
+Strength 0 is the parent's output (fidelity), 1 the GAN's (texture), and values between
+move smoothly from one to the other at no cost beyond loading both files.
+
+The parent comes from ``--parent``, else from the model: our GAN files record it in their
+metadata (``parent``: a model name or a file beside them), catalogue entries in
+catalogue.toml. Any two weight files of one architecture and shapes mix the same way.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+
+def split_spec(model: str) -> tuple[str, Optional[float]]:
+    """'photo@0.5' -> ('photo', 0.5); anything else (an existing file, no '@S' suffix) -> (model, None)."""
+    base, sep, tail = model.rpartition("@")
+    if not sep or not base or Path(model).exists():
+        return model, None
+    try:
+        strength = float(tail)
+    except ValueError:
+        return model, None
+    check_strength(strength)
+    return base, strength
+
+
+def with_strength(model: str, strength: Optional[float]) -> str:
+    """The model spec for ``--strength``: 'photo' and 0.5 -> 'photo@0.5'."""
+    if strength is None:
+        return model
+    check_strength(strength)
+    return f"{model}@{strength:g}"
+
+
+def check_strength(strength: Optional[float]) -> None:
+    import math
+    if strength is not None and not (math.isfinite(strength) and 0.0 <= strength <= 1.0):
+        raise ValueError(f"strength must be between 0 and 1, got {strength}")
+
+
+def parent_of(model: str, scale: int) -> str:
+    """The fidelity end of ``model``'s dial (a name or a file); ValueError when it names none."""
+    from .registry import NAMED_MODELS, WEIGHTS_DIR, _model_file, catalogue
+    listed = catalogue()
+    if model in listed and listed[model].parent:
+        return listed[model].parent
+    if model in NAMED_MODELS:
+        path = WEIGHTS_DIR / NAMED_MODELS[model].get(scale, "")
+    else:
+        path = _model_file(model)
+    parent = None
+    if path.suffix == ".safetensors" and path.is_file():
+        from .header import read_header
+        parent = read_header(path)[0].get("parent")
+    if not parent:
+        raise ValueError(f"{model} names no parent model to blend with: give one with --parent "
+                         "(a model of the same architecture, e.g. the PSNR-trained one it was fine-tuned from)")
+    beside = path.parent / parent
+    return str(beside) if beside.is_file() else parent
+
+
+def blend(model, parent, strength: float):
+    """An SRModel whose weights are ``(1 - strength) * parent + strength * model``."""
+    import torch
+    if model.arch != parent.arch:
+        raise ValueError(f"cannot blend a {model.arch} model with a {parent.arch} one: same architecture needed")
+    ours, theirs = model.net.state_dict(), parent.net.state_dict()
+    different = sorted(k for k in ours.keys() | theirs.keys()
+                       if k not in ours or k not in theirs or ours[k].shape != theirs[k].shape)
+    if different:
+        raise ValueError(f"cannot blend models of different shapes (first difference: {different[0]})")
+    mixed = {}
+    for key, value in ours.items():
+        if value.is_floating_point():
+            mixed[key] = torch.lerp(theirs[key].float(), value.float(), float(strength)).to(value.dtype)
+        else:
+            mixed[key] = value
+    model.net.load_state_dict(mixed)
+    model.name = f"{model.name or model.arch}@{strength:g}"
+    return model
+
+
+def load_blended(model: str, scale: int, strength: float, parent: Optional[str] = None):
+    """Load ``model`` and its parent at native ``scale`` and mix them (torch)."""
+    from .registry import resolve_model
+    check_strength(strength)
+    parent = parent or parent_of(model, scale)
+    return blend(resolve_model(model, scale), resolve_model(parent, scale), strength)
+
+
