@@ -56,7 +56,7 @@ import numpy as np
 from PIL import Image, ImageCms, UnidentifiedImageError
 
 from .atomic import atomic_file
-from .png import EXIF_PREFIX, encode_png
+from .png import EXIF_PREFIX, PNG_LEVEL, encode_png
 from .tiff import write_tiff
 
 __all__ = ["ImageData", "ImageReadError", "AnimatedImage", "read_image", "rgb8", "write_image", "encode_image",
@@ -392,7 +392,7 @@ def _encode_with_pil(image: ImageData, *, fmt: str, quality: int) -> memoryview:
     if fmt != "bmp":
         options.update(icc_profile=image.icc_profile, exif=image.exif or b"")
     if fmt == "png":
-        options.update(compress_level=6)
+        options.update(compress_level=PNG_LEVEL)
     elif fmt == "jpg":
         # 4:4:4 at high quality: halving chroma would blur the colour edges we just upscaled.
         options.update(quality=quality, subsampling=0 if quality >= 90 else 2)

@@ -27,6 +27,9 @@ EXIF_PREFIX = b"Exif\x00\x00"  # how Pillow and JPEG APP1 start EXIF; PNG eXIf o
 _ROWS_BYTES = 2 << 20  # raw bytes deflated at a time
 _FILTER_BYTES = 256 << 10  # raw bytes filtered at a time: filtering's int16 temporaries are ~40x this
 _IDAT_BYTES = 1 << 20  # compressed bytes per IDAT chunk (any size is valid)
+# zlib level 4: on x4 outputs of Set5/Set14 photos it wrote 1.2-2.4x faster than level 6 for 0.4-5.6%
+# more bytes (benchmarks/png_level.py; docs/benchmarks.md). Levels 1-3 were no faster and larger.
+PNG_LEVEL = 4
 
 
 def chunk(kind: bytes, data) -> bytes:
@@ -35,7 +38,7 @@ def chunk(kind: bytes, data) -> bytes:
 
 
 def encode_png(pixels: np.ndarray, *, icc_profile: Optional[bytes] = None, exif: Optional[bytes] = None,
-               level: int = 6) -> Iterator[bytes]:
+               level: int = PNG_LEVEL) -> Iterator[bytes]:
     """Yield a PNG file of ``pixels`` (H x W x C, C 1-4, uint8 or uint16) in pieces."""
     if pixels.ndim != 3 or pixels.shape[2] not in _COLOUR_TYPES or pixels.dtype not in (np.uint8, np.uint16):
         raise ValueError(f"PNG needs H x W x 1-4 uint8/uint16 pixels, got {pixels.shape} {pixels.dtype}")
