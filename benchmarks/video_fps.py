@@ -2,6 +2,7 @@
 
     python benchmarks/video_fps.py                        # fast and default, x2 and x4, 8 frames, this CPU
     python benchmarks/video_fps.py --device cuda --frames 48
+    python benchmarks/video_fps.py --engine torch --engine onnx --model default --scale 4
 
 The clip is made here (854x480, 24 fps, H.264 yuv420p, AAC): a window panning across
 docs/sample.png (real texture for the encoder), written once into a temporary folder. Each
@@ -67,7 +68,8 @@ def main(argv=None) -> int:
     parser.add_argument("--scale", action="append", type=int, help="scales (default: 2, 4)")
     parser.add_argument("--frames", type=int, default=8, help="frames in the 480p clip")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--precision", default="fp32")
+    parser.add_argument("--precision", default="auto")
+    parser.add_argument("--engine", action="append", help="engines to compare (default: auto)")
     args = parser.parse_args(argv)
     import torch
 
@@ -81,21 +83,30 @@ def main(argv=None) -> int:
         clip = make_clip(Path(folder) / "clip480.mp4", args.frames)
         for model in models:
             for scale in scales:
-                upscaler = Upscaler.create(model, scale, device=args.device, precision=args.precision)
-                files = [registry.NAMED_MODELS.get(model, {}).get(s, "?") for s in registry.plan_passes(model, scale)]
-                out = Path(folder) / f"out_{model}_x{scale}.mp4"
-                stats = upscale_video(clip, out, upscaler)
-                stages = stats.stages
-                rows.append((model, scale, ",".join(files), stats.frames, f"{stats.output_size[0]}x{stats.output_size[1]}",
-                             stats.fps, stats.seconds, stages["decode"], stages["inference"], stages["encode"]))
-                print(f"{model} x{scale}: {stats.frames} frames in {stats.seconds:.1f} s, {stats.fps:.3f} fps", file=sys.stderr)
+                for engine in args.engine or ["auto"]:
+                    upscaler = Upscaler.create(model, scale, device=args.device, precision=args.precision,
+                                               engine=engine)
+                    files = [registry.NAMED_MODELS.get(model, {}).get(s, "?")
+                             for s in registry.plan_passes(model, scale)]
+                    out = Path(folder) / f"out_{model}_x{scale}_{engine}.mp4"
+                    stats = upscale_video(clip, out, upscaler)
+                    stages = stats.stages
+                    runs_on = f"{upscaler.engines[0].name} {upscaler.engines[0].precision}"
+                    rows.append((model, scale, ",".join(files), runs_on, stats.frames,
+                                 f"{stats.output_size[0]}x{stats.output_size[1]}", stats.fps, stats.seconds,
+                                 stages["decode"], stages["inference"], stages["encode"]))
+                    print(f"{model} x{scale} {runs_on}: {stats.frames} frames in {stats.seconds:.1f} s, "
+                          f"{stats.fps:.3f} fps", file=sys.stderr)
     device = Upscaler.create("bicubic", 2, device=args.device).device
     print(f"\n480p clip (854x480, {args.frames} frames, 24 fps, AAC stereo), device {device}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, {time.strftime('%Y-%m-%d')}\n")
-    print("| model | scale | weights | frames | output | fps | wall s | decode s | inference s | encode s |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for model, scale, files, frames, size, fps, wall, dec, inf, enc in rows:
-        print(f"| {model} | x{scale} | {files} | {frames} | {size} | {fps:.3f} | {wall:.1f} | {dec:.2f} | {inf:.1f} | {enc:.2f} |")
+    import onnxruntime
+    print(f"onnxruntime {onnxruntime.__version__}\n")
+    print("| model | scale | weights | engine | frames | output | fps | wall s | decode s | inference s | encode s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for model, scale, files, runs_on, frames, size, fps, wall, dec, inf, enc in rows:
+        print(f"| {model} | x{scale} | {files} | {runs_on} | {frames} | {size} | {fps:.3f} | {wall:.1f} | {dec:.2f} "
+              f"| {inf:.1f} | {enc:.2f} |")
     return 0
 
 
