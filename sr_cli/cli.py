@@ -26,9 +26,12 @@ def cli():
     sr upscale photo.jpg --scale 4        upscale one image (writes photo_x4.jpg)
     sr upscale shots/ -o big/ --recursive upscale a folder tree
     sr upscale clip.mp4 --scale 2         a video, sound kept (pip install "sr-cli[video]")
+    sr upscale photo.jpg -m photo --strength 0.5   between default (0) and photo (1)
     sr models                             list the models (shipped, pulled, catalogue)
     sr models pull RealESRGAN_x4plus      download a community model, verified
-    sr eval Set5/ --scale 4 --model default --model bicubic
+    sr data pull Set5 Set14               download the standard test sets, verified
+    sr eval Set5 --scale 4 --model default --model bicubic
+    sr compare photo.jpg -m default -m photo -o grid.png
     """
 
 

@@ -261,3 +261,16 @@ def test_export_int8_writes_a_checked_file_or_nothing(tmp_path):
         export_int8(model, out, calibration=images, crop=32, max_psnr_loss=-1.0, overwrite=True)
     assert out.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["calib", "tiny.int8.onnx"]
+
+
+def test_bench_times_both_engines_in_one_run(weights_dir, onnx_pair, monkeypatch):
+    import json as json_module
+    import sr_cli.device
+    monkeypatch.setattr(sr_cli.device, "gpu_present", lambda: False)
+    (weights_dir / "default_x2.int8.onnx").write_bytes(onnx_pair[1].read_bytes())
+    result = CliRunner().invoke(cli, ["bench", "-m", "default", "-s", "2", "--size", "24x16", "--engine", "torch",
+                                      "--engine", "onnx", "--repeat", "1", "--warmup", "0", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json_module.loads(result.output)["results"]
+    assert [(r["engine"], r["precision"]) for r in rows] == [("torch", "fp32"), ("onnx", "fp32")]
+    assert all(r["median_s"] > 0 and r["flops_per_output_pixel"] > 0 for r in rows)

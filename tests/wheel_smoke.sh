@@ -43,6 +43,10 @@ assert registry.WEIGHTS_DIR == package / "shipped_weights", registry.WEIGHTS_DIR
 missing = [f for files in registry.NAMED_MODELS.values() for f in files.values() if not (registry.WEIGHTS_DIR / f).is_file()]
 assert not missing, f"the wheel lacks {missing}"
 assert not list(registry.WEIGHTS_DIR.glob("*.py")), "weights/*.py recipes leaked into the wheel"
+in_checkout = sorted(p.name for p in (repo / "weights").glob("*.int8.onnx"))
+in_wheel = sorted(p.name for p in registry.WEIGHTS_DIR.glob("*.int8.onnx"))
+assert in_wheel == in_checkout, f"the wheel carries int8 files {in_wheel}, the checkout {in_checkout}"
+print(f"wheel: {len(in_wheel)} int8 ONNX files")
 print(f"wheel: sr_cli from {package}, {len(list(registry.WEIGHTS_DIR.glob('*.safetensors')))} weight files")
 PY
 "$sr" models
@@ -69,4 +73,12 @@ got = Image.open(f"out_{name}_x{scale}.png").size
 assert got == (w * scale, h * scale), (name, scale, got)
 print(f"wheel: upscaled sample.png with {name} x{scale} -> {got[0]}x{got[1]}")' "$name" "$scale"
 done < shipped.txt
+# The default engine on this CPU is ONNX Runtime for the models with int8 files; torch runs the same model too.
+"$sr" upscale sample.png --model default --scale 4 --engine torch -o out_torch.png --quiet
+"$work/venv/bin/python" -c '
+from PIL import Image
+import numpy as np
+a, b = (np.asarray(Image.open(f)).astype(int) for f in ("out_default_x4.png", "out_torch.png"))
+assert a.shape == b.shape and np.abs(a - b).mean() < 2, np.abs(a - b).mean()
+print("wheel: default x4 on onnx and torch agree, mean |diff| %.3f" % np.abs(a - b).mean())'
 echo "wheel: built, installed outside the checkout and checked in $((SECONDS - start)) s"
