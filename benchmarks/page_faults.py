@@ -28,6 +28,7 @@ def main() -> None:
 
     from sr_cli.archs import build_arch
     from sr_cli.bench import reference_tile_loop, synthetic_image
+    from sr_cli.engines.torch_engine import TorchEngine
     from sr_cli.model import SRModel
     from sr_cli.upscale import Upscaler
 
@@ -38,7 +39,7 @@ def main() -> None:
     net = build_arch("srvgg", scale=4, **ARCHS["srvgg"])
     model = SRModel.from_net(net, "srvgg", {}).to("cpu")
     pixels = synthetic_image(args.size, args.size)
-    ours = Upscaler(models=[model], scale=4, tile=256)
+    ours = Upscaler(engines=[TorchEngine(model, torch.device("cpu"))], scale=4, tile=256)
     runners = {
         "reference": lambda: reference_tile_loop(model, pixels, tile=256, device=torch.device("cpu"),
                                                  dtype=torch.float32),

@@ -152,7 +152,6 @@ def upscale_tensor(model, x, *, tile: TileSpec = "auto", overlap: int = DEFAULT_
 
 def upscale_pixels(upscaler: Upscaler, pixels: np.ndarray) -> np.ndarray:
     """Upscale an H x W x C uint8/uint16 array (C: 1 grey, 2 grey+alpha, 3 RGB, 4 RGBA)."""
-    import cv2
     if pixels.ndim == 2:
         pixels = pixels[:, :, None]
     if pixels.dtype not in (np.uint8, np.uint16) or pixels.shape[2] not in (1, 2, 3, 4):
@@ -172,6 +171,7 @@ def upscale_pixels(upscaler: Upscaler, pixels: np.ndarray) -> np.ndarray:
     if not has_alpha:
         return colour
     # Alpha masks are upscaled with plain bicubic: models are trained on photos, not masks.
+    import cv2  # only here and in _resize: OpenCV costs ~0.25 s and 40 MB to import
     alpha = _resize(pixels[:, :, channels - 1:], out_w, out_h, upscaling=cv2.INTER_CUBIC)
     return np.concatenate([colour, alpha], axis=2)
 

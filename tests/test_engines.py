@@ -129,6 +129,7 @@ def test_the_onnx_path_never_imports_torch(tmp_path, onnx_pair):
     done, modules = run_sr(["upscale", src, "-s", 2, "--quiet"], weights)
     assert done.returncode == 0, done.stderr
     assert "torch" not in modules and "onnxruntime" in modules
+    assert "cv2" not in modules  # an RGB PNG at a native scale needs no OpenCV either
     assert Image.open(tmp_path / "in_x2.png").size == (60, 40)
     # Asked for, torch runs the same model's weights (and gives nearly the same picture: not the
     # same network here, so only the size is compared).
