@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,12 +92,8 @@ class Dataset:
 
 def catalogue() -> dict[str, Dataset]:
     """Every catalogued set, by name, in the catalogue's order."""
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - Python 3.10: the tomli backport (a declared dependency there)
-        import tomli as tomllib
-    with open(CATALOGUE_FILE, "rb") as handle:
-        tables = tomllib.load(handle)
+    from .tomlfile import read_toml
+    tables = read_toml(CATALOGUE_FILE)
     sets = {}
     for name, table in tables.items():
         base = table["base"]

@@ -14,7 +14,6 @@ unless the user asks. This module imports no torch, so ``sr models`` stays fast.
 from __future__ import annotations
 
 import os
-import sys
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,13 +99,8 @@ class CatalogueEntry:
 
 def catalogue() -> dict[str, CatalogueEntry]:
     """The community models ``sr models pull`` knows, by name, from catalogue.toml."""
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - Python 3.10: the tomli backport (a declared dependency there)
-        import tomli as tomllib
-    with open(CATALOGUE_FILE, "rb") as handle:
-        tables = tomllib.load(handle)
-    return {name: CatalogueEntry(name=name, **fields) for name, fields in tables.items()}
+    from .tomlfile import read_toml
+    return {name: CatalogueEntry(name=name, **fields) for name, fields in read_toml(CATALOGUE_FILE).items()}
 
 
 def cache_dir() -> Path:

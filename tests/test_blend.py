@@ -6,7 +6,6 @@ from click.testing import CliRunner
 from PIL import Image
 
 from conftest import random_net, smooth_image
-from sr_cli import registry
 from sr_cli.blend import blend, parent_of, split_spec
 from sr_cli.cli import cli
 from sr_cli.model import SRModel

@@ -8,7 +8,8 @@ from click.testing import CliRunner
 
 from conftest import write_smooth_pngs
 from sr_cli.cli import cli
-from sr_cli.commands.upscale_cmd import parse_max_pixels, parse_tile
+from sr_cli.commands.options import parse_tile
+from sr_cli.commands.upscale_cmd import parse_max_pixels
 from sr_cli.errors import friendly_errors
 
 WRAPPER_CODE = friendly_errors(lambda: None).__code__

@@ -63,16 +63,9 @@ def parse_weights(text: str, param_hint: str) -> dict[str, float]:
 
 
 def read_toml(path: Path) -> dict[str, Any]:
+    from ..tomlfile import read_toml as read
     try:
-        import tomllib
-    except ModuleNotFoundError:  # Python < 3.11
-        try:
-            import tomli as tomllib
-        except ModuleNotFoundError:
-            raise click.ClickException("--config needs Python 3.11 or later (tomllib), or the tomli package") from None
-    try:
-        with open(path, "rb") as handle:
-            return tomllib.load(handle)
+        return read(path)
     except (OSError, ValueError) as exc:
         # Read while Click parses, outside the command's error reporting: unreadable, not UTF-8 and
         # not TOML (both ValueErrors) must still be one line.

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from ..errors import friendly_errors
-from .options import blend_options, inference_options, parse_tile  # noqa: F401  (parse_tile: bench and tests)
+from .options import blend_options, inference_options
 
 FORMATS = ["same", "png", "jpg", "webp", "tiff", "bmp"]
 
