@@ -36,6 +36,9 @@ class OnnxEngine:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3  # errors only: no warnings about unused initialisers
+        # Idle threads sleep instead of spinning: the decode, encode and write threads of videos and
+        # batches need those cores between runs.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads:
             options.intra_op_num_threads = threads
         try:
