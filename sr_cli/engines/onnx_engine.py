@@ -19,8 +19,8 @@ from ..device import available_memory
 from ..errors import one_line
 from ..tiling import auto_tile
 
-# ONNX Runtime's int8 convolutions gain more from long rows than torch's fp32 ones lose to the cache:
-# a 512x512 input in one tile ran faster than in 256-pixel tiles (docs/benchmarks.md).
+# ONNX Runtime's int8 convolutions gain more from whole rows than torch's fp32 ones lose to the cache:
+# a 512x512 input in one tile ran 8% faster than in 256-pixel tiles (docs/benchmarks.md, "Engines").
 ONNX_TILE_CAP = 512
 PROBE_SIDES = ((13, 11), (48, 32))  # an odd size first; models that need multiples get the second
 PROBE_MULTIPLE = 16
