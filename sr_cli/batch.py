@@ -271,6 +271,7 @@ def run_jobs(jobs: list[Job], upscale: Callable, *, existing: str = "error", qua
     from .atomic import remove_stale_temporaries
     from .imageio import AnimatedImage, ImageData, read_image, write_image
 
+    replace = existing == "overwrite"  # otherwise the final rename itself refuses an existing output
     results: list[Result] = []
     for folder in sorted({job.destination.parent for job in jobs if not job.error and not job.note}):
         remove_stale_temporaries(folder)  # what a killed run left; a running one's are kept
@@ -325,18 +326,20 @@ def run_jobs(jobs: list[Job], upscale: Callable, *, existing: str = "error", qua
         job.destination.parent.mkdir(parents=True, exist_ok=True)
         if is_video(job.source):
             from .video import upscale_video
-            stats = upscale_video(job.source, job.destination, upscale, options=video, on_frame=on_frame)
+            stats = upscale_video(job.source, job.destination, upscale, options=video, on_frame=on_frame,
+                                  replace=replace)
         else:
             from .animation import upscale_animation
             stats = upscale_animation(job.source, job.destination, upscale, quality=quality,
-                                      frames=getattr(video, "frames", None), on_frame=on_frame)
+                                      frames=getattr(video, "frames", None), on_frame=on_frame,
+                                      replace=replace)
         return Result(str(job.source), str(job.destination), "ok", None, round(time.perf_counter() - started, 3),
                       stats.input_size, stats.output_size, stats.frames, round(stats.fps, 3))
 
     def write(job: Job, image, started: float, in_size, read_seconds: float) -> Result:
         start = time.perf_counter()
         job.destination.parent.mkdir(parents=True, exist_ok=True)
-        write_image(job.destination, image, quality=quality)
+        write_image(job.destination, image, quality=quality, replace=replace)
         out_size = (image.pixels.shape[1], image.pixels.shape[0])
         if chooser is not None:
             chooser.record_io(read_seconds + time.perf_counter() - start, out_size[0] * out_size[1] / 1e6)
@@ -355,7 +358,7 @@ def run_jobs(jobs: list[Job], upscale: Callable, *, existing: str = "error", qua
             nonlocal pending_bytes
             job, future, size = pending.popleft()
             pending_bytes -= size
-            return _collect(job, future, finish)
+            return _collect(job, future, finish, existing)
 
         next_read: Optional[Future] = reader.submit(timed_read, runnable[0].source) if runnable else None
         try:
@@ -389,8 +392,9 @@ def run_jobs(jobs: list[Job], upscale: Callable, *, existing: str = "error", qua
                     upscaled = ImageData(pixels=pixels, icc_profile=image.icc_profile,
                                          exif=image.exif, source_format=image.source_format)
                 except Exception as exc:  # one bad file must not stop the batch
-                    finish(Result(str(job.source), str(job.destination), "failed", _one_line(exc, job)))
-                    failed = True
+                    result = _failure(job, exc, existing)
+                    finish(result)
+                    failed = result.status == "failed"
                 if not failed:
                     size = upscaled.pixels.nbytes
                     while pending and (len(pending) >= max_writes or pending_bytes + size > PENDING_WRITE_BYTES):
@@ -411,13 +415,27 @@ def run_jobs(jobs: list[Job], upscale: Callable, *, existing: str = "error", qua
     return results
 
 
-def _collect(job: Job, future: Future, finish: Callable[[Result], None]) -> bool:
+def _collect(job: Job, future: Future, finish: Callable[[Result], None], existing: str = "error") -> bool:
     try:
         finish(future.result())
         return False
     except Exception as exc:
-        finish(Result(str(job.source), str(job.destination), "failed", _one_line(exc, job)))
-        return True
+        result = _failure(job, exc, existing)
+        finish(result)
+        return result.status == "failed"
+
+
+def _failure(job: Job, exc: BaseException, existing: str) -> Result:
+    """The result of a job that raised: an output another run published first (between our check
+    and our rename) is "skipped" with --skip-existing and otherwise fails as "exists"."""
+    from .atomic import OutputExists
+    if isinstance(exc, OutputExists):
+        if existing == "skip":
+            return Result(str(job.source), str(job.destination), "skipped", "written meanwhile by another run")
+        return Result(str(job.source), str(job.destination), "failed",
+                      f"{display(job.destination)} exists (written meanwhile by another run; "
+                      "use --overwrite or --skip-existing)")
+    return Result(str(job.source), str(job.destination), "failed", _one_line(exc, job))
 
 
 def _one_line(exc: BaseException, job: Optional[Job] = None) -> str:

@@ -345,10 +345,11 @@ def _canonical_format(format: str) -> str:
 
 
 def write_image(path: Union[str, os.PathLike], image: ImageData, *, format: Optional[str] = None,
-                quality: int = 95) -> None:
-    """Write ``image`` atomically; the format comes from ``format`` or the suffix."""
+                quality: int = 95, replace: bool = True) -> None:
+    """Write ``image`` atomically; the format comes from ``format`` or the suffix. With ``replace``
+    False an existing ``path`` is kept and ``atomic.OutputExists`` raised (checked at the rename)."""
     fmt = _checked_format(image, format or format_from_suffix(path), quality)
-    with atomic_file(path) as file:
+    with atomic_file(path, replace=replace) as file:
         _write_encoded(file, image, fmt, quality)
 
 
@@ -476,7 +477,8 @@ def read_animation(source: Union[str, os.PathLike, bytes]) -> Animation:
 
 
 def write_animation(path: Union[str, os.PathLike], frames: list[Frame], *, format: Optional[str] = None,
-                    loop: Optional[int] = 0, icc_profile: Optional[bytes] = None, quality: int = 95) -> None:
+                    loop: Optional[int] = 0, icc_profile: Optional[bytes] = None, quality: int = 95,
+                    replace: bool = True) -> None:
     """Write ``frames`` as one animated (GIF, APNG, WebP) or multi-page (TIFF) file, atomically.
 
     Every frame is written whole, with its duration and disposal (APNG: and blend). GIF, APNG
@@ -494,7 +496,7 @@ def write_animation(path: Union[str, os.PathLike], frames: list[Frame], *, forma
     if not frames:
         raise ValueError("an animation needs at least one frame")
     if fmt == "TIFF":
-        with atomic_file(path) as file:
+        with atomic_file(path, replace=replace) as file:
             write_tiff(file, [frame.pixels for frame in frames], icc_profile=icc_profile)
         return
     # The others share one canvas and mode.
@@ -517,7 +519,7 @@ def write_animation(path: Union[str, os.PathLike], frames: list[Frame], *, forma
         options["icc_profile"] = icc_profile
     if fmt == "WEBP":
         options.update(quality=quality, lossless=quality == 100)
-    with atomic_file(path) as file:
+    with atomic_file(path, replace=replace) as file:
         images[0].save(file, fmt, **options)
 
 

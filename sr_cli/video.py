@@ -156,8 +156,10 @@ class _Pipe:
 
 
 def upscale_video(source, destination, upscaler, *, options: Optional[VideoOptions] = None,
-                  on_frame: Optional[Callable[[int, Optional[int], float], None]] = None) -> VideoStats:
-    """Upscale every frame of ``source`` into ``destination`` (written whole or not at all).
+                  on_frame: Optional[Callable[[int, Optional[int], float], None]] = None,
+                  replace: bool = True) -> VideoStats:
+    """Upscale every frame of ``source`` into ``destination`` (written whole or not at all; with
+    ``replace`` False an existing ``destination`` is kept and ``atomic.OutputExists`` raised).
 
     ``upscaler`` maps H x W x 3 uint8/uint16 pixels to upscaled ones (an ``Upscaler``).
     ``on_frame(done, total or None, fps)`` is called after each frame is upscaled.
@@ -176,7 +178,7 @@ def upscale_video(source, destination, upscaler, *, options: Optional[VideoOptio
     except Exception as exc:
         raise ValueError(f"cannot read video ({_reason(exc)})") from None
     try:
-        with atomic_path(destination) as temporary:
+        with atomic_path(destination, replace=replace) as temporary:
             if not inp.streams.video:
                 raise ValueError("no video stream in the file")
             out = av.open(str(temporary), "w", format=muxer,

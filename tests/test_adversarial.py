@@ -589,3 +589,41 @@ def test_resume_on_a_damaged_checkpoint_is_one_line(trained_run, tmp_path, damag
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     error = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
     assert len(error) == 1 and str(run) in error[0] and reason in error[0].lower(), result.stderr
+
+
+# ----------------------------------------------------------------------------- issue 31: third pass
+
+def test_racing_runs_publish_one_output_the_other_reports_exists(model, tmp_path, monkeypatch):
+    """Class 2: the output appears between the run's check and its rename (another run wrote it): the
+    rename refuses it atomically, the other run's file stays, this job fails "exists" (exit 1)."""
+    from sr_cli import upscale as upscale_module
+    src = png(tmp_path / "a.png", smooth_image(6, 6, 3))
+    theirs = tmp_path / "a_x2.png"
+    real_call = upscale_module.Upscaler.__call__
+
+    def racing(self, pixels):  # the other run publishes while this one is at work
+        theirs.write_bytes(b"the other run's output")
+        return real_call(self, pixels)
+    monkeypatch.setattr(upscale_module.Upscaler, "__call__", racing)
+    result = upscale(src, "-s", 2, "-m", model, "--quiet")
+    assert_clean(result, 1)
+    assert_failed(result, src, "exists")
+    assert theirs.read_bytes() == b"the other run's output" and not leftovers(tmp_path)
+    theirs.unlink()
+    result = upscale(src, "-s", 2, "-m", model, "--quiet", "--skip-existing")  # skipping: not a failure
+    assert_clean(result, 0)
+    assert theirs.read_bytes() == b"the other run's output" and not leftovers(tmp_path)
+
+
+def test_no_replace_publication_lets_exactly_one_writer_win(tmp_path):
+    from sr_cli.atomic import OutputExists, atomic_file
+    target = tmp_path / "out.bin"
+    with pytest.raises(OutputExists, match="exists"):
+        with atomic_file(target, replace=False) as first:
+            first.write(b"first")
+            with atomic_file(target, replace=False) as second:  # started later, published first
+                second.write(b"second")
+    with pytest.raises(OutputExists):
+        with atomic_file(target, replace=False) as third:
+            third.write(b"third")
+    assert target.read_bytes() == b"second" and os.listdir(tmp_path) == ["out.bin"]
