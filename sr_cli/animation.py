@@ -47,7 +47,7 @@ def output_suffix(source, fmt: str) -> str:
 def upscale_animation(source, destination, upscaler, *, quality: int = 95,
                       frames: Optional[tuple[int, Optional[int]]] = None,
                       on_frame: Optional[Callable[[int, Optional[int], float], None]] = None,
-                      replace: bool = True) -> AnimationStats:
+                      replace: bool = True, provenance: Optional[str] = None) -> AnimationStats:
     """Upscale every frame (or frames A to B-1) of ``source`` into ``destination``, written whole
     or not at all, keeping durations, disposal, blend, loop count and the ICC profile."""
     destination = Path(destination)
@@ -75,7 +75,8 @@ def upscale_animation(source, destination, upscaler, *, quality: int = 95,
             if on_frame is not None:
                 on_frame(stats.frames, total, stats.frames / max(time.perf_counter() - began, 1e-9))
         loop, icc = animation.loop, animation.icc_profile
-    write_animation(destination, done, loop=loop, icc_profile=icc, quality=quality, replace=replace)
+    write_animation(destination, done, loop=loop, icc_profile=icc, quality=quality, replace=replace,
+                    provenance=provenance)
     stats.seconds = time.perf_counter() - began
     return stats
 

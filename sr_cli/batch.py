@@ -89,10 +89,11 @@ def plan_jobs(inputs: list[tuple[Path, Optional[Path]]], *, output: Optional[Pat
     """Decide each output path. ``output`` is a file only for a single file input.
 
     No job may write over any input of the run, not even with --overwrite. A file found
-    in a folder that is another found file's output by name (``a_x2.png`` beside
-    ``a.png``) and by size (``scale`` times it) is an earlier run's output: it is not
-    taken as an input (its job is "skipped"), and --overwrite may replace it. Of the same
-    name but another size it is a real input, and protected.
+    in a folder where another found file's output would go (``a_x2.png`` beside ``a.png``)
+    is an earlier run's output only if it carries sr's provenance tag naming that source
+    (provenance.py): then it is not taken as an input (its job is "skipped"), and --overwrite
+    may replace it. Without the tag it is the user's own file, a real input, and protected;
+    names and sizes are never taken as proof.
     """
     single_file = len(inputs) == 1 and inputs[0][1] is None
     output_is_file = (output is not None and not output.is_dir()
@@ -116,7 +117,7 @@ def plan_jobs(inputs: list[tuple[Path, Optional[Path]]], *, output: Optional[Pat
         if root is None:
             continue
         key = _key(destination_of(source, root))
-        if key in walked and key != _key(source) and _is_output_of(walked[key], source, scale):
+        if key in walked and key != _key(source) and _made_from(walked[key], source):
             earlier[key] = source
     protected = {_key(source) for source, _ in inputs if _key(source) not in earlier}
     protected_ids = {_file_id(source) for source, _ in inputs if _key(source) not in earlier} - {None}
@@ -174,24 +175,11 @@ def _missing(path: Path) -> str:
     return "not a regular file"
 
 
-def _is_output_of(candidate: Path, source: Path, scale: float) -> bool:
-    """Whether ``candidate``'s pixel size is ``source``'s times ``scale`` (either way round:
-    EXIF orientation), read from the headers only."""
-    from PIL import Image
-    if is_video(source) or is_video(candidate):
-        from .video import probe_size
-        small, big = probe_size(source), probe_size(candidate)
-        if small is None or big is None:
-            return False
-        expected = (max(1, round(small[0] * scale)), max(1, round(small[1] * scale)))
-        return big == expected
-    try:
-        with Image.open(source) as small, Image.open(candidate) as big:
-            (w, h), size = small.size, big.size
-    except Exception:
-        return False
-    expected = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return size in (expected, expected[::-1])
+def _made_from(candidate: Path, source: Path) -> bool:
+    """Whether ``candidate`` carries sr's provenance tag naming ``source`` (its file name)."""
+    from .provenance import read
+    tag = read(candidate)
+    return tag is not None and tag.get("source") == source.name
 
 
 def _output_suffix(source: Path, fmt: str) -> str:
@@ -272,6 +260,10 @@ def run_jobs(jobs: list[Job], upscale: Callable, *, existing: str = "error", qua
     from .imageio import AnimatedImage, ImageData, read_image, write_image
 
     replace = existing == "overwrite"  # otherwise the final rename itself refuses an existing output
+
+    def tag(job: Job) -> str:
+        from .provenance import make
+        return make(model=getattr(upscale, "model", None), scale=getattr(upscale, "scale", None), source=job.source)
     results: list[Result] = []
     for folder in sorted({job.destination.parent for job in jobs if not job.error and not job.note}):
         remove_stale_temporaries(folder)  # what a killed run left; a running one's are kept
@@ -286,8 +278,18 @@ def run_jobs(jobs: list[Job], upscale: Callable, *, existing: str = "error", qua
             return "note"
         if job.error:
             return job.error
-        if job.destination.exists() and existing != "overwrite":
-            return "skip" if existing == "skip" else f"{job.destination} exists (use --overwrite or --skip-existing)"
+        if not os.path.lexists(job.destination):
+            return None
+        if existing == "skip":
+            return "skip"
+        if existing != "overwrite":
+            return f"{job.destination} exists (use --overwrite or --skip-existing)"
+        from .provenance import UNTAGGED_SUFFIXES, read
+        if read(job.destination) is None:  # not sr's: the user's own file, never replaced
+            why = (f"{job.destination.suffix} files cannot carry sr's provenance tag"
+                   if job.destination.suffix.lower() in UNTAGGED_SUFFIXES else "it has no sr provenance tag")
+            return (f"{job.destination} exists and was not written by sr ({why}): it is never replaced, "
+                    "not even with --overwrite; move it away or pick another -o/--suffix")
         return None
 
     runnable: list[Job] = []
@@ -327,12 +329,12 @@ def run_jobs(jobs: list[Job], upscale: Callable, *, existing: str = "error", qua
         if is_video(job.source):
             from .video import upscale_video
             stats = upscale_video(job.source, job.destination, upscale, options=video, on_frame=on_frame,
-                                  replace=replace)
+                                  replace=replace, provenance=tag(job))
         else:
             from .animation import upscale_animation
             stats = upscale_animation(job.source, job.destination, upscale, quality=quality,
                                       frames=getattr(video, "frames", None), on_frame=on_frame,
-                                      replace=replace)
+                                      replace=replace, provenance=tag(job))
         return Result(str(job.source), str(job.destination), "ok", None, round(time.perf_counter() - started, 3),
                       stats.input_size, stats.output_size, stats.frames, round(stats.fps, 3))
 
@@ -390,7 +392,7 @@ def run_jobs(jobs: list[Job], upscale: Callable, *, existing: str = "error", qua
                         chooser.record_model(threads, time.perf_counter() - model_start,
                                              pixels.shape[0] * pixels.shape[1] / 1e6)
                     upscaled = ImageData(pixels=pixels, icc_profile=image.icc_profile,
-                                         exif=image.exif, source_format=image.source_format)
+                                         exif=image.exif, source_format=image.source_format, provenance=tag(job))
                 except Exception as exc:  # one bad file must not stop the batch
                     result = _failure(job, exc, existing)
                     finish(result)

@@ -12,6 +12,7 @@ from .commands.compare_cmd import compare_command
 from .commands.convert_cmd import convert_command, export_command
 from .commands.data_cmd import data_command
 from .commands.eval_cmd import eval_command
+from .commands.info_cmd import info_command
 from .commands.models_cmd import models_command
 from .commands.train_cmd import train_command
 from .commands.upscale_cmd import upscale_command
@@ -26,6 +27,7 @@ def cli():
     sr upscale photo.jpg --scale 4        upscale one image (writes photo_x4.jpg)
     sr upscale shots/ -o big/ --recursive upscale a folder tree
     sr upscale clip.mp4 --scale 2         a video, sound kept (pip install "sr-cli[video]")
+    sr info photo_x4.jpg                  which model, scale and source made an output
     sr models                             list the models (shipped, pulled, catalogue)
     sr models pull RealESRGAN_x4plus      download a community model, verified
     sr eval Set5/ --scale 4 --model default --model bicubic
@@ -41,6 +43,7 @@ cli.add_command(convert_command)
 cli.add_command(export_command)
 cli.add_command(data_command)
 cli.add_command(compare_command)
+cli.add_command(info_command)
 
 
 def main() -> None:

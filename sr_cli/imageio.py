@@ -57,6 +57,7 @@ from PIL import Image, ImageCms, UnidentifiedImageError
 
 from .atomic import atomic_file
 from .png import EXIF_PREFIX, PNG_LEVEL, encode_png
+from .provenance import PNG_KEY, xmp as provenance_xmp
 from .tiff import write_tiff
 
 __all__ = ["ImageData", "ImageReadError", "AnimatedImage", "read_image", "rgb8", "write_image", "encode_image",
@@ -115,6 +116,7 @@ class ImageData:
     icc_profile: Optional[bytes] = None
     exif: Optional[bytes] = None
     source_format: Optional[str] = None
+    provenance: Optional[str] = None  # written, never read back into pixels: provenance.py (sr's tag)
 
     def __post_init__(self) -> None:
         shape, dtype = self.pixels.shape, self.pixels.dtype
@@ -378,10 +380,12 @@ def _write_encoded(file, image: ImageData, fmt: str, quality: int) -> None:
     """Encode into ``file`` (seekable, readable: tifffile's EXIF pointers are set at the end). PNG
     and TIFF are compressed as they are written, so a large output is never held twice."""
     if fmt == "png":
-        for part in encode_png(image.pixels, icc_profile=image.icc_profile, exif=image.exif):
+        text = {PNG_KEY: image.provenance} if image.provenance else None
+        for part in encode_png(image.pixels, icc_profile=image.icc_profile, exif=image.exif, text=text):
             file.write(part)
     elif fmt == "tiff":
-        write_tiff(file, [image.pixels], icc_profile=image.icc_profile, exif=image.exif)
+        write_tiff(file, [image.pixels], icc_profile=image.icc_profile, exif=image.exif,
+                   provenance=image.provenance)
     else:
         file.write(_encode_with_pil(image, fmt=fmt, quality=quality))
 
@@ -393,12 +397,14 @@ def _encode_with_pil(image: ImageData, *, fmt: str, quality: int) -> memoryview:
     if fmt != "bmp":
         options.update(icc_profile=image.icc_profile, exif=image.exif or b"")
     if fmt == "png":
-        options.update(compress_level=PNG_LEVEL)
+        options.update(compress_level=PNG_LEVEL, pnginfo=_png_info(image.provenance))
     elif fmt == "jpg":
         # 4:4:4 at high quality: halving chroma would blur the colour edges we just upscaled.
-        options.update(quality=quality, subsampling=0 if quality >= 90 else 2)
+        options.update(quality=quality, subsampling=0 if quality >= 90 else 2,
+                       comment=image.provenance.encode() if image.provenance else None)
     elif fmt == "webp":
-        options.update(quality=quality, lossless=quality == 100, exact=image.has_alpha)
+        options.update(quality=quality, lossless=quality == 100, exact=image.has_alpha,
+                       xmp=provenance_xmp(image.provenance) if image.provenance else None)
     buffer = io.BytesIO()
     im.save(buffer, _PIL_FORMATS[fmt], **{k: v for k, v in options.items() if v is not None})
     return buffer.getbuffer()
@@ -478,7 +484,7 @@ def read_animation(source: Union[str, os.PathLike, bytes]) -> Animation:
 
 def write_animation(path: Union[str, os.PathLike], frames: list[Frame], *, format: Optional[str] = None,
                     loop: Optional[int] = 0, icc_profile: Optional[bytes] = None, quality: int = 95,
-                    replace: bool = True) -> None:
+                    replace: bool = True, provenance: Optional[str] = None) -> None:
     """Write ``frames`` as one animated (GIF, APNG, WebP) or multi-page (TIFF) file, atomically.
 
     Every frame is written whole, with its duration and disposal (APNG: and blend). GIF, APNG
@@ -497,7 +503,7 @@ def write_animation(path: Union[str, os.PathLike], frames: list[Frame], *, forma
         raise ValueError("an animation needs at least one frame")
     if fmt == "TIFF":
         with atomic_file(path, replace=replace) as file:
-            write_tiff(file, [frame.pixels for frame in frames], icc_profile=icc_profile)
+            write_tiff(file, [frame.pixels for frame in frames], icc_profile=icc_profile, provenance=provenance)
         return
     # The others share one canvas and mode.
     alpha = any(frame.pixels.shape[2] in (2, 4) for frame in frames)
@@ -519,8 +525,20 @@ def write_animation(path: Union[str, os.PathLike], frames: list[Frame], *, forma
         options["icc_profile"] = icc_profile
     if fmt == "WEBP":
         options.update(quality=quality, lossless=quality == 100)
+    if provenance:  # sr's tag (provenance.py)
+        options.update({"GIF": {"comment": provenance.encode()}, "PNG": {"pnginfo": _png_info(provenance)},
+                        "WEBP": {"xmp": provenance_xmp(provenance)}}[fmt])
     with atomic_file(path, replace=replace) as file:
         images[0].save(file, fmt, **options)
+
+
+def _png_info(provenance: Optional[str]):
+    if not provenance:
+        return None
+    from PIL.PngImagePlugin import PngInfo
+    info = PngInfo()
+    info.add_text(PNG_KEY, provenance)
+    return info
 
 
 def _eight_bits(pixels: np.ndarray) -> np.ndarray:

@@ -32,12 +32,13 @@ _SUB_DIRECTORIES = {0x8769: "ExifTag", 0x8825: "GPSTag"}
 
 
 def write_tiff(file: BinaryIO, pages: Sequence[np.ndarray], *, icc_profile: Optional[bytes] = None,
-               exif: Optional[bytes] = None) -> None:
+               exif: Optional[bytes] = None, provenance: Optional[str] = None) -> None:
     """Write ``pages`` (H x W x C, C 1-4, uint8/uint16 each) as one TIFF into ``file``, which must
     be seekable and readable (the EXIF pointers are set once the pages are written).
 
     16-bit grey+alpha is written as RGBA (grey repeated): neither Pillow nor OpenCV reads
-    2-channel 16-bit TIFF. The ICC profile goes with every page, the EXIF with the first."""
+    2-channel 16-bit TIFF. The ICC profile goes with every page, the EXIF and sr's ``provenance``
+    tag (private tag 65000: provenance.py) with the first."""
     pages = [_storable(pixels) for pixels in pages]
     start = file.tell()
     big = sum(p.nbytes for p in pages) > _CLASSIC_BYTES
@@ -45,10 +46,11 @@ def write_tiff(file: BinaryIO, pages: Sequence[np.ndarray], *, icc_profile: Opti
     # Placeholder pointers, by name: tifffile leaves out these tags when given by number.
     pointers = [(_SUB_DIRECTORIES[tag], 16 if big else 4, 1, 0, True) for tag in directories]
     icc = [(34675, 7, None, icc_profile, True)] if icc_profile else []  # as a tag: older tifffile lacks iccprofile=
+    tagged = [(65000, 2, None, provenance, True)] if provenance else []
     with tifffile.TiffWriter(file, bigtiff=big) as writer:
         for index, pixels in enumerate(pages):
             _, width, channels = pixels.shape
-            extra = (tags + pointers if index == 0 else []) + icc
+            extra = (tags + pointers + tagged if index == 0 else []) + icc
             writer.write(  # grey as a plain H x W page: one sample has no planar configuration to state
                 pixels[:, :, 0] if channels == 1 else pixels, photometric="rgb" if channels >= 3 else "minisblack",
                 planarconfig=None if channels == 1 else "contig",

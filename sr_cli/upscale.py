@@ -35,6 +35,7 @@ class Upscaler:
     batch_size: int = 1
     on_tile: Optional[Callable[[int, int], None]] = None  # progress within one image
     max_pixels: Optional[int] = None  # largest pixel array of one image; None: sized from free memory
+    model: Optional[str] = None  # the name (or file) it was made from, for the outputs' provenance tag
 
     @classmethod
     def create(cls, model: str = "default", scale: float = 4, *, device: str = "auto",
@@ -52,7 +53,7 @@ class Upscaler:
         engines = open_engines(model, plan_passes(model, scale), engine=engine, device=device,
                                precision=precision, threads=threads, parent=parent)
         return cls(engines=engines, scale=float(scale), tile=tile, overlap=overlap, batch_size=batch_size,
-                   max_pixels=max_pixels)
+                   max_pixels=max_pixels, model=model)
 
     @property
     def device(self) -> str:

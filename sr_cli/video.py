@@ -157,9 +157,10 @@ class _Pipe:
 
 def upscale_video(source, destination, upscaler, *, options: Optional[VideoOptions] = None,
                   on_frame: Optional[Callable[[int, Optional[int], float], None]] = None,
-                  replace: bool = True) -> VideoStats:
+                  replace: bool = True, provenance: Optional[str] = None) -> VideoStats:
     """Upscale every frame of ``source`` into ``destination`` (written whole or not at all; with
     ``replace`` False an existing ``destination`` is kept and ``atomic.OutputExists`` raised).
+    ``provenance`` is sr's tag (provenance.py), stored in the container's metadata.
 
     ``upscaler`` maps H x W x 3 uint8/uint16 pixels to upscaled ones (an ``Upscaler``).
     ``on_frame(done, total or None, fps)`` is called after each frame is upscaled.
@@ -181,10 +182,11 @@ def upscale_video(source, destination, upscaler, *, options: Optional[VideoOptio
         with atomic_path(destination, replace=replace) as temporary:
             if not inp.streams.video:
                 raise ValueError("no video stream in the file")
+            # use_metadata_tags: MP4/MOV keep keys of any name (sr's tag among them).
             out = av.open(str(temporary), "w", format=muxer,
-                          options={"movflags": "+faststart"} if muxer in ("mp4", "mov") else {})
+                          options={"movflags": "+faststart+use_metadata_tags"} if muxer in ("mp4", "mov") else {})
             try:
-                stats = _run(av, inp, out, upscaler, options, on_frame)
+                stats = _run(av, inp, out, upscaler, options, on_frame, provenance)
             except BaseException:
                 try:  # closed before atomic_path deletes the file (Windows cannot delete an open one)
                     out.close()
@@ -208,7 +210,7 @@ def _reason(exc: BaseException) -> str:
     return " ".join(str(text).split())
 
 
-def _run(av, inp, out, upscaler, options: VideoOptions, on_frame) -> VideoStats:
+def _run(av, inp, out, upscaler, options: VideoOptions, on_frame, provenance: Optional[str] = None) -> VideoStats:
     video = inp.streams.video[0]
     video.thread_type = "AUTO"  # frame threads in the decoder too
     in_ctx = video.codec_context
@@ -223,8 +225,12 @@ def _run(av, inp, out, upscaler, options: VideoOptions, on_frame) -> VideoStats:
 
     encoder = _add_encoder(av, out, video, options, (out_w, out_h), deep)  # stream 0, as in most files
     stats.codec = encoder.codec_context.name
+    from .provenance import VIDEO_KEY
     for key, value in inp.metadata.items():
-        out.metadata[key] = value
+        if key.lower() != VIDEO_KEY:  # the input's own tag (it was an output once) says nothing of this file
+            out.metadata[key] = value
+    if provenance:
+        out.metadata[VIDEO_KEY] = provenance
     copied = {}  # input stream index -> output stream
     for stream in list(inp.streams.audio) + list(inp.streams.subtitles):
         try:

@@ -627,3 +627,53 @@ def test_no_replace_publication_lets_exactly_one_writer_win(tmp_path):
         with atomic_file(target, replace=False) as third:
             third.write(b"third")
     assert target.read_bytes() == b"second" and os.listdir(tmp_path) == ["out.bin"]
+
+
+def test_a_users_file_named_and_sized_like_an_output_is_never_taken_for_one(model, tmp_path):
+    """Class 1: d/a_x2.png, the user's own, exactly a.png's name + _x2 and twice its size: before, it was
+    "skipped (an earlier output)" and then replaced with --overwrite. Without sr's tag it is an input."""
+    src = tmp_path / "d"
+    png(src / "a.png", smooth_image(24, 32, 3))
+    png(src / "a_x2.png", noise(48, 64))  # the user's: right name, right size, no tag
+    before = checksums(src)
+    result = upscale(src, "-s", 2, "-m", model, "--overwrite", "--json")
+    assert_clean(result, 1)
+    statuses = {Path(r["source"]).name: r for r in json.loads(result.stdout)["results"]}
+    assert statuses["a.png"]["status"] == "failed" and "is itself an input" in statuses["a.png"]["error"]
+    assert statuses["a_x2.png"]["status"] == "ok"  # upscaled as the input it is
+    assert checksums(src).items() >= before.items() and not leftovers(tmp_path)
+    # Named alone, the user's file is never replaced either, with or without --overwrite.
+    for args in ([], ["--overwrite"], ["--skip-existing"]):
+        result = upscale(src / "a.png", "-s", 2, "-m", model, "--quiet", *args)
+        assert result.exit_code == (0 if args == ["--skip-existing"] else 1), result.stderr
+        assert checksums(src).items() >= before.items()
+    assert "not written by sr" in upscale(src / "a.png", "-s", 2, "-m", model, "--overwrite").stderr
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpg", "webp", "tiff"])
+def test_every_output_carries_the_provenance_tag(model, tmp_path, fmt):
+    from sr_cli.provenance import read
+    src = png(tmp_path / "in" / "a b.png", smooth_image(6, 8, 3))
+    assert_clean(upscale(src, "-s", 2, "-m", model, "-f", fmt, "-o", tmp_path / "out", "--quiet"), 0)
+    out = next((tmp_path / "out").iterdir())
+    tag = read(out)
+    assert tag is not None and (tag["model"], tag["scale"], tag["source"]) == ("tiny.safetensors", 2, "a b.png")
+    assert read(src) is None
+    info = CliRunner().invoke(cli, ["info", str(out), str(src)])
+    assert info.exit_code == 1  # one of the two has no tag
+    assert "model tiny.safetensors, x2, from a b.png" in info.stdout and "no sr provenance tag" in info.stdout
+    assert_image(out, (16, 12))
+
+
+def test_animations_carry_the_tag_and_are_recognised_as_earlier_outputs(model, tmp_path):
+    from sr_cli.provenance import read
+    src = tmp_path / "d"
+    src.mkdir()
+    frames = [Image.fromarray(smooth_image(6, 6, 3) // (i + 1)) for i in range(3)]
+    frames[0].save(src / "a.gif", save_all=True, append_images=frames[1:], duration=50)
+    assert_clean(upscale(src, "-s", 2, "-m", model, "--quiet"), 0)
+    assert read(src / "a_x2.gif")["source"] == "a.gif"
+    result = upscale(src, "-s", 2, "-m", model, "--overwrite", "--json")
+    assert_clean(result, 0)
+    statuses = {Path(r["source"]).name: r["status"] for r in json.loads(result.stdout)["results"]}
+    assert statuses == {"a.gif": "ok", "a_x2.gif": "skipped"}

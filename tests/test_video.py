@@ -192,3 +192,27 @@ def test_earlier_output_in_the_folder_is_not_an_input(weights_dir, tmp_path):
     again = upscale(tmp_path, "-s", 2, "--quiet", "--json")  # clip_x2.mp4 is twice clip.mp4's size
     results = {Path(r["source"]).name: r for r in json.loads(again.stdout)["results"]}
     assert results["clip_x2.mp4"]["status"] == "skipped" and "earlier output" in results["clip_x2.mp4"]["error"]
+
+
+def test_a_users_clip_named_like_an_output_is_never_replaced(weights_dir, tmp_path):
+    """#31 class 1: clip_x2.mp4 is the user's own (no provenance tag; its own audio): an input, never replaced."""
+    from sr_cli.provenance import read
+    make_clip(tmp_path / "clip.mp4", frames=2, audio=False)
+    SIZE_2 = (SIZE[0] * 2, SIZE[1] * 2)
+    theirs = tmp_path / "clip_x2.mp4"
+    with av.open(str(theirs), "w") as out:  # twice the size, with audio: as an output would look
+        video = out.add_stream("libx264", rate=24)
+        video.width, video.height = SIZE_2
+        video.pix_fmt = "yuv420p"
+        for index in range(2):
+            for packet in video.encode(av.VideoFrame.from_ndarray(frame_pixels(index, SIZE_2), format="rgb24")):
+                out.mux(packet)
+        for packet in video.encode(None):
+            out.mux(packet)
+    before = theirs.read_bytes()
+    result = upscale(tmp_path, "-s", 2, "--quiet", "--overwrite", "--json")
+    results = {Path(r["source"]).name: r for r in json.loads(result.stdout)["results"]}
+    assert results["clip.mp4"]["status"] == "failed" and "is itself an input" in results["clip.mp4"]["error"]
+    assert results["clip_x2.mp4"]["status"] == "ok" and theirs.read_bytes() == before
+    tag = read(tmp_path / "clip_x2_x2.mp4")
+    assert tag is not None and tag["source"] == "clip_x2.mp4" and read(theirs) is None

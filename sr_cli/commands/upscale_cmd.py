@@ -67,10 +67,12 @@ def upscale_command(inputs, output, scale, model, strength, parent, engine, devi
     the rotation and the audio and subtitle streams (copied). Animated GIF/APNG/WebP and
     multi-page TIFF keep every frame, the durations, loop count and disposal.
 
-    Existing outputs are never replaced without --overwrite, and an input of the run never,
-    even with it. Walking a folder, an earlier run's outputs (a_x2.png beside a.png, twice
-    its size; anything under -o) are not taken as inputs. Outputs are written whole or not
-    at all; temporary files a killed run left are removed by the next run over the folder.
+    Every output carries a provenance tag (sr, the model, the scale, the source's name; see
+    `sr info FILE`). Existing outputs are never replaced without --overwrite, and with it only
+    files that carry the tag: a file without it is yours and is never replaced, nor is an input
+    of the run. Walking a folder, an earlier run's outputs (tagged files such as a_x2.png beside
+    a.png; anything under -o) are not taken as inputs. Outputs are written whole or not at all;
+    temporary files a killed run left are removed by the next run over the folder.
 
     \b
     Exit status:
@@ -269,8 +271,10 @@ def _upscale_stream(upscaler, fmt, quality):
     out_format = {"jpeg": "jpg", "tif": "tiff"}.get(out_format, out_format)
     if out_format not in FORMATS:
         out_format = "png"
+    from ..provenance import make
     result = ImageData(pixels=upscaler(image.pixels), icc_profile=image.icc_profile, exif=image.exif,
-                       source_format=image.source_format)
+                       source_format=image.source_format,
+                       provenance=make(model=upscaler.model, scale=upscaler.scale, source="-"))
     write_stdout(encode_image(result, format=out_format, quality=quality))
 
 
