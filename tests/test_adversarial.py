@@ -677,3 +677,36 @@ def test_animations_carry_the_tag_and_are_recognised_as_earlier_outputs(model, t
     assert_clean(result, 0)
     statuses = {Path(r["source"]).name: r["status"] for r in json.loads(result.stdout)["results"]}
     assert statuses == {"a.gif": "ok", "a_x2.gif": "skipped"}
+
+
+def test_a_second_train_into_a_busy_out_says_who_holds_it(trained_run, tmp_path):
+    """Class 3: two `sr train` into one --out; the second fails at once, naming the holder, and
+    touches nothing (no interleaved log.jsonl, no checkpoint from the wrong run)."""
+    from sr_cli.commands.train_cmd import train_command
+    from sr_cli.lock import hold
+    from sr_cli.training.trainer import RUN_LOCK
+    images, original = trained_run
+    run = tmp_path / "run"
+    shutil.copytree(original, run)
+    before = checksums(run)
+    with hold(run / RUN_LOCK, "test"):  # as the first run holds it while it trains
+        result = CliRunner().invoke(train_command, [*TRAIN_ARGS, "--data", str(images), "--out", str(run),
+                                                    "--resume", "--iters", "4"])
+    assert result.exit_code == 1, result.output
+    error = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(error) == 1 and "in use by sr (pid" in error[0] and str(run) in error[0], result.stderr
+    assert {k: v for k, v in checksums(run).items() if k != RUN_LOCK} == \
+        {k: v for k, v in before.items() if k != RUN_LOCK}
+    # Once it is free, the same command runs.
+    result = CliRunner().invoke(train_command, [*TRAIN_ARGS, "--data", str(images), "--out", str(run),
+                                                "--resume", "--iters", "4"])
+    assert result.exit_code == 0, result.output
+
+
+def test_a_failed_training_start_leaves_no_run_folder(tmp_path):
+    from sr_cli.commands.train_cmd import train_command
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = CliRunner().invoke(train_command, [*TRAIN_ARGS, "--data", str(empty), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 1, result.output
+    assert not (tmp_path / "run").exists()
