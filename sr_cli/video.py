@@ -93,6 +93,7 @@ class VideoOptions:
     crf: Optional[int] = None       # None: _DEFAULT_CRF for the encoder
     pix_fmt: Optional[str] = None   # None: the input's, when the encoder takes it
     frames: Optional[tuple[int, Optional[int]]] = None  # parse_frames
+    allow_partial: bool = False     # a clip cut short (fewer frames than declared): written, not failed
 
 
 @dataclass
@@ -255,18 +256,19 @@ def _run(av, inp, out, upscaler, options: VideoOptions, on_frame, provenance: Op
         setattr(encoder.codec_context, name, value)
 
     start, stop_at = options.frames or (0, None)
-    total = video.frames or None
-    if total is None and video.duration and video.average_rate:
-        total = round(float(video.duration * video.time_base * video.average_rate))
+    declared, exact = declared_frames(inp, video)
+    total = declared
     if total is not None:
         total = max(0, (min(total, stop_at) if stop_at is not None else total) - start)
+    expected = total  # what the header promises in the range asked for: checked at the end
     if stop_at is not None and total is None:
         total = stop_at - start
 
     stop = threading.Event()
     decoded, upscaled = _Pipe(stop), _Pipe(stop)
     errors: list[BaseException] = []
-    window = {"offset": None, "end": None}  # seconds: the excerpt's start and end (with --frames)
+    # Seconds: the excerpt's start and end (with --frames); how much of the stream the frames covered.
+    window = {"offset": None, "end": None, "first": None, "covered": None}
 
     index = 0
 
@@ -325,6 +327,10 @@ def _run(av, inp, out, upscaler, options: VideoOptions, on_frame, provenance: Op
                     if window["offset"] is None:
                         window["offset"] = (now or 0.0) if start else 0.0
                     release(now)
+                    if now is not None:
+                        window["first"] = now if window["first"] is None else window["first"]
+                        length = float(frame.duration * frame.time_base) if frame.duration else 0.0
+                        window["covered"] = now + length - window["first"]
                     pixels = frame.to_ndarray(format=rgb, src_colorspace=matrix, src_color_range=colour_range)
                     put(("frame", pixels, frame.pts, frame.time_base, frame.rotation))
                 index += 1
@@ -437,8 +443,53 @@ def _run(av, inp, out, upscaler, options: VideoOptions, on_frame, provenance: Op
     if stats.frames == 0:
         raise ValueError("no frames decoded" + (f" in --frames {start}:{'' if stop_at is None else stop_at}"
                                                  if options.frames else ""))
+    if expected and not options.allow_partial and (
+            stats.frames < expected if exact else
+            not options.frames and _cut_short(inp, video, window["covered"], expected)):
+        raise ValueError(f"the input is cut short: {stats.frames} of the {expected} frames its header declares "
+                         f"{'in that range ' if options.frames else ''}could be decoded; nothing written "
+                         "(--allow-partial writes what decoded)")
     stats.seconds = time.perf_counter() - began
     return stats
+
+
+def declared_frames(container, video) -> tuple[Optional[int], bool]:
+    """How many frames the container says the stream has, and whether that is a count (MP4/MOV
+    sample tables) rather than an estimate from the stream's duration and frame rate (Matroska...)."""
+    if video.frames:
+        return int(video.frames), True
+    rate = video.average_rate or video.guessed_rate
+    seconds = declared_seconds(container, video)
+    if not rate or not seconds:
+        return None, False
+    return round(seconds * float(rate)), False
+
+
+def declared_seconds(container, video) -> Optional[float]:
+    """The video stream's duration as the file declares it: the stream's own, Matroska's DURATION
+    tag, or the container's when the video is its only stream; None when unknown."""
+    if video.duration:
+        return float(video.duration * video.time_base)
+    tag = next((value for key, value in video.metadata.items() if key.upper() == "DURATION"), None)
+    if tag:
+        try:
+            hours, minutes, seconds = str(tag).split(":")
+            return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+        except ValueError:
+            pass
+    if container.duration and len(container.streams) == 1:
+        return container.duration / 1_000_000  # AV_TIME_BASE
+    return None
+
+
+def _cut_short(container, video, covered: Optional[float], expected: int) -> bool:
+    """Whether the decoded frames stop clearly before the stream's declared duration: more than
+    three frames' time and 5% short (a variable frame rate makes a count from it a guess)."""
+    declared = declared_seconds(container, video)
+    if not declared or covered is None:
+        return False
+    rate = float(video.average_rate or video.guessed_rate or 0) or expected / max(declared, 1e-9)
+    return declared - covered > max(3 / rate, 0.05 * declared)
 
 
 def _shifted(pts, time_base, offset) -> Optional[int]:

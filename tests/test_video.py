@@ -216,3 +216,20 @@ def test_a_users_clip_named_like_an_output_is_never_replaced(weights_dir, tmp_pa
     assert results["clip_x2.mp4"]["status"] == "ok" and theirs.read_bytes() == before
     tag = read(tmp_path / "clip_x2_x2.mp4")
     assert tag is not None and tag["source"] == "clip_x2.mp4" and read(theirs) is None
+
+
+def test_a_clip_cut_short_fails_unless_partial_output_is_asked_for(weights_dir, tmp_path):
+    """#31 class 4: the header declares 30 frames, 12 or so decode cleanly up to the cut: before, "ok"
+    and exit 0. Now a failure (exit 1) naming the counts, nothing published unless --allow-partial."""
+    whole = make_clip(tmp_path / "whole.mkv", frames=30, audio=False)
+    data = whole.read_bytes()
+    clip = tmp_path / "cut.mkv"
+    clip.write_bytes(data[: int(len(data) * 0.6)])
+    result = upscale(clip, "-s", 2, "--json")
+    assert result.exit_code == 1, result.stderr
+    (entry,) = json.loads(result.stdout)["results"]
+    assert entry["status"] == "failed" and "cut short" in entry["error"] and "of the 30 frames" in entry["error"]
+    assert not (tmp_path / "cut_x2.mkv").exists() and not leftovers(tmp_path)
+    result = upscale(clip, "-s", 2, "--quiet", "--allow-partial")
+    assert result.exit_code == 0, result.stderr
+    assert 0 < video_facts(tmp_path / "cut_x2.mkv")["frames"] < 30

@@ -52,6 +52,9 @@ FORMATS = ["same", "png", "jpg", "webp", "tiff", "bmp"]
                                               "Default: the input's, where the encoder takes it.")
 @click.option("--frames", "frame_range", metavar="A:B", default=None,
               help="Only frames A to B-1 (from 0) of videos and animations, e.g. 0:48 for a preview.")
+@click.option("--allow-partial", is_flag=True,
+              help="Write what decoded from a video cut short (fewer frames than its header declares) "
+                   "instead of failing it.")
 @click.option("--max-pixels", default="auto", show_default=True,
               help="Refuse (that file fails, at once) an image whose output, or a pass on the way to it, has more "
                    "pixels than this; 'auto' sizes it from the memory available. Raise it to try anyway.")
@@ -59,7 +62,7 @@ FORMATS = ["same", "png", "jpg", "webp", "tiff", "bmp"]
                               "rerun with --skip-existing to go on")
 def upscale_command(inputs, output, scale, model, strength, parent, engine, device, precision, tile, tile_overlap,
                     tile_batch, fmt, quality, suffix, recursive, skip_existing, overwrite, fail_fast, shard, quiet,
-                    as_json, codec, crf, pix_fmt, frame_range, max_pixels):
+                    as_json, codec, crf, pix_fmt, frame_range, allow_partial, max_pixels):
     """Upscale images, videos, folders or stdin (INPUT '-') to stdout.
 
     Videos (mp4, mkv, mov, webm, ...; needs `pip install "sr-cli[video]"`) are decoded,
@@ -92,7 +95,7 @@ def upscale_command(inputs, output, scale, model, strength, parent, engine, devi
         frames = parse_frames(frame_range)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--frames") from None
-    video = VideoOptions(codec=codec, crf=crf, pix_fmt=pix_fmt, frames=frames)
+    video = VideoOptions(codec=codec, crf=crf, pix_fmt=pix_fmt, frames=frames, allow_partial=allow_partial)
     from ..blend import with_strength
     model = with_strength(model, strength)
     check_model_option(model, scale, engine=engine, device=device, precision=precision, parent=parent)
