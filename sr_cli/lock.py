@@ -22,22 +22,33 @@ class Busy(RuntimeError):
 
 
 @contextlib.contextmanager
-def hold(lock_file: Union[str, os.PathLike], what: str) -> Iterator[Path]:
+def hold(lock_file: Union[str, os.PathLike], what: str, *, remove: bool = False) -> Iterator[Path]:
     """Hold ``lock_file`` (created if missing) for the block; ``Busy`` at once if another process does.
-    ``what`` names the target in the message, e.g. "run folder runs/x4"."""
+    ``what`` names the target in the message, e.g. "run folder runs/x4". With ``remove`` the file
+    is deleted when the block ends (a lock that is taken checks that its file is still the one
+    under that name, so deleting it never lets two processes hold "the" lock)."""
     lock_file = Path(lock_file)
     try:
         import fcntl
     except ImportError:  # Windows: no advisory locks here
         yield lock_file
         return
-    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
+    while True:
+        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except (BlockingIOError, PermissionError):
             holder = os.pread(fd, 512, 0).decode("utf-8", "replace").strip() or "another process"
+            os.close(fd)
             raise Busy(f"{what} is in use by {holder}") from None
+        try:
+            same = os.stat(lock_file).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # its holder removed it as we opened it: take the new one
+    try:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"sr (pid {os.getpid()} on {socket.gethostname()}, since {stamp})\n".encode(), 0)
@@ -45,7 +56,10 @@ def hold(lock_file: Union[str, os.PathLike], what: str) -> Iterator[Path]:
             yield lock_file
         finally:
             try:
-                os.ftruncate(fd, 0)  # nobody holds it now
+                if remove:
+                    os.unlink(lock_file)  # still locked: whoever opened it retries on the new file
+                else:
+                    os.ftruncate(fd, 0)  # nobody holds it now
             except OSError:
                 pass
     finally:
