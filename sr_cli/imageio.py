@@ -490,46 +490,31 @@ def write_animation(path: Union[str, os.PathLike], frames: list[Frame], *, forma
     Every frame is written whole, with its duration and disposal (APNG: and blend). GIF, APNG
     and WebP frames are converted to one mode (RGBA if any has alpha; grey stays grey where the
     format has it) at 8 bits. TIFF pages stand alone and are written as still TIFFs are
-    (``tiff.write_tiff``), 16-bit kept; TIFF stores no durations. Pillow's GIF and APNG writers
-    fold a frame identical to the one before into it (their durations add up), which shows
-    the same. ``format``: "GIF", "PNG", "WEBP", "TIFF" or None for the suffix's.
+    (``tiff.write_tiff``), 16-bit kept; TIFF stores no durations. GIF and APNG fold a frame
+    identical to the one before into it (their durations add up), which shows the same. The
+    frames are written one by one (``animwrite.py``); ``upscale_animation`` streams them so.
+    ``format``: "GIF", "PNG", "WEBP", "TIFF" or None for the suffix's.
     """
+    path = Path(path)
+    fmt = animation_format(path, format)
+    if not frames:
+        raise ValueError("an animation needs at least one frame")
+    from .animwrite import target_mode, write_frames
+    mode = target_mode(fmt, (frame.pixels.shape[2] for frame in frames))
+    with atomic_file(path, replace=replace) as file:
+        write_frames(file, iter(frames), fmt=fmt, mode=mode, loop=loop, icc_profile=icc_profile, quality=quality,
+                     provenance=provenance, timed=any(frame.duration is not None for frame in frames),
+                     total_bytes=sum(frame.pixels.nbytes * 2 for frame in frames))
+
+
+def animation_format(path: Union[str, os.PathLike], format: Optional[str] = None) -> str:
+    """"GIF", "PNG", "WEBP" or "TIFF" for ``format`` or the suffix; ValueError for a one-frame format."""
     path = Path(path)
     fmt = (format or ANIMATION_FORMATS.get(path.suffix.lower(), "")).upper()
     if fmt not in set(ANIMATION_FORMATS.values()):
         raise ValueError(f"{path.suffix or format} holds one frame; write an animation as .gif, .png (APNG), "
                          ".webp or .tif")
-    if not frames:
-        raise ValueError("an animation needs at least one frame")
-    if fmt == "TIFF":
-        with atomic_file(path, replace=replace) as file:
-            write_tiff(file, [frame.pixels for frame in frames], icc_profile=icc_profile, provenance=provenance)
-        return
-    # The others share one canvas and mode.
-    alpha = any(frame.pixels.shape[2] in (2, 4) for frame in frames)
-    grey = all(frame.pixels.shape[2] in (1, 2) for frame in frames) and fmt != "WEBP"
-    mode = ("LA" if fmt == "PNG" else "RGBA") if alpha and grey else "RGBA" if alpha else "L" if grey else "RGB"
-    images = [pixels_to_pil(_eight_bits(frame.pixels), "") for frame in frames]
-    images = [im if im.mode == mode else im.convert(mode) for im in images]
-    options: dict = {"save_all": True, "append_images": images[1:]}
-    durations = [frame.duration for frame in frames]
-    if fmt in ("GIF", "PNG", "WEBP") and any(d is not None for d in durations):
-        options["duration"] = [100 if d is None else d for d in durations]
-    if fmt in ("GIF", "PNG") and any(f.disposal is not None for f in frames):
-        options["disposal"] = [f.disposal or 0 for f in frames]
-    if fmt == "PNG" and any(f.blend is not None for f in frames):
-        options["blend"] = [f.blend or 0 for f in frames]
-    if loop is not None:
-        options["loop"] = loop
-    if fmt in ("PNG", "WEBP") and icc_profile:
-        options["icc_profile"] = icc_profile
-    if fmt == "WEBP":
-        options.update(quality=quality, lossless=quality == 100)
-    if provenance:  # sr's tag (provenance.py)
-        options.update({"GIF": {"comment": provenance.encode()}, "PNG": {"pnginfo": _png_info(provenance)},
-                        "WEBP": {"xmp": provenance_xmp(provenance)}}[fmt])
-    with atomic_file(path, replace=replace) as file:
-        images[0].save(file, fmt, **options)
+    return fmt
 
 
 def _png_info(provenance: Optional[str]):
