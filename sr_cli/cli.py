@@ -7,6 +7,7 @@ from __future__ import annotations
 import click
 
 from . import __version__
+from .errors import guard_standard_streams
 from .commands.bench_cmd import bench_command
 from .commands.compare_cmd import compare_command
 from .commands.convert_cmd import convert_command, export_command
@@ -32,6 +33,7 @@ def cli():
     sr models pull RealESRGAN_x4plus      download a community model, verified
     sr eval Set5/ --scale 4 --model default --model bicubic
     """
+    guard_standard_streams()  # `sr ... >&-`: a closed stdout is one clear error where output is lost
 
 
 cli.add_command(upscale_command)

@@ -710,3 +710,21 @@ def test_a_failed_training_start_leaves_no_run_folder(tmp_path):
     result = CliRunner().invoke(train_command, [*TRAIN_ARGS, "--data", str(empty), "--out", str(tmp_path / "run")])
     assert result.exit_code == 1, result.output
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("args, code", [(["bench", "--size", "16x16", "-m", "bicubic"], 1), (["models"], 1),
+                                        (["upscale", "{image}", "-s", "2", "-m", "bicubic"], 0)])
+def test_a_closed_stdout_is_one_clear_line(tmp_path, args, code):
+    """Class 12: `sr bench ... >&-` failed with "'NoneType' object has no attribute 'isatty'". A command
+    whose output goes to stdout now says it is lost (exit 1); one that prints nothing there runs."""
+    image = png(tmp_path / "a.png", smooth_image(8, 8, 3))
+    args = [a.format(image=image) for a in args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.run([sys.executable, "-m", "sr_cli", *args], stderr=subprocess.PIPE, cwd=tmp_path,
+                             env=env, preexec_fn=lambda: os.close(1), timeout=120)  # as `sr ... >&-`
+    err = process.stderr.decode()
+    assert process.returncode == code, err
+    assert "NoneType" not in err and "Traceback" not in err
+    if code:
+        assert err.strip().splitlines()[-1] == ("Error: stdout is closed, so the output is lost: run without "
+                                                "'>&-' or redirect it (> FILE, > /dev/null)")
