@@ -179,7 +179,34 @@ def native_scales(model: str) -> list[int]:
     metadata, _ = read_header(path)
     if "scale" not in metadata:
         raise ValueError(f"{path}: no 'scale' in its metadata; not one of our weight files")
-    return [int(metadata["scale"])]
+    return [_stated_scale(path, metadata)]
+
+
+MAX_NATIVE_SCALE = 16
+
+
+def _stated_scale(path: Path, metadata: dict) -> int:
+    """The scale a weight file's metadata states, checked: a whole number from 2 to MAX_NATIVE_SCALE,
+    the same as its constructor parameters' (a damaged or hand-edited header is one clear line, not
+    a division by zero or "asked for x1000" later)."""
+    import json
+    text = metadata["scale"]
+    try:
+        scale = int(text)
+    except (TypeError, ValueError):
+        scale = None
+    if scale is None or str(scale) != str(text).strip() or not 2 <= scale <= MAX_NATIVE_SCALE:
+        raise ValueError(f"{path}: its metadata gives scale {str(text)[:20]!r}; a model's scale is a whole number "
+                         f"from 2 to {MAX_NATIVE_SCALE} (the file is damaged or was not written by sr)")
+    try:
+        params = json.loads(metadata.get("params") or "{}")
+    except ValueError:
+        params = {}
+    stated = params.get("scale") if isinstance(params, dict) else None
+    if stated is not None and stated != scale:
+        raise ValueError(f"{path}: its metadata gives scale {scale} but its parameters scale {stated!r}; "
+                         "the file is damaged or was edited")
+    return scale
 
 
 def onnx_form(model: str, scale: int) -> Optional[Path]:

@@ -728,3 +728,20 @@ def test_a_closed_stdout_is_one_clear_line(tmp_path, args, code):
     if code:
         assert err.strip().splitlines()[-1] == ("Error: stdout is closed, so the output is lost: run without "
                                                 "'>&-' or redirect it (> FILE, > /dev/null)")
+
+
+@pytest.mark.parametrize("stated", ["0", "1000", "-2", "2.5", "x"])
+def test_a_model_file_stating_an_absurd_scale_is_one_clear_line(model, tmp_path, stated):
+    """Class 11: metadata scale=0 gave "float division by zero"; scale=1000 "is a x2 model, asked for x1000"
+    although the user asked for x2."""
+    from safetensors import safe_open
+    with safe_open(str(model), framework="pt") as handle:
+        metadata, tensors = handle.metadata(), {k: handle.get_tensor(k) for k in handle.keys()}
+    bad = tmp_path / "bad.safetensors"
+    save_file(tensors, str(bad), metadata={**metadata, "scale": stated})
+    image = png(tmp_path / "a.png", smooth_image(6, 6, 3))
+    result = upscale(image, "-s", 2, "-m", bad, "--quiet")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and f"scale {stated!r}" in lines[0] and "whole number from 2" in lines[0], lines
+    assert "division" not in lines[0] and not (tmp_path / "a_x2.png").exists()
