@@ -745,3 +745,19 @@ def test_a_model_file_stating_an_absurd_scale_is_one_clear_line(model, tmp_path,
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and f"scale {stated!r}" in lines[0] and "whole number from 2" in lines[0], lines
     assert "division" not in lines[0] and not (tmp_path / "a_x2.png").exists()
+
+
+def test_eval_names_a_file_it_cannot_score_and_scores_the_rest(tmp_path):
+    """Class 9: one image too small for the scale aborted all of `sr eval` ("cannot resize a 0x0 image by
+    0.25"), naming no file."""
+    folder = tmp_path / "set"
+    png(folder / "big.png", smooth_image(40, 40, 3))
+    png(folder / "tiny.png", smooth_image(3, 3, 3))
+    (folder / "broken.png").write_bytes(b"not a png")
+    result = CliRunner().invoke(cli, ["eval", str(folder), "-s", "4", "-m", "bicubic", "--json"])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    report = json.loads(result.stdout)
+    assert report["results"]["bicubic"]["set"]["images"] == 1
+    assert sorted(Path(s["file"]).name for s in report["skipped"]) == ["broken.png", "tiny.png"]
+    skipped = [line for line in result.stderr.splitlines() if line.startswith("skipped ")]
+    assert len(skipped) == 2 and any("tiny.png" in line and "too small" in line for line in skipped), skipped

@@ -131,7 +131,7 @@ def fake_model(*, in_channels, scale, seen):
 def test_channel_handling(dataset, monkeypatch, in_channels):
     seen = []
     monkeypatch.setattr(registry, "resolve_model",
-                        lambda name, scale: fake_model(in_channels=in_channels, scale=scale, seen=seen))
+                        lambda name, scale, parent=None: fake_model(in_channels=in_channels, scale=scale, seen=seen))
     report = evaluate([dataset], scale=2, models=["fake"], tile=8, overlap=2)
     assert all(shape[1] == in_channels for shape in seen)
     # Nearest neighbour gives the same scores however the channels were fed to it.

@@ -87,7 +87,7 @@ def eval_command(datasets, scale, models, lr_dir, save_dir, as_json, as_csv, per
         report = evaluate(list(datasets), scale=scale, models=list(models), lr_dir=lr_dir, save_dir=save_dir,
                           convention=convention, crop_border=crop_border, rgb=rgb, device=device,
                           engine=engine, precision=precision, tile=tile, overlap=tile_overlap, degrade=degrade,
-                          seed=seed, progress=progress)
+                          seed=seed, progress=progress, skip_unscorable=True)
 
     if as_json:
         click.echo(json.dumps(report.to_dict(per_image=per_image), indent=2))
@@ -95,6 +95,12 @@ def eval_command(datasets, scale, models, lr_dir, save_dir, as_json, as_csv, per
         _write_csv(report, per_image=per_image)
     else:
         _print_table(report, per_image=per_image)
+    if report.skipped:  # each named, left out of the means; the run still reports the rest
+        from ..errors import display
+        for file, why in report.skipped:
+            click.echo(f"skipped {display(file)}: {display(why)}", err=True)
+        click.echo(f"{len(report.skipped)} image(s) could not be scored and are left out of the means", err=True)
+        sys.exit(1)
 
 
 def _write_csv(report, *, per_image: bool) -> None:
