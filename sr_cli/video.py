@@ -505,6 +505,34 @@ def _matrix(colorspace: int, height: int) -> int:
     return 5 if height <= 576 else 1
 
 
+def check_codec_options(codec: Optional[str], pix_fmt: Optional[str]) -> None:
+    """--codec names a video encoder of this PyAV build and --pix-fmt a pixel format it takes (when
+    both are given), checked before anything runs; ValueError (one line, the choices) otherwise.
+    Without PyAV nothing is checked here: the video job says how to install it."""
+    try:
+        av = load_av()
+    except VideoUnavailable:
+        return
+    encoder = None
+    if codec:
+        try:
+            encoder = av.Codec(codec, "w")
+        except Exception:
+            encoder = None
+        if encoder is None or encoder.type != "video":
+            raise ValueError(f"--codec {codec}: no such video encoder in this PyAV build (e.g. "
+                             f"{', '.join(sorted(set(_ENCODERS.values())))}, or h264, hevc, vp9, av1)")
+    if pix_fmt:
+        try:
+            av.VideoFormat(pix_fmt)
+        except Exception:
+            raise ValueError(f"--pix-fmt {pix_fmt}: no such pixel format (e.g. yuv420p, yuv444p, yuv420p10le)") \
+                from None
+        supported = [f.name for f in (encoder.video_formats or ())] if encoder is not None else []
+        if supported and pix_fmt not in supported:
+            raise ValueError(f"--pix-fmt {pix_fmt}: the {encoder.name} encoder takes {', '.join(supported)}")
+
+
 def _add_encoder(av, out, video, options: VideoOptions, size: tuple[int, int], deep: bool):
     in_codec = video.codec_context.name
     if options.codec:

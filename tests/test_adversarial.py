@@ -761,3 +761,38 @@ def test_eval_names_a_file_it_cannot_score_and_scores_the_rest(tmp_path):
     assert sorted(Path(s["file"]).name for s in report["skipped"]) == ["broken.png", "tiny.png"]
     skipped = [line for line in result.stderr.splitlines() if line.startswith("skipped ")]
     assert len(skipped) == 2 and any("tiny.png" in line and "too small" in line for line in skipped), skipped
+
+
+@pytest.mark.parametrize("args, hint", [
+    (["upscale", "{image}", "--codec", "nonsense"], "--codec nonsense"),
+    (["upscale", "{image}", "--pix-fmt", "nonsense"], "--pix-fmt nonsense"),
+    (["train", "--arch", "litesr", "--data", "{folder}", "--out", "{folder}/run", "--lr", "-1"], "--lr"),
+    (["train", "--arch", "litesr", "--data", "{folder}", "--out", "{folder}/run", "--lr", "nan"], "--lr"),
+    (["train", "--arch", "litesr", "--data", "{folder}", "--out", "{folder}/run", "--gamma", "inf"], "--gamma"),
+    (["models", "pull", "http://127.0.0.1:9/m.pth", "--sha256", "zz"], "--sha256"),
+    (["eval", "{folder}", "-s", "2", "-m", "bicubic", "--degrade", "jpeg:500"], "--degrade"),
+    (["bench", "-s", "1000", "-m", "bicubic"], "--scale"),
+    (["upscale", "{image}", "--device", "bogus"], "--device"),
+    (["upscale", "{image}", "-m", "nosuch"], "--model"),
+], ids=["codec", "pix-fmt", "lr-negative", "lr-nan", "gamma-inf", "sha256", "degrade", "bench-scale", "device",
+        "model"])
+def test_bad_option_values_are_usage_errors_at_parse_time(tmp_path, args, hint):
+    """Class 13: these were found late and exited 1 (or ran); now exit 2 naming the option, nothing written."""
+    pytest.importorskip("av")
+    image = png(tmp_path / "a.png", smooth_image(8, 8, 3))
+    args = [a.format(image=image, folder=tmp_path) for a in args]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, (result.exit_code, result.output)
+    assert hint in result.output and "Traceback" not in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
+
+
+def test_bench_refuses_an_absurd_size_up_front(tmp_path, monkeypatch):
+    """Class 8: `sr bench --size 100000x100000` ran ~10 s to 2.2 GB, then a raw OpenCV allocation error."""
+    import time as clock
+    started = clock.perf_counter()
+    result = CliRunner().invoke(cli, ["bench", "--size", "100000x100000", "-m", "bicubic"])
+    assert result.exit_code == 2 and "--size" in result.output and "GiB available" in result.output, result.output
+    assert clock.perf_counter() - started < 5
+    result = CliRunner().invoke(cli, ["bench", "--size", "4000x4000", "-m", "bicubic", "--max-pixels", "1e6"])
+    assert result.exit_code == 2 and "above --max-pixels 1,000,000" in result.output, result.output

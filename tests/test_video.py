@@ -139,7 +139,10 @@ def test_codec_crf_and_pixel_format_options(weights_dir, tmp_path):
     facts = video_facts(tmp_path / "clip_x2.mkv")
     assert (facts["codec"], facts["pix_fmt"], facts["frames"]) == ("hevc", "yuv444p", 3)
     bad = upscale(clip, "-s", 2, "--pix-fmt", "nonsense", "--overwrite", "--quiet")
-    assert bad.exit_code == 1 and "--pix-fmt nonsense" in bad.stderr
+    # #31: a pixel format that does not exist is a usage error when parsed (exit 2), before any work.
+    assert bad.exit_code == 2 and "--pix-fmt nonsense" in bad.stderr.strip().splitlines()[-1]
+    bad = upscale(clip, "-s", 2, "--pix-fmt", "gray16be", "--overwrite", "--quiet")  # exists; libx264 lacks it
+    assert bad.exit_code == 1 and "--pix-fmt gray16be" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 2  # the file's line, then the count
     assert not leftovers(tmp_path)
 

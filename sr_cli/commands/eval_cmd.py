@@ -17,6 +17,18 @@ CSV_COLUMNS = ("model", "dataset", "image", "scale", "convention", "channel", "c
                "blockiness")
 
 
+def _degrade_spec(ctx, param, value):
+    """--degrade checked when parsed (exit 2 with the accepted forms); the text is passed on."""
+    if value is None:
+        return None
+    from ..degrade import parse_degrade_spec
+    try:
+        parse_degrade_spec(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
+
+
 @click.command("eval")
 @click.argument("datasets", nargs=-1, required=True, type=DatasetPath())
 @click.option("-s", "--scale", type=click.IntRange(1), required=True, help="Upscaling factor (2, 3, 4, ...).")
@@ -40,7 +52,7 @@ CSV_COLUMNS = ("model", "dataset", "image", "scale", "convention", "channel", "c
 @click.option("--rgb", is_flag=True, help="Score all RGB channels instead of the Y (luma) channel.")
 @click.option("--crop-border", type=click.IntRange(0), default=None,
               help="Pixels left out on each side before scoring [default: the scale].")
-@click.option("--degrade", metavar="SPEC", default=None,
+@click.option("--degrade", metavar="SPEC", default=None, callback=_degrade_spec,
               help="Degrade the bicubic LR inputs, reproducibly: OP:LO-HI joined by '+', applied in order "
                    "(blur:SIGMA in LR pixels, noise:SIGMA on 0-255, jpeg:QUALITY), e.g. jpeg:25-55 or "
                    "blur:0.4-1.6+noise:1-8+jpeg:40-85; or a training preset (realesrgan, robust) run on the HR image.")

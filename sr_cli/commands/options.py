@@ -99,3 +99,16 @@ def parse_size(ctx, param, value):
     if not number > 0 or number == float("inf"):
         raise click.BadParameter(f"must be a size above 0, got {value!r}")
     return int(number * _SIZE_UNITS[unit])
+
+
+def scale_factor(ctx, param, value):
+    """--scale: a finite factor above 1 and at most registry.MAX_SCALE, checked when parsed."""
+    import math
+    from ..registry import MAX_SCALE
+    if value is None:
+        return value
+    if not math.isfinite(value) or value <= 1:
+        raise click.BadParameter(f"must be greater than 1, got {value:g}")
+    if value > MAX_SCALE:
+        raise click.BadParameter(f"{value:g} is above the largest supported scale, {MAX_SCALE}")
+    return value

@@ -95,6 +95,12 @@ def upscale_command(inputs, output, scale, model, strength, parent, engine, devi
         frames = parse_frames(frame_range)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--frames") from None
+    if codec or pix_fmt:
+        from ..video import check_codec_options
+        try:
+            check_codec_options(codec, pix_fmt)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
     video = VideoOptions(codec=codec, crf=crf, pix_fmt=pix_fmt, frames=frames, allow_partial=allow_partial)
     from ..blend import with_strength
     model = with_strength(model, strength)
