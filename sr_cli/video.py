@@ -567,6 +567,15 @@ def _add_encoder(av, out, video, options: VideoOptions, size: tuple[int, int], d
     if sar:
         ctx.sample_aspect_ratio = sar
     ctx.pix_fmt = _pick_pix_fmt(codec, options.pix_fmt, video.codec_context.format, deep)
+    if not _fits_subsampling(av, ctx.pix_fmt, *size):
+        # Chroma at half width/height needs even sizes (x264: "Generic error in an external library").
+        full = [name for name in (("yuv444p10le", "yuv444p") if deep else ("yuv444p",))
+                if name in [f.name for f in (codec.video_formats or ())]]
+        if options.pix_fmt or not full:
+            raise ValueError(f"the output is {size[0]}x{size[1]}, and {ctx.pix_fmt} (chroma at half resolution) "
+                             "needs an even width and height: pick a scale that gives even sizes, or --pix-fmt "
+                             f"{full[0] if full else 'yuv444p'} where the encoder has it")
+        ctx.pix_fmt = full[0]  # odd sizes: full-resolution chroma, no pixel lost or added
     crf = options.crf if options.crf is not None else _DEFAULT_CRF.get(codec.name)
     settings = {}
     if crf is not None:
@@ -578,6 +587,17 @@ def _add_encoder(av, out, video, options: VideoOptions, size: tuple[int, int], d
             settings["b"] = "0"  # constant quality, not a bit rate cap
     ctx.options = settings
     return stream
+
+
+def _fits_subsampling(av, pix_fmt: str, width: int, height: int) -> bool:
+    """Whether a ``width`` x ``height`` frame fits ``pix_fmt``'s chroma subsampling (even sizes for 4:2:0)."""
+    try:
+        planes = av.VideoFormat(pix_fmt, 2, 2).components
+    except Exception:
+        return True
+    halved_w = any(c.width < 2 for c in planes)
+    halved_h = any(c.height < 2 for c in planes)
+    return not ((halved_w and width % 2) or (halved_h and height % 2))
 
 
 def _pick_pix_fmt(codec, requested: Optional[str], in_format, deep: bool) -> str:

@@ -236,3 +236,17 @@ def test_a_clip_cut_short_fails_unless_partial_output_is_asked_for(weights_dir, 
     result = upscale(clip, "-s", 2, "--quiet", "--allow-partial")
     assert result.exit_code == 0, result.stderr
     assert 0 < video_facts(tmp_path / "cut_x2.mkv")["frames"] < 30
+
+
+def test_odd_output_sizes_are_handled_or_named(weights_dir, tmp_path):
+    """#31 class 10: an odd output size with yuv420p failed with "cannot encode frame 1 with libx264
+    (Generic error in an external library)". Now: full-resolution chroma (yuv444p) when the format was
+    not asked for; asked for, one line naming the size and the fix."""
+    clip = make_clip(tmp_path / "clip.mp4", frames=3, audio=False)  # 32x24 -> x1.5: 48x36; x1.53: 49x37
+    result = upscale(clip, "-s", "1.53", "-m", "bicubic", "--quiet")
+    assert result.exit_code == 0, result.output
+    facts = video_facts(tmp_path / "clip_x1.53.mp4")
+    assert facts["size"] == (49, 37) and facts["frames"] == 3 and facts["pix_fmt"] == "yuv444p"
+    result = upscale(clip, "-s", "1.53", "-m", "bicubic", "--quiet", "--pix-fmt", "yuv420p", "-o", tmp_path / "b.mp4")
+    assert result.exit_code == 1 and "49x37" in result.stderr and "--pix-fmt yuv444p" in result.stderr
+    assert "Generic error" not in result.stderr and not (tmp_path / "b.mp4").exists() and not leftovers(tmp_path)
