@@ -54,6 +54,10 @@ def upscale_animation(source, destination, upscaler, *, quality: int = 95,
     from .imageio import animation_format
     destination = Path(destination)
     if destination.suffix.lower() not in ANIMATION_FORMATS:
+        from .video import VIDEO_SUFFIXES
+        if destination.suffix.lower() in VIDEO_SUFFIXES:
+            raise ValueError(f"an animated image is written as an animation (.gif, .png, .webp or .tif), not as "
+                             f"video ({destination.suffix}): give -o one of those, then convert it if you need video")
         raise ValueError(f"{destination.suffix} holds one frame; write an animation as .gif, .png, .webp or .tif")
     fmt = animation_format(destination)
     start, stop = frames or (0, None)

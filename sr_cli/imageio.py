@@ -57,6 +57,7 @@ from PIL import Image, ImageCms, UnidentifiedImageError
 
 from .atomic import atomic_file
 from .png import EXIF_PREFIX, PNG_LEVEL, encode_png
+from .png import damage as png_damage
 from .provenance import PNG_KEY, xmp as provenance_xmp
 from .tiff import write_tiff
 
@@ -173,6 +174,9 @@ def read_image(source: Union[str, os.PathLike, bytes], *, first_frame: bool = Fa
 
 
 def _decode(data: bytes, *, first_frame: bool) -> ImageData:
+    damaged = png_damage(data)
+    if damaged:  # before any decoder: libpng would print its own "libpng error" line on stderr
+        raise ValueError(damaged)
     try:
         im = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:

@@ -125,3 +125,29 @@ def filter_rows(raw: np.ndarray, above: np.ndarray, bytes_per_pixel: int) -> byt
     out[:, 0] = best
     out[:, 1:] = candidates[best, np.arange(count)]
     return out.tobytes()
+
+
+_CRITICAL = (b"IHDR", b"PLTE", b"IDAT", b"IEND")
+
+
+def damage(data: bytes) -> Optional[str]:
+    """Why a PNG file's bytes are damaged, or None: a critical chunk (IHDR, PLTE, IDAT, IEND) whose
+    CRC does not match, which libpng refuses (printing "libpng error: ..." on stderr itself) and
+    Pillow may not notice. A file cut short is left to the decoders, which say so."""
+    if not data.startswith(SIGNATURE):
+        return None
+    position = len(SIGNATURE)
+    while position + 12 <= len(data):
+        (length,) = struct.unpack_from(">I", data, position)
+        kind = data[position + 4: position + 8]
+        end = position + 12 + length
+        if end > len(data):
+            return None
+        if kind in _CRITICAL:
+            (stated,) = struct.unpack_from(">I", data, end - 4)
+            if zlib.crc32(data[position + 8: end - 4], zlib.crc32(kind)) != stated:
+                return f"damaged PNG: the {kind.decode('latin-1')} chunk's checksum does not match"
+        if kind == b"IEND":
+            return None
+        position = end
+    return None

@@ -796,3 +796,29 @@ def test_bench_refuses_an_absurd_size_up_front(tmp_path, monkeypatch):
     assert clock.perf_counter() - started < 5
     result = CliRunner().invoke(cli, ["bench", "--size", "4000x4000", "-m", "bicubic", "--max-pixels", "1e6"])
     assert result.exit_code == 2 and "above --max-pixels 1,000,000" in result.output, result.output
+
+
+def test_messages_say_what_happened(model, tmp_path, capfd):
+    """Class 14: "--frames 500:600" on a short GIF said "no frames in --frames 500:300"; anim.gif -o x.mp4
+    said ".mp4 holds one frame"; a PNG with a bad CRC printed a stray "libpng error" line."""
+    frames = [Image.fromarray(smooth_image(6, 6, 3) // (i + 1)) for i in range(3)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:], duration=50)
+    result = upscale(tmp_path / "anim.gif", "-s", 2, "-m", model, "--frames", "500:600", "--quiet")
+    assert_clean(result, 1)
+    assert_failed(result, tmp_path / "anim.gif", "--frames 500:600 asks for frames from 500, but the file has 3")
+    result = upscale(tmp_path / "anim.gif", "-o", tmp_path / "x.mp4", "-s", 2, "-m", model, "--quiet")
+    assert_clean(result, 1)
+    assert_failed(result, tmp_path / "anim.gif", "not as video (.mp4)")
+    # A bad CRC: one line of ours, none from libpng (which writes to the process's stderr itself).
+    import cv2
+    good = tmp_path / "d16.png"
+    cv2.imwrite(str(good), np.full((8, 8, 3), 1000, np.uint16))  # 16-bit: decoded by OpenCV's libpng
+    data = bytearray(good.read_bytes())
+    at = data.index(b"IDAT")
+    data[at + 4 + int.from_bytes(data[at - 4:at], "big")] ^= 0xFF
+    good.write_bytes(bytes(data))
+    capfd.readouterr()
+    result = upscale(good, "-s", 2, "-m", model, "--quiet")
+    assert_clean(result, 1)
+    assert_failed(result, good, "damaged PNG: the IDAT chunk's checksum does not match")
+    assert "libpng" not in capfd.readouterr().err and not leftovers(tmp_path)
