@@ -56,6 +56,8 @@ def atomic_path(path: Union[str, os.PathLike], *, replace: bool = True):
         yield temporary
         fd = os.open(temporary, os.O_RDWR | getattr(os, "O_BINARY", 0))  # Windows syncs only writable files
         try:
+            if _NEW_FILE_MODE is not None:  # a writer that made its own file (safetensors: 0600) gets the usual mode
+                os.fchmod(fd, _NEW_FILE_MODE)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -134,6 +136,16 @@ def new_temporary(path: Union[str, os.PathLike]) -> Path:
             continue
 
 
+def _new_file_mode():
+    """What a new file gets here: 0666 less the umask (read once, at import, before any thread)."""
+    if not hasattr(os, "fchmod"):
+        return None
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_NEW_FILE_MODE = _new_file_mode()
 _HOST = f"{zlib.crc32(socket.gethostname().encode()) & 0xFFFFFF:06x}"  # which machine wrote a temporary file
 _TEMPORARY = re.compile(r"^\..*\.sr-(\d+)-([0-9a-f]{6})-[0-9a-f]{8}\.tmp$", re.DOTALL)
 STALE_FOREIGN_SECONDS = 24 * 3600  # another machine's temporary file (shared folder): stale after this

@@ -822,3 +822,18 @@ def test_messages_say_what_happened(model, tmp_path, capfd):
     assert_clean(result, 1)
     assert_failed(result, good, "damaged PNG: the IDAT chunk's checksum does not match")
     assert "libpng" not in capfd.readouterr().err and not leftovers(tmp_path)
+
+
+def test_resume_without_a_checkpoint_and_model_file_modes(trained_run, tmp_path):
+    """Also (#31): --resume with no checkpoint silently started afresh; trained models were written 0600
+    while every other output is 0666 less the umask."""
+    from sr_cli.commands.train_cmd import train_command
+    images, run = trained_run
+    mask = os.umask(0o022)
+    os.umask(mask)
+    for name in ("model.safetensors", "checkpoint.safetensors", "config.json"):
+        assert (run / name).stat().st_mode & 0o777 == 0o666 & ~mask, name
+    result = CliRunner().invoke(train_command, [*TRAIN_ARGS, "--data", str(images), "--out", str(tmp_path / "new"),
+                                                "--resume"])
+    assert result.exit_code == 1 and "no checkpoint to resume" in result.output, result.output
+    assert not (tmp_path / "new").exists()

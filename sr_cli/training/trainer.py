@@ -107,6 +107,9 @@ class Trainer:
         has_checkpoint = (self.run_dir / CHECKPOINT_STATE).is_file()
         if has_checkpoint and not config.resume:
             raise ValueError(f"{self.run_dir} already has a checkpoint: resume it (--resume), or choose another folder")
+        if config.resume and not has_checkpoint:
+            raise ValueError(f"{self.run_dir} has no checkpoint to resume; leave out --resume to start a new run "
+                             "there, or give the folder of the run to continue")
         if config.batch % dist_info.world_size:
             raise ValueError(f"the batch ({config.batch}) must be a multiple of the number of processes "
                              f"({dist_info.world_size}): it is the batch of each step over all of them")
