@@ -147,14 +147,17 @@ def _new_file_mode():
 
 _NEW_FILE_MODE = _new_file_mode()
 _HOST = f"{zlib.crc32(socket.gethostname().encode()) & 0xFFFFFF:06x}"  # which machine wrote a temporary file
-_TEMPORARY = re.compile(r"^\..*\.sr-(\d+)-([0-9a-f]{6})-[0-9a-f]{8}\.tmp$", re.DOTALL)
+_TEMPORARY = re.compile(r"^\.(.*)\.sr-(\d+)-([0-9a-f]{6})-[0-9a-f]{8}\.tmp$", re.DOTALL)
 STALE_FOREIGN_SECONDS = 24 * 3600  # another machine's temporary file (shared folder): stale after this
 
 
-def remove_stale_temporaries(folder: Union[str, os.PathLike]) -> list[Path]:
+def remove_stale_temporaries(folder: Union[str, os.PathLike], names=None) -> list[Path]:
     """Delete the temporary files ``atomic_file`` left in ``folder`` when its process was killed
     (SIGKILL, power loss): those of this machine whose process is gone, and another machine's
-    older than a day (their process cannot be asked). Returns what was removed."""
+    older than a day (their process cannot be asked). With ``names`` (file names in ``folder``),
+    only the temporary files of those targets are touched: a file that merely looks like one, or
+    belongs to another target, is left alone. Returns what was removed."""
+    targets = None if names is None else {str(name)[:64] for name in names}
     removed = []
     try:
         entries = list(os.scandir(folder))
@@ -163,11 +166,13 @@ def remove_stale_temporaries(folder: Union[str, os.PathLike]) -> list[Path]:
     now = time.time()
     for entry in entries:
         match = _TEMPORARY.match(entry.name)
-        if not match:
+        if not match or (targets is not None and match[1] not in targets):
             continue
         try:
-            if match[2] == _HOST:
-                if _process_alive(int(match[1])):
+            if not entry.is_file(follow_symlinks=False):
+                continue  # ours are plain files
+            if match[3] == _HOST:
+                if _process_alive(int(match[2])):
                     continue
             elif now - entry.stat(follow_symlinks=False).st_mtime < STALE_FOREIGN_SECONDS:
                 continue

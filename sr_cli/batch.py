@@ -265,8 +265,12 @@ def run_jobs(jobs: list[Job], upscale: Callable, *, existing: str = "error", qua
         from .provenance import make
         return make(model=getattr(upscale, "model", None), scale=getattr(upscale, "scale", None), source=job.source)
     results: list[Result] = []
-    for folder in sorted({job.destination.parent for job in jobs if not job.error and not job.note}):
-        remove_stale_temporaries(folder)  # what a killed run left; a running one's are kept
+    outputs: dict[Path, set[str]] = {}
+    for job in jobs:
+        if not job.error and not job.note:
+            outputs.setdefault(job.destination.parent, set()).add(job.destination.name)
+    for folder, names in sorted(outputs.items()):
+        remove_stale_temporaries(folder, names)  # what a killed run left of these outputs; a running one's are kept
 
     def finish(result: Result) -> None:
         results.append(result)

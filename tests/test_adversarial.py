@@ -410,13 +410,16 @@ def test_stale_temporaries_of_dead_runs_are_removed_live_ones_kept(model, tmp_pa
     live = tmp_path / f".b_x2.png.sr-{os.getpid()}-{atomic._HOST}-0123abcd.tmp"
     other_host = tmp_path / f".c_x2.png.sr-{dead.pid}-ffffff-0123abcd.tmp"
     unrelated = tmp_path / "notes.tmp"
-    for path in (stale, live, other_host, unrelated):
+    # Also (#31): of the temporary pattern and a dead process, but of no output of this run: kept.
+    not_ours = tmp_path / f".holiday.jpg.sr-{dead.pid}-{atomic._HOST}-0123abcd.tmp"
+    for path in (stale, live, other_host, unrelated, not_ours):
         path.write_bytes(b"partial")
     if atomic._HOST == "ffffff":
         pytest.skip("this host's tag collides with the test's other-host tag")
     result = upscale(src, "-s", 2, "-m", model, "--quiet")
     assert_clean(result, 0)
     assert not stale.exists() and live.exists() and other_host.exists() and unrelated.exists()
+    assert not_ours.exists()
 
 
 # ----------------------------------------------------------------------------- hostile model files
