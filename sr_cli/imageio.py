@@ -93,6 +93,33 @@ def _opencv():
     return cv2
 
 
+_INPUT_LIMIT: Optional[tuple[int, str]] = None  # (pixels, what sets it): set_input_limit
+
+
+def set_input_limit(pixels: Optional[int], why: str = "") -> None:
+    """Refuse, from the header alone and before decoding, an input (or frame) of more than ``pixels``
+    pixels, saying ``why``; this limit replaces Pillow's own decompression-bomb limit (89/179 MP),
+    which would otherwise refuse images that ``--max-pixels`` allows, or let bombs under it decode.
+    None restores Pillow's limit."""
+    global _INPUT_LIMIT
+    if pixels is None:
+        _INPUT_LIMIT = None
+        Image.MAX_IMAGE_PIXELS = _PILLOW_LIMIT
+        return
+    _INPUT_LIMIT = (max(1, int(pixels)), why)
+    Image.MAX_IMAGE_PIXELS = None  # ours decides
+
+
+_PILLOW_LIMIT = Image.MAX_IMAGE_PIXELS
+
+
+def _check_input_size(width: int, height: int) -> None:
+    if _INPUT_LIMIT is not None and width * height > _INPUT_LIMIT[0]:
+        limit, why = _INPUT_LIMIT
+        raise ValueError(f"{width}x{height} input: {width * height:,} pixels, above the {limit:,} {why}; "
+                         "refused before decoding (a decompression bomb, or raise --max-pixels)")
+
+
 class ImageReadError(ValueError):
     """A file that cannot be read as an image; the message is one line naming the file."""
 
@@ -182,6 +209,7 @@ def _decode(data: bytes, *, first_frame: bool) -> ImageData:
     except UnidentifiedImageError:
         return _decode_with_cv2_only(data)
     with im:
+        _check_input_size(*im.size)
         frames = _frames_in(im)
         if frames > 1 and not first_frame:
             raise AnimatedImage(f"animated/multi-frame input: {frames} frames (read_animation reads them)", frames)
@@ -449,6 +477,7 @@ class Animation:
         try:
             data = bytes(source) if isinstance(source, (bytes, bytearray)) else Path(source).read_bytes()
             self._image = Image.open(io.BytesIO(data))
+            _check_input_size(*self._image.size)
             self.count = _frames_in(self._image)
         except Exception as exc:
             reason = getattr(exc, "strerror", None) or " ".join(str(exc).split()) or type(exc).__name__

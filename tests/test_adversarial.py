@@ -840,3 +840,20 @@ def test_resume_without_a_checkpoint_and_model_file_modes(trained_run, tmp_path)
                                                 "--resume"])
     assert result.exit_code == 1 and "no checkpoint to resume" in result.output, result.output
     assert not (tmp_path / "new").exists()
+
+
+def test_max_pixels_drives_the_decoders_limit(model, tmp_path, monkeypatch):
+    """Also (#31): Pillow's own decompression limit (179 MP) overrode --max-pixels. Here Pillow's is made
+    small; an input within --max-pixels is read, and one beyond it is refused before decoding."""
+    from PIL import Image as PILImage
+    from sr_cli import imageio
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 500)
+    monkeypatch.setattr(imageio, "_PILLOW_LIMIT", 500)
+    image = png(tmp_path / "a.png", smooth_image(40, 40, 3))  # 1600 pixels: a "bomb" to Pillow now
+    result = upscale(image, "-s", 2, "-m", model, "--max-pixels", "1e5", "--quiet")
+    assert_clean(result, 0)
+    assert struct.unpack(">II", (tmp_path / "a_x2.png").read_bytes()[16:24]) == (80, 80)  # IHDR: Pillow would refuse
+    result = upscale(image, "-s", 2, "-m", model, "--max-pixels", "4000", "--quiet", "-o", tmp_path / "b.png")
+    assert_clean(result, 1)
+    assert_failed(result, image, "above the 1,000 that --max-pixels 4,000 allows at x2")
+    assert PILImage.MAX_IMAGE_PIXELS == 500  # the run's limit does not outlive it

@@ -115,6 +115,16 @@ def upscale_command(inputs, output, scale, model, strength, parent, engine, devi
         check_inputs_exist(inputs)
         check_writable(output)
 
+    from ..imageio import set_input_limit
+    click.get_current_context().call_on_close(lambda: set_input_limit(None))  # for this run only
+    if pixel_limit is not None:  # inputs are refused before decoding from the same budget (Pillow's limit off)
+        set_input_limit(pixel_limit / (scale * scale), f"that --max-pixels {pixel_limit:,} allows at x{scale:g}")
+    else:
+        from ..device import available_memory
+        from ..upscale import BYTES_PER_PIXEL_BUDGET
+        set_input_limit(available_memory() / BYTES_PER_PIXEL_BUDGET / (scale * scale),
+                        f"that the memory available allows at x{scale:g}")
+
     def load():
         from ..upscale import Upscaler
         return Upscaler.create(model, scale, device=device, precision=precision, engine=engine, tile=tile,
