@@ -857,3 +857,20 @@ def test_max_pixels_drives_the_decoders_limit(model, tmp_path, monkeypatch):
     assert_clean(result, 1)
     assert_failed(result, image, "above the 1,000 that --max-pixels 4,000 allows at x2")
     assert PILImage.MAX_IMAGE_PIXELS == 500  # the run's limit does not outlive it
+
+
+def test_plain_progress_lines_when_stderr_is_not_a_terminal(model, tmp_path, monkeypatch):
+    """Also (#31): with stderr not a terminal there was no progress at all (a 5000-frame GIF ran 100 s
+    silent). Now a plain line every SR_PROGRESS_SECONDS (5 by default; 0 here: at every event)."""
+    frames = [Image.fromarray(smooth_image(6, 6, 3) // (i + 1)) for i in range(4)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:], duration=50)
+    monkeypatch.setenv("SR_PROGRESS_SECONDS", "0")
+    result = upscale(tmp_path / "anim.gif", "-s", 2, "-m", model)
+    assert_clean(result, 0)
+    lines = [line for line in result.stderr.splitlines() if line.startswith("progress: ")]
+    assert any("0/1 files, frame 2/4 at" in line and "elapsed" in line for line in lines), result.stderr
+    assert lines[-1].startswith("progress: 1/1 files")
+    monkeypatch.setenv("SR_PROGRESS_SECONDS", "3600")
+    result = upscale(tmp_path / "anim.gif", "-s", 2, "-m", model, "--overwrite")
+    assert_clean(result, 0)
+    assert "progress: " not in result.stderr

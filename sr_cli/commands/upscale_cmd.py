@@ -229,6 +229,28 @@ def _run_with_progress(jobs, upscaler, existing, quality, fail_fast, quiet, vide
 
     from ..batch import display, run_jobs
     console = Console(stderr=True)
+    # Off a terminal the bar draws nothing: a plain line every few seconds shows life in logs and CI.
+    import os
+    import time
+    plain = not quiet and not console.is_terminal
+    interval = float(os.environ.get("SR_PROGRESS_SECONDS", "5"))
+    began = time.monotonic()
+    state = {"last": began, "files": 0, "frame": None, "tile": None}
+
+    def tick() -> None:
+        now = time.monotonic()
+        if not plain or now - state["last"] < interval:
+            return
+        state["last"] = now
+        parts = [f"{state['files']}/{len(jobs)} files"]
+        if state["frame"] is not None:
+            done, total, fps = state["frame"]
+            parts.append(f"frame {done}/{total or '?'} at {fps:.2f} fps")
+        elif state["tile"] is not None:
+            parts.append("tile {}/{}".format(*state["tile"]))
+        parts.append(f"{_clock(now - began)} elapsed")
+        console.print(Text("progress: " + ", ".join(parts)), highlight=False, soft_wrap=True)
+
     progress = Progress(TextColumn("[bold]upscale"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         TextColumn("{task.description}", markup=False), console=console, disable=quiet,
                         transient=True)
@@ -237,6 +259,8 @@ def _run_with_progress(jobs, upscaler, existing, quality, fail_fast, quiet, vide
         # Names are printed as plain text (a '[' is not markup) with control characters escaped,
         # so any file name is one line and can neither disturb the terminal nor stop the batch.
         progress.advance(task)
+        state["files"] += 1
+        state["frame"] = state["tile"] = None
         if result.status == "failed":
             console.print(Text.assemble(("failed", "red"), f" {display(result.source)}: {result.error}"),
                           highlight=False, soft_wrap=True)
@@ -248,6 +272,7 @@ def _run_with_progress(jobs, upscaler, existing, quality, fail_fast, quiet, vide
                 detail = f" ({result.frames} frames, {result.seconds:.2f}s, {result.fps:.2f} fps)"
             console.print(Text(f"{verb} {display(result.source)} -> {display(result.destination)}{detail}"),
                           highlight=False, soft_wrap=True)
+        tick()
 
     with progress:
         task = progress.add_task("", total=len(jobs))
@@ -256,6 +281,8 @@ def _run_with_progress(jobs, upscaler, existing, quality, fail_fast, quiet, vide
         def tile_done(done, total):
             progress.update(tiles, completed=done, total=total, visible=total > 1,
                             description=f"tile {done}/{total}")
+            state["tile"] = (done, total)
+            tick()
         frames = progress.add_task("frames", total=None, visible=False)
 
         def frame_done(done, total, fps):
@@ -264,6 +291,8 @@ def _run_with_progress(jobs, upscaler, existing, quality, fail_fast, quiet, vide
             count = f"{done}/{total}" if total else f"{done}"
             progress.update(frames, completed=done, total=total, visible=done < (total or done + 1),
                             description=f"frame {count}, {fps:.2f} fps{left}")
+            state["frame"] = (done, total, fps)
+            tick()
         upscaler.on_tile = tile_done
         return run_jobs(jobs, upscaler, existing=existing, quality=quality, fail_fast=fail_fast, on_result=report,
                         video=video, on_frame=frame_done)
