@@ -89,10 +89,11 @@ def plan_jobs(inputs: list[tuple[Path, Optional[Path]]], *, output: Optional[Pat
     """Decide each output path. ``output`` is a file only for a single file input.
 
     No job may write over any input of the run, not even with --overwrite. A file found
-    in a folder that is another found file's output by name (``a_x2.png`` beside
-    ``a.png``) and by size (``scale`` times it) is an earlier run's output: it is not
-    taken as an input (its job is "skipped"), and --overwrite may replace it. Of the same
-    name but another size it is a real input, and protected.
+    in a folder where another found file's output would go (``a_x2.png`` beside ``a.png``)
+    is an earlier run's output only if it carries sr's provenance tag naming that source
+    (provenance.py): then it is not taken as an input (its job is "skipped"), and --overwrite
+    may replace it. Without the tag it is the user's own file, a real input, and protected;
+    names and sizes are never taken as proof.
     """
     single_file = len(inputs) == 1 and inputs[0][1] is None
     output_is_file = (output is not None and not output.is_dir()
@@ -116,7 +117,7 @@ def plan_jobs(inputs: list[tuple[Path, Optional[Path]]], *, output: Optional[Pat
         if root is None:
             continue
         key = _key(destination_of(source, root))
-        if key in walked and key != _key(source) and _is_output_of(walked[key], source, scale):
+        if key in walked and key != _key(source) and _made_from(walked[key], source):
             earlier[key] = source
     protected = {_key(source) for source, _ in inputs if _key(source) not in earlier}
     protected_ids = {_file_id(source) for source, _ in inputs if _key(source) not in earlier} - {None}
@@ -174,24 +175,11 @@ def _missing(path: Path) -> str:
     return "not a regular file"
 
 
-def _is_output_of(candidate: Path, source: Path, scale: float) -> bool:
-    """Whether ``candidate``'s pixel size is ``source``'s times ``scale`` (either way round:
-    EXIF orientation), read from the headers only."""
-    from PIL import Image
-    if is_video(source) or is_video(candidate):
-        from .video import probe_size
-        small, big = probe_size(source), probe_size(candidate)
-        if small is None or big is None:
-            return False
-        expected = (max(1, round(small[0] * scale)), max(1, round(small[1] * scale)))
-        return big == expected
-    try:
-        with Image.open(source) as small, Image.open(candidate) as big:
-            (w, h), size = small.size, big.size
-    except Exception:
-        return False
-    expected = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return size in (expected, expected[::-1])
+def _made_from(candidate: Path, source: Path) -> bool:
+    """Whether ``candidate`` carries sr's provenance tag naming ``source`` (its file name)."""
+    from .provenance import read
+    tag = read(candidate)
+    return tag is not None and tag.get("source") == source.name
 
 
 def _output_suffix(source: Path, fmt: str) -> str:
@@ -271,9 +259,18 @@ def run_jobs(jobs: list[Job], upscale: Callable, *, existing: str = "error", qua
     from .atomic import remove_stale_temporaries
     from .imageio import AnimatedImage, ImageData, read_image, write_image
 
+    replace = existing == "overwrite"  # otherwise the final rename itself refuses an existing output
+
+    def tag(job: Job) -> str:
+        from .provenance import make
+        return make(model=getattr(upscale, "model", None), scale=getattr(upscale, "scale", None), source=job.source)
     results: list[Result] = []
-    for folder in sorted({job.destination.parent for job in jobs if not job.error and not job.note}):
-        remove_stale_temporaries(folder)  # what a killed run left; a running one's are kept
+    outputs: dict[Path, set[str]] = {}
+    for job in jobs:
+        if not job.error and not job.note:
+            outputs.setdefault(job.destination.parent, set()).add(job.destination.name)
+    for folder, names in sorted(outputs.items()):
+        remove_stale_temporaries(folder, names)  # what a killed run left of these outputs; a running one's are kept
 
     def finish(result: Result) -> None:
         results.append(result)
@@ -285,8 +282,18 @@ def run_jobs(jobs: list[Job], upscale: Callable, *, existing: str = "error", qua
             return "note"
         if job.error:
             return job.error
-        if job.destination.exists() and existing != "overwrite":
-            return "skip" if existing == "skip" else f"{job.destination} exists (use --overwrite or --skip-existing)"
+        if not os.path.lexists(job.destination):
+            return None
+        if existing == "skip":
+            return "skip"
+        if existing != "overwrite":
+            return f"{job.destination} exists (use --overwrite or --skip-existing)"
+        from .provenance import UNTAGGED_SUFFIXES, read
+        if read(job.destination) is None:  # not sr's: the user's own file, never replaced
+            why = (f"{job.destination.suffix} files cannot carry sr's provenance tag"
+                   if job.destination.suffix.lower() in UNTAGGED_SUFFIXES else "it has no sr provenance tag")
+            return (f"{job.destination} exists and was not written by sr ({why}): it is never replaced, "
+                    "not even with --overwrite; move it away or pick another -o/--suffix")
         return None
 
     runnable: list[Job] = []
@@ -325,18 +332,20 @@ def run_jobs(jobs: list[Job], upscale: Callable, *, existing: str = "error", qua
         job.destination.parent.mkdir(parents=True, exist_ok=True)
         if is_video(job.source):
             from .video import upscale_video
-            stats = upscale_video(job.source, job.destination, upscale, options=video, on_frame=on_frame)
+            stats = upscale_video(job.source, job.destination, upscale, options=video, on_frame=on_frame,
+                                  replace=replace, provenance=tag(job))
         else:
             from .animation import upscale_animation
             stats = upscale_animation(job.source, job.destination, upscale, quality=quality,
-                                      frames=getattr(video, "frames", None), on_frame=on_frame)
+                                      frames=getattr(video, "frames", None), on_frame=on_frame,
+                                      replace=replace, provenance=tag(job))
         return Result(str(job.source), str(job.destination), "ok", None, round(time.perf_counter() - started, 3),
                       stats.input_size, stats.output_size, stats.frames, round(stats.fps, 3))
 
     def write(job: Job, image, started: float, in_size, read_seconds: float) -> Result:
         start = time.perf_counter()
         job.destination.parent.mkdir(parents=True, exist_ok=True)
-        write_image(job.destination, image, quality=quality)
+        write_image(job.destination, image, quality=quality, replace=replace)
         out_size = (image.pixels.shape[1], image.pixels.shape[0])
         if chooser is not None:
             chooser.record_io(read_seconds + time.perf_counter() - start, out_size[0] * out_size[1] / 1e6)
@@ -355,7 +364,7 @@ def run_jobs(jobs: list[Job], upscale: Callable, *, existing: str = "error", qua
             nonlocal pending_bytes
             job, future, size = pending.popleft()
             pending_bytes -= size
-            return _collect(job, future, finish)
+            return _collect(job, future, finish, existing)
 
         next_read: Optional[Future] = reader.submit(timed_read, runnable[0].source) if runnable else None
         try:
@@ -387,10 +396,11 @@ def run_jobs(jobs: list[Job], upscale: Callable, *, existing: str = "error", qua
                         chooser.record_model(threads, time.perf_counter() - model_start,
                                              pixels.shape[0] * pixels.shape[1] / 1e6)
                     upscaled = ImageData(pixels=pixels, icc_profile=image.icc_profile,
-                                         exif=image.exif, source_format=image.source_format)
+                                         exif=image.exif, source_format=image.source_format, provenance=tag(job))
                 except Exception as exc:  # one bad file must not stop the batch
-                    finish(Result(str(job.source), str(job.destination), "failed", _one_line(exc, job)))
-                    failed = True
+                    result = _failure(job, exc, existing)
+                    finish(result)
+                    failed = result.status == "failed"
                 if not failed:
                     size = upscaled.pixels.nbytes
                     while pending and (len(pending) >= max_writes or pending_bytes + size > PENDING_WRITE_BYTES):
@@ -411,13 +421,27 @@ def run_jobs(jobs: list[Job], upscale: Callable, *, existing: str = "error", qua
     return results
 
 
-def _collect(job: Job, future: Future, finish: Callable[[Result], None]) -> bool:
+def _collect(job: Job, future: Future, finish: Callable[[Result], None], existing: str = "error") -> bool:
     try:
         finish(future.result())
         return False
     except Exception as exc:
-        finish(Result(str(job.source), str(job.destination), "failed", _one_line(exc, job)))
-        return True
+        result = _failure(job, exc, existing)
+        finish(result)
+        return result.status == "failed"
+
+
+def _failure(job: Job, exc: BaseException, existing: str) -> Result:
+    """The result of a job that raised: an output another run published first (between our check
+    and our rename) is "skipped" with --skip-existing and otherwise fails as "exists"."""
+    from .atomic import OutputExists
+    if isinstance(exc, OutputExists):
+        if existing == "skip":
+            return Result(str(job.source), str(job.destination), "skipped", "written meanwhile by another run")
+        return Result(str(job.source), str(job.destination), "failed",
+                      f"{display(job.destination)} exists (written meanwhile by another run; "
+                      "use --overwrite or --skip-existing)")
+    return Result(str(job.source), str(job.destination), "failed", _one_line(exc, job))
 
 
 def _one_line(exc: BaseException, job: Optional[Job] = None) -> str:

@@ -7,11 +7,13 @@ from __future__ import annotations
 import click
 
 from . import __version__
+from .errors import guard_standard_streams
 from .commands.bench_cmd import bench_command
 from .commands.compare_cmd import compare_command
 from .commands.convert_cmd import convert_command, export_command
 from .commands.data_cmd import data_command
 from .commands.eval_cmd import eval_command
+from .commands.info_cmd import info_command
 from .commands.models_cmd import models_command
 from .commands.train_cmd import train_command
 from .commands.upscale_cmd import upscale_command
@@ -27,12 +29,14 @@ def cli():
     sr upscale shots/ -o big/ --recursive upscale a folder tree
     sr upscale clip.mp4 --scale 2         a video, sound kept (pip install "sr-cli[video]")
     sr upscale photo.jpg -m photo --strength 0.5   between default (0) and photo (1)
+    sr info photo_x4.jpg                  which model, scale and source made an output
     sr models                             list the models (shipped, pulled, catalogue)
     sr models pull RealESRGAN_x4plus      download a community model, verified
     sr data pull Set5 Set14               download the standard test sets, verified
     sr eval Set5 --scale 4 --model default --model bicubic
     sr compare photo.jpg -m default -m photo -o grid.png
     """
+    guard_standard_streams()  # `sr ... >&-`: a closed stdout is one clear error where output is lost
 
 
 cli.add_command(upscale_command)
@@ -44,6 +48,7 @@ cli.add_command(convert_command)
 cli.add_command(export_command)
 cli.add_command(data_command)
 cli.add_command(compare_command)
+cli.add_command(info_command)
 
 
 def main() -> None:

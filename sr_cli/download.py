@@ -5,13 +5,21 @@ the server for the rest (an HTTP Range request); a server that ignores the range
 whole file again and the part is rewritten from the start. The finished part is hashed and
 moved onto ``dest`` only when its sha256 matches, so ``dest`` is either absent or verified;
 a mismatch removes the part (after a resume, it is fetched once more from the start first,
-in case the old bytes came from another file). Standard library only.
+in case the old bytes came from another file).
+
+Limits: the file may not be larger than its published size or, without one, ``max_size``;
+a server announcing more (Content-Length) is refused before anything is written, and one
+sending more is cut off and its bytes removed. The free space of the target's file system is
+checked against what is announced before writing. One process at a time downloads a target:
+a lock file beside it (``.NAME.lock``, removed afterwards) makes a second one fail at once,
+naming the first. Standard library only.
 """
 from __future__ import annotations
 
 import hashlib
 import http.client
 import os
+import shutil
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -21,6 +29,8 @@ from typing import Callable, Optional
 from . import __version__
 
 CHUNK = 1 << 20
+DEFAULT_MAX_SIZE = 4 << 30  # a model file from a URL without a published size: 4 GiB at most
+FREE_SPACE_MARGIN = 64 << 20  # left free on the disk after a download
 Progress = Callable[[int, Optional[int]], None]  # (bytes so far, total or None)
 
 
@@ -30,18 +40,28 @@ class DownloadError(OSError):
 
 def download(url: str, dest: str | Path, *, sha256: str, size: Optional[int] = None,
              progress: Optional[Progress] = None, timeout: float = 30.0,
-             offline_hint: str = "or pass a local file to --model") -> Path:
+             offline_hint: str = "or pass a local file to --model", max_size: Optional[int] = None) -> Path:
     """Fetch ``url`` to ``dest`` and return it, verified against ``sha256`` (hex). ``offline_hint``
-    ends the line of an unreachable host with what the user can do instead."""
+    ends the line of an unreachable host with what the user can do instead. ``size`` (published)
+    or else ``max_size`` (default ``DEFAULT_MAX_SIZE``) caps the bytes accepted."""
+    from .lock import hold
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    with hold(dest.with_name(f".{dest.name}.lock"), f"{dest} (being downloaded)", remove=True):
+        return _download(url, dest, sha256=sha256, size=size, progress=progress, timeout=timeout,
+                         offline_hint=offline_hint, limit=size if size is not None else max_size or DEFAULT_MAX_SIZE)
+
+
+def _download(url: str, dest: Path, *, sha256: str, size: Optional[int], progress: Optional[Progress],
+              timeout: float, offline_hint: str, limit: int) -> Path:
     part = dest.with_name(dest.name + ".part")
     expected = sha256.strip().lower()
     for fresh in (False, True):
         if fresh or (size is not None and part.is_file() and part.stat().st_size > size):
             part.unlink(missing_ok=True)
         resumed = part.is_file() and part.stat().st_size > 0
-        _transfer(url, part, size=size, progress=progress, timeout=timeout, offline_hint=offline_hint)
+        _transfer(url, part, size=size, progress=progress, timeout=timeout, offline_hint=offline_hint,
+                  limit=limit, published=size is not None)
         got_size = part.stat().st_size
         digest = file_sha256(part)
         if digest == expected and (size is None or got_size == size):
@@ -57,7 +77,7 @@ def download(url: str, dest: str | Path, *, sha256: str, size: Optional[int] = N
 
 
 def _transfer(url: str, part: Path, *, size: Optional[int], progress: Optional[Progress], timeout: float,
-              offline_hint: str) -> None:
+              offline_hint: str, limit: int, published: bool) -> None:
     """Append the rest of ``url`` to ``part`` (or rewrite it when the server sends it all)."""
     offset = part.stat().st_size if part.is_file() else 0
     if size is not None and offset == size:
@@ -82,7 +102,20 @@ def _transfer(url: str, part: Path, *, size: Optional[int], progress: Optional[P
         else:
             offset, mode = 0, "wb"
         length = response.headers.get("Content-Length")
-        total = offset + int(length) if length is not None else size
+        try:
+            total = offset + int(length) if length is not None else size
+        except ValueError:
+            total = size
+        cap = "its published size" if published else "--max-size"
+        if total is not None and total > limit:
+            part.unlink(missing_ok=True)
+            raise DownloadError(f"{url}: the server announces {total:,} bytes, more than {cap} ({limit:,}); "
+                                "nothing was downloaded")
+        if total is not None:
+            free = shutil.disk_usage(part.parent).free
+            if total - offset + FREE_SPACE_MARGIN > free:
+                raise DownloadError(f"{url}: {total - offset:,} bytes to download but {free:,} free in "
+                                    f"{part.parent}; nothing was downloaded (free some space, or set SR_CACHE_DIR)")
         done = offset
         if progress:
             progress(done, total)
@@ -91,6 +124,9 @@ def _transfer(url: str, part: Path, *, size: Optional[int], progress: Optional[P
                 while True:
                     chunk = response.read(CHUNK)
                     if not chunk:
+                        break
+                    if done + len(chunk) > limit:
+                        done += len(chunk)
                         break
                     handle.write(chunk)
                     done += len(chunk)
@@ -104,6 +140,10 @@ def _transfer(url: str, part: Path, *, size: Optional[int], progress: Optional[P
             finally:
                 handle.flush()
                 os.fsync(handle.fileno())
+    if done > limit:
+        part.unlink(missing_ok=True)
+        raise DownloadError(f"{url}: the server sent more than {cap} ({limit:,} bytes); stopped, and what "
+                            "came was removed")
     if total is not None and done < total:
         raise DownloadError(f"{url}: the transfer stopped at {done:,} of {total:,} bytes; run the same "
                             "command again to resume it")

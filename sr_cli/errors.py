@@ -72,3 +72,43 @@ def friendly_errors(command=None, *, on_interrupt: str = ""):
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
     return wrapper
+
+
+class StdoutClosed(OSError):
+    """Output written to a closed stdout."""
+
+
+class ClosedStdout:
+    """Stands for a closed stdout (``sr ... >&-``: Python then sets ``sys.stdout`` to None, and the
+    first ``isatty()`` or print failed with "'NoneType' object has no attribute ..."). It is not a
+    terminal; writing to it raises one clear OSError, so a command whose output is lost exits 1 saying
+    so, while one that prints nothing to stdout runs as usual."""
+
+    encoding = "utf-8"
+    errors = "strict"
+    closed = False
+
+    @property
+    def buffer(self):
+        return self
+
+    def isatty(self) -> bool:
+        return False
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        raise StdoutClosed("stdout is closed, so the output is lost: run without '>&-' or redirect it "
+                           "(> FILE, > /dev/null)")
+
+    def flush(self) -> None:
+        pass
+
+
+def guard_standard_streams() -> None:
+    """Replace a closed stdout with ``ClosedStdout`` and a closed stderr with a sink."""
+    if sys.stdout is None:
+        sys.stdout = ClosedStdout()
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w")

@@ -61,15 +61,15 @@ class DatasetScore:
 
     @property
     def psnr(self) -> float:
-        return float(np.mean([i.psnr for i in self.images]))
+        return float(np.mean([i.psnr for i in self.images])) if self.images else float("nan")
 
     @property
     def ssim(self) -> float:
-        return float(np.mean([i.ssim for i in self.images]))
+        return float(np.mean([i.ssim for i in self.images])) if self.images else float("nan")
 
     @property
     def blockiness(self) -> float:
-        return float(np.mean([i.blockiness for i in self.images]))
+        return float(np.mean([i.blockiness for i in self.images])) if self.images else float("nan")
 
 
 @dataclass
@@ -88,6 +88,7 @@ class EvalReport:
     degrade: Optional[str] = None
     seed: int = 0
     runs_on: dict[str, str] = field(default_factory=dict)  # model -> "engine precision", e.g. "onnx int8"
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, why) not scored: left out of the means
 
     def to_dict(self, *, per_image: bool = False) -> dict:
         def dataset_dict(score: DatasetScore) -> dict:
@@ -103,6 +104,7 @@ class EvalReport:
             "degrade": self.degrade, "seed": self.seed,
             "seconds": round(self.seconds, 3), "engines": self.runs_on,
             "results": {m: {d: dataset_dict(self.scores[m][d]) for d in self.datasets} for m in self.models},
+            "skipped": [{"file": file, "error": why} for file, why in self.skipped],
         }
 
 
@@ -112,7 +114,7 @@ def evaluate(datasets: Sequence[Union[str, Path]], *, scale: int, models: Sequen
              device: str = "cpu", engine: str = "torch", precision: str = "auto",
              tile: Optional[int] = None, overlap: int = DEFAULT_OVERLAP,
              degrade: Optional[str] = None, seed: int = 0,
-             progress: Optional[ProgressFn] = None) -> EvalReport:
+             progress: Optional[ProgressFn] = None, skip_unscorable: bool = False) -> EvalReport:
     """Score ``models`` on each dataset (a folder of HR images, or one image) at ``scale``.
 
     ``crop_border`` defaults to ``scale``; ``rgb`` scores all channels instead of Y;
@@ -121,7 +123,9 @@ def evaluate(datasets: Sequence[Union[str, Path]], *, scale: int, models: Sequen
     ``degrade`` (a spec of ``sr_cli.degrade.parse_degrade_spec``, e.g. ``jpeg:25-55``) degrades
     each bicubic LR image with a generator seeded by ``seed`` and the image's dataset and name,
     so the LR set is the same whatever the models or the order; with ``save_dir`` the LR inputs
-    are saved too, as ``lr/<dataset>/<stem>.png``.
+    are saved too, as ``lr/<dataset>/<stem>.png``. With ``skip_unscorable`` an image that cannot be
+    scored (unreadable, too small for the scale, no LR partner) is listed in ``report.skipped`` and
+    left out of the means instead of stopping the run (ValueError/OSError).
     """
     from .degrade import parse_degrade_spec
 
@@ -150,31 +154,23 @@ def evaluate(datasets: Sequence[Union[str, Path]], *, scale: int, models: Sequen
 
     scores = {m: {d: DatasetScore(model=m, dataset=d) for d in labels} for m in models}
     total, done = sum(len(v) for v in images.values()) * len(models), 0
+    skipped: list[tuple[str, str]] = []
     for label, folder in zip(labels, folders):
         lr_folder = _lr_folder(Path(lr_dir), folder, several=len(folders) > 1) if lr_dir is not None else None
         lr_files = _index_lr_files(lr_folder) if lr_folder is not None else None
         for path in images[label]:
-            hr = _read_image(path)
-            if lr_files is None:
-                hr = modcrop(hr, scale)
-                lr = bicubic_downscale(hr, scale)
-                if spec is not None:
-                    rng = np.random.default_rng([int(seed), zlib.crc32(f"{label}/{path.name}".encode())])
-                    lr = spec.apply(hr, lr, scale=scale, rng=rng)
-                    if save_dir is not None:
-                        _save(lr, Path(save_dir) / "lr" / _safe_name(label) / f"{path.stem}.png")
-            else:
-                lr, hr = _paired_lr(path, hr, lr_files, lr_folder, scale)
-            for name, model in loaded.items():
-                sr = run_model(model, lr, tile=tile, overlap=overlap)
-                if sr.shape != hr.shape:
-                    raise ValueError(f"{name} made a {sr.shape} image from {path.name}, expected {hr.shape}")
-                if save_dir is not None:
-                    _save(sr, Path(save_dir) / _safe_name(name) / _safe_name(label) / f"{path.stem}.png")
-                kwargs = dict(crop_border=crop_border, test_y_channel=not rgb, convention=convention)
-                scores[name][label].images.append(ImageScore(
-                    name=path.name, psnr=calculate_psnr(sr, hr, **kwargs), ssim=calculate_ssim(sr, hr, **kwargs),
-                    blockiness=blockiness(sr, scale=scale)))
+            try:
+                image_scores = _score_one(path, label, lr_files=lr_files, lr_folder=lr_folder, scale=scale,
+                                          spec=spec, seed=seed, save_dir=save_dir, loaded=loaded, tile=tile,
+                                          overlap=overlap, crop_border=crop_border, rgb=rgb, convention=convention)
+            except (ValueError, OSError) as exc:  # this file cannot be scored: named, left out, the rest go on
+                if not skip_unscorable:
+                    raise
+                skipped.append((str(path), " ".join(str(exc).split()) or type(exc).__name__))
+                done += len(loaded)
+                continue
+            for name, score in image_scores.items():
+                scores[name][label].images.append(score)
                 done += 1
                 if progress is not None:
                     progress(done, total, f"{name} {label}/{path.name}")
@@ -184,7 +180,40 @@ def evaluate(datasets: Sequence[Union[str, Path]], *, scale: int, models: Sequen
                                  + (f", then {spec.text} (seed {seed})" if spec is not None else "")),
                       models=models, datasets=labels, scores=scores, seconds=time.perf_counter() - started,
                       degrade=spec.text if spec is not None else None, seed=int(seed),
-                      runs_on={name: f"{e.name} {e.precision}" for name, e in loaded.items()})
+                      runs_on={name: f"{e.name} {e.precision}" for name, e in loaded.items()}, skipped=skipped)
+
+
+def _score_one(path: Path, label: str, *, lr_files, lr_folder, scale: int, spec, seed: int, save_dir, loaded: dict,
+               tile, overlap: int, crop_border: int, rgb: bool, convention: str) -> dict[str, ImageScore]:
+    """Every model's score on one HR image; ValueError/OSError when it cannot be scored (too small for
+    the scale, unreadable, no LR partner...)."""
+    hr = _read_image(path)
+    small = min(hr.shape[:2]) // scale * scale - 2 * crop_border
+    if small < 11:  # SSIM's window, after the mod-crop and the border
+        raise ValueError(f"{path.name} is too small to score at x{scale}: {hr.shape[1]}x{hr.shape[0]} "
+                         f"leaves {max(small, 0)} pixels after the {crop_border}-pixel border (SSIM needs 11)")
+    if lr_files is None:
+        hr = modcrop(hr, scale)
+        lr = bicubic_downscale(hr, scale)
+        if spec is not None:
+            rng = np.random.default_rng([int(seed), zlib.crc32(f"{label}/{path.name}".encode())])
+            lr = spec.apply(hr, lr, scale=scale, rng=rng)
+            if save_dir is not None:
+                _save(lr, Path(save_dir) / "lr" / _safe_name(label) / f"{path.stem}.png")
+    else:
+        lr, hr = _paired_lr(path, hr, lr_files, lr_folder, scale)
+    found = {}
+    for name, model in loaded.items():
+        sr = run_model(model, lr, tile=tile, overlap=overlap)
+        if sr.shape != hr.shape:
+            raise ValueError(f"{name} made a {sr.shape} image from {path.name}, expected {hr.shape}")
+        if save_dir is not None:
+            _save(sr, Path(save_dir) / _safe_name(name) / _safe_name(label) / f"{path.stem}.png")
+        kwargs = dict(crop_border=crop_border, test_y_channel=not rgb, convention=convention)
+        found[name] = ImageScore(
+            name=path.name, psnr=calculate_psnr(sr, hr, **kwargs), ssim=calculate_ssim(sr, hr, **kwargs),
+            blockiness=blockiness(sr, scale=scale))
+    return found
 
 
 def bicubic_downscale(hr: np.ndarray, scale: int) -> np.ndarray:

@@ -74,7 +74,7 @@ def export_model(model: SRModel, output: str | Path, *, fmt: str, opset: int = O
                                "max_abs_diff": None}
     # Written and checked under a temporary name, renamed only once it passes: a failed export
     # (or check) leaves nothing behind, and never replaces a good file with a bad one.
-    with atomic_path(output) as tmp:  # a per-process name: two exports to one file do not collide
+    with atomic_path(output, replace=overwrite) as tmp:  # a per-process name; no replacing unasked
         if fmt == "torchscript":
             _export_torchscript(net, example, tmp, info)
         else:

@@ -57,6 +57,8 @@ from PIL import Image, ImageCms, UnidentifiedImageError
 
 from .atomic import atomic_file
 from .png import EXIF_PREFIX, PNG_LEVEL, encode_png
+from .png import damage as png_damage
+from .provenance import PNG_KEY, xmp as provenance_xmp
 from .tiff import write_tiff
 
 __all__ = ["ImageData", "ImageReadError", "AnimatedImage", "read_image", "rgb8", "write_image", "encode_image",
@@ -91,6 +93,33 @@ def _opencv():
     return cv2
 
 
+_INPUT_LIMIT: Optional[tuple[int, str]] = None  # (pixels, what sets it): set_input_limit
+
+
+def set_input_limit(pixels: Optional[int], why: str = "") -> None:
+    """Refuse, from the header alone and before decoding, an input (or frame) of more than ``pixels``
+    pixels, saying ``why``; this limit replaces Pillow's own decompression-bomb limit (89/179 MP),
+    which would otherwise refuse images that ``--max-pixels`` allows, or let bombs under it decode.
+    None restores Pillow's limit."""
+    global _INPUT_LIMIT
+    if pixels is None:
+        _INPUT_LIMIT = None
+        Image.MAX_IMAGE_PIXELS = _PILLOW_LIMIT
+        return
+    _INPUT_LIMIT = (max(1, int(pixels)), why)
+    Image.MAX_IMAGE_PIXELS = None  # ours decides
+
+
+_PILLOW_LIMIT = Image.MAX_IMAGE_PIXELS
+
+
+def _check_input_size(width: int, height: int) -> None:
+    if _INPUT_LIMIT is not None and width * height > _INPUT_LIMIT[0]:
+        limit, why = _INPUT_LIMIT
+        raise ValueError(f"{width}x{height} input: {width * height:,} pixels, above the {limit:,} {why}; "
+                         "refused before decoding (a decompression bomb, or raise --max-pixels)")
+
+
 class ImageReadError(ValueError):
     """A file that cannot be read as an image; the message is one line naming the file."""
 
@@ -115,6 +144,7 @@ class ImageData:
     icc_profile: Optional[bytes] = None
     exif: Optional[bytes] = None
     source_format: Optional[str] = None
+    provenance: Optional[str] = None  # written, never read back into pixels: provenance.py (sr's tag)
 
     def __post_init__(self) -> None:
         shape, dtype = self.pixels.shape, self.pixels.dtype
@@ -171,11 +201,15 @@ def read_image(source: Union[str, os.PathLike, bytes], *, first_frame: bool = Fa
 
 
 def _decode(data: bytes, *, first_frame: bool) -> ImageData:
+    damaged = png_damage(data)
+    if damaged:  # before any decoder: libpng would print its own "libpng error" line on stderr
+        raise ValueError(damaged)
     try:
         im = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
         return _decode_with_cv2_only(data)
     with im:
+        _check_input_size(*im.size)
         frames = _frames_in(im)
         if frames > 1 and not first_frame:
             raise AnimatedImage(f"animated/multi-frame input: {frames} frames (read_animation reads them)", frames)
@@ -345,10 +379,11 @@ def _canonical_format(format: str) -> str:
 
 
 def write_image(path: Union[str, os.PathLike], image: ImageData, *, format: Optional[str] = None,
-                quality: int = 95) -> None:
-    """Write ``image`` atomically; the format comes from ``format`` or the suffix."""
+                quality: int = 95, replace: bool = True) -> None:
+    """Write ``image`` atomically; the format comes from ``format`` or the suffix. With ``replace``
+    False an existing ``path`` is kept and ``atomic.OutputExists`` raised (checked at the rename)."""
     fmt = _checked_format(image, format or format_from_suffix(path), quality)
-    with atomic_file(path) as file:
+    with atomic_file(path, replace=replace) as file:
         _write_encoded(file, image, fmt, quality)
 
 
@@ -377,10 +412,12 @@ def _write_encoded(file, image: ImageData, fmt: str, quality: int) -> None:
     """Encode into ``file`` (seekable, readable: tifffile's EXIF pointers are set at the end). PNG
     and TIFF are compressed as they are written, so a large output is never held twice."""
     if fmt == "png":
-        for part in encode_png(image.pixels, icc_profile=image.icc_profile, exif=image.exif):
+        text = {PNG_KEY: image.provenance} if image.provenance else None
+        for part in encode_png(image.pixels, icc_profile=image.icc_profile, exif=image.exif, text=text):
             file.write(part)
     elif fmt == "tiff":
-        write_tiff(file, [image.pixels], icc_profile=image.icc_profile, exif=image.exif)
+        write_tiff(file, [image.pixels], icc_profile=image.icc_profile, exif=image.exif,
+                   provenance=image.provenance)
     else:
         file.write(_encode_with_pil(image, fmt=fmt, quality=quality))
 
@@ -392,12 +429,14 @@ def _encode_with_pil(image: ImageData, *, fmt: str, quality: int) -> memoryview:
     if fmt != "bmp":
         options.update(icc_profile=image.icc_profile, exif=image.exif or b"")
     if fmt == "png":
-        options.update(compress_level=PNG_LEVEL)
+        options.update(compress_level=PNG_LEVEL, pnginfo=_png_info(image.provenance))
     elif fmt == "jpg":
         # 4:4:4 at high quality: halving chroma would blur the colour edges we just upscaled.
-        options.update(quality=quality, subsampling=0 if quality >= 90 else 2)
+        options.update(quality=quality, subsampling=0 if quality >= 90 else 2,
+                       comment=image.provenance.encode() if image.provenance else None)
     elif fmt == "webp":
-        options.update(quality=quality, lossless=quality == 100, exact=image.has_alpha)
+        options.update(quality=quality, lossless=quality == 100, exact=image.has_alpha,
+                       xmp=provenance_xmp(image.provenance) if image.provenance else None)
     buffer = io.BytesIO()
     im.save(buffer, _PIL_FORMATS[fmt], **{k: v for k, v in options.items() if v is not None})
     return buffer.getbuffer()
@@ -438,6 +477,7 @@ class Animation:
         try:
             data = bytes(source) if isinstance(source, (bytes, bytearray)) else Path(source).read_bytes()
             self._image = Image.open(io.BytesIO(data))
+            _check_input_size(*self._image.size)
             self.count = _frames_in(self._image)
         except Exception as exc:
             reason = getattr(exc, "strerror", None) or " ".join(str(exc).split()) or type(exc).__name__
@@ -476,49 +516,47 @@ def read_animation(source: Union[str, os.PathLike, bytes]) -> Animation:
 
 
 def write_animation(path: Union[str, os.PathLike], frames: list[Frame], *, format: Optional[str] = None,
-                    loop: Optional[int] = 0, icc_profile: Optional[bytes] = None, quality: int = 95) -> None:
+                    loop: Optional[int] = 0, icc_profile: Optional[bytes] = None, quality: int = 95,
+                    replace: bool = True, provenance: Optional[str] = None) -> None:
     """Write ``frames`` as one animated (GIF, APNG, WebP) or multi-page (TIFF) file, atomically.
 
     Every frame is written whole, with its duration and disposal (APNG: and blend). GIF, APNG
     and WebP frames are converted to one mode (RGBA if any has alpha; grey stays grey where the
     format has it) at 8 bits. TIFF pages stand alone and are written as still TIFFs are
-    (``tiff.write_tiff``), 16-bit kept; TIFF stores no durations. Pillow's GIF and APNG writers
-    fold a frame identical to the one before into it (their durations add up), which shows
-    the same. ``format``: "GIF", "PNG", "WEBP", "TIFF" or None for the suffix's.
+    (``tiff.write_tiff``), 16-bit kept; TIFF stores no durations. GIF and APNG fold a frame
+    identical to the one before into it (their durations add up), which shows the same. The
+    frames are written one by one (``animwrite.py``); ``upscale_animation`` streams them so.
+    ``format``: "GIF", "PNG", "WEBP", "TIFF" or None for the suffix's.
     """
+    path = Path(path)
+    fmt = animation_format(path, format)
+    if not frames:
+        raise ValueError("an animation needs at least one frame")
+    from .animwrite import target_mode, write_frames
+    mode = target_mode(fmt, (frame.pixels.shape[2] for frame in frames))
+    with atomic_file(path, replace=replace) as file:
+        write_frames(file, iter(frames), fmt=fmt, mode=mode, loop=loop, icc_profile=icc_profile, quality=quality,
+                     provenance=provenance, timed=any(frame.duration is not None for frame in frames),
+                     total_bytes=sum(frame.pixels.nbytes * 2 for frame in frames))
+
+
+def animation_format(path: Union[str, os.PathLike], format: Optional[str] = None) -> str:
+    """"GIF", "PNG", "WEBP" or "TIFF" for ``format`` or the suffix; ValueError for a one-frame format."""
     path = Path(path)
     fmt = (format or ANIMATION_FORMATS.get(path.suffix.lower(), "")).upper()
     if fmt not in set(ANIMATION_FORMATS.values()):
         raise ValueError(f"{path.suffix or format} holds one frame; write an animation as .gif, .png (APNG), "
                          ".webp or .tif")
-    if not frames:
-        raise ValueError("an animation needs at least one frame")
-    if fmt == "TIFF":
-        with atomic_file(path) as file:
-            write_tiff(file, [frame.pixels for frame in frames], icc_profile=icc_profile)
-        return
-    # The others share one canvas and mode.
-    alpha = any(frame.pixels.shape[2] in (2, 4) for frame in frames)
-    grey = all(frame.pixels.shape[2] in (1, 2) for frame in frames) and fmt != "WEBP"
-    mode = ("LA" if fmt == "PNG" else "RGBA") if alpha and grey else "RGBA" if alpha else "L" if grey else "RGB"
-    images = [pixels_to_pil(_eight_bits(frame.pixels), "") for frame in frames]
-    images = [im if im.mode == mode else im.convert(mode) for im in images]
-    options: dict = {"save_all": True, "append_images": images[1:]}
-    durations = [frame.duration for frame in frames]
-    if fmt in ("GIF", "PNG", "WEBP") and any(d is not None for d in durations):
-        options["duration"] = [100 if d is None else d for d in durations]
-    if fmt in ("GIF", "PNG") and any(f.disposal is not None for f in frames):
-        options["disposal"] = [f.disposal or 0 for f in frames]
-    if fmt == "PNG" and any(f.blend is not None for f in frames):
-        options["blend"] = [f.blend or 0 for f in frames]
-    if loop is not None:
-        options["loop"] = loop
-    if fmt in ("PNG", "WEBP") and icc_profile:
-        options["icc_profile"] = icc_profile
-    if fmt == "WEBP":
-        options.update(quality=quality, lossless=quality == 100)
-    with atomic_file(path) as file:
-        images[0].save(file, fmt, **options)
+    return fmt
+
+
+def _png_info(provenance: Optional[str]):
+    if not provenance:
+        return None
+    from PIL.PngImagePlugin import PngInfo
+    info = PngInfo()
+    info.add_text(PNG_KEY, provenance)
+    return info
 
 
 def _eight_bits(pixels: np.ndarray) -> np.ndarray:

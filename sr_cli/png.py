@@ -38,8 +38,9 @@ def chunk(kind: bytes, data) -> bytes:
 
 
 def encode_png(pixels: np.ndarray, *, icc_profile: Optional[bytes] = None, exif: Optional[bytes] = None,
-               level: int = PNG_LEVEL) -> Iterator[bytes]:
-    """Yield a PNG file of ``pixels`` (H x W x C, C 1-4, uint8 or uint16) in pieces."""
+               level: int = PNG_LEVEL, text: Optional[dict[str, str]] = None) -> Iterator[bytes]:
+    """Yield a PNG file of ``pixels`` (H x W x C, C 1-4, uint8 or uint16) in pieces; ``text``
+    (Latin-1 keyword -> Latin-1 value) goes into tEXt chunks."""
     if pixels.ndim != 3 or pixels.shape[2] not in _COLOUR_TYPES or pixels.dtype not in (np.uint8, np.uint16):
         raise ValueError(f"PNG needs H x W x 1-4 uint8/uint16 pixels, got {pixels.shape} {pixels.dtype}")
     height, width, channels = pixels.shape
@@ -51,6 +52,8 @@ def encode_png(pixels: np.ndarray, *, icc_profile: Optional[bytes] = None, exif:
         yield chunk(b"iCCP", b"ICC profile\x00\x00" + zlib.compress(icc_profile))
     if exif:
         yield chunk(b"eXIf", exif[len(EXIF_PREFIX):] if exif.startswith(EXIF_PREFIX) else exif)
+    for keyword, value in (text or {}).items():
+        yield chunk(b"tEXt", keyword.encode("latin-1") + b"\x00" + value.encode("latin-1"))
     bytes_per_pixel = channels * depth // 8
     row_bytes = width * bytes_per_pixel
     block = max(1, _ROWS_BYTES // row_bytes)
@@ -122,3 +125,29 @@ def filter_rows(raw: np.ndarray, above: np.ndarray, bytes_per_pixel: int) -> byt
     out[:, 0] = best
     out[:, 1:] = candidates[best, np.arange(count)]
     return out.tobytes()
+
+
+_CRITICAL = (b"IHDR", b"PLTE", b"IDAT", b"IEND")
+
+
+def damage(data: bytes) -> Optional[str]:
+    """Why a PNG file's bytes are damaged, or None: a critical chunk (IHDR, PLTE, IDAT, IEND) whose
+    CRC does not match, which libpng refuses (printing "libpng error: ..." on stderr itself) and
+    Pillow may not notice. A file cut short is left to the decoders, which say so."""
+    if not data.startswith(SIGNATURE):
+        return None
+    position = len(SIGNATURE)
+    while position + 12 <= len(data):
+        (length,) = struct.unpack_from(">I", data, position)
+        kind = data[position + 4: position + 8]
+        end = position + 12 + length
+        if end > len(data):
+            return None
+        if kind in _CRITICAL:
+            (stated,) = struct.unpack_from(">I", data, end - 4)
+            if zlib.crc32(data[position + 8: end - 4], zlib.crc32(kind)) != stated:
+                return f"damaged PNG: the {kind.decode('latin-1')} chunk's checksum does not match"
+        if kind == b"IEND":
+            return None
+        position = end
+    return None

@@ -14,6 +14,7 @@ unless the user asks. This module imports no torch, so ``sr models`` stays fast.
 from __future__ import annotations
 
 import os
+import re
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -172,7 +173,34 @@ def native_scales(model: str) -> list[int]:
     metadata, _ = read_header(path)
     if "scale" not in metadata:
         raise ValueError(f"{path}: no 'scale' in its metadata; not one of our weight files")
-    return [int(metadata["scale"])]
+    return [_stated_scale(path, metadata)]
+
+
+MAX_NATIVE_SCALE = 16
+
+
+def _stated_scale(path: Path, metadata: dict) -> int:
+    """The scale a weight file's metadata states, checked: a whole number from 2 to MAX_NATIVE_SCALE,
+    the same as its constructor parameters' (a damaged or hand-edited header is one clear line, not
+    a division by zero or "asked for x1000" later)."""
+    import json
+    text = metadata["scale"]
+    try:
+        scale = int(text)
+    except (TypeError, ValueError):
+        scale = None
+    if scale is None or str(scale) != str(text).strip() or not 2 <= scale <= MAX_NATIVE_SCALE:
+        raise ValueError(f"{path}: its metadata gives scale {str(text)[:20]!r}; a model's scale is a whole number "
+                         f"from 2 to {MAX_NATIVE_SCALE} (the file is damaged or was not written by sr)")
+    try:
+        params = json.loads(metadata.get("params") or "{}")
+    except ValueError:
+        params = {}
+    stated = params.get("scale") if isinstance(params, dict) else None
+    if stated is not None and stated != scale:
+        raise ValueError(f"{path}: its metadata gives scale {scale} but its parameters scale {stated!r}; "
+                         "the file is damaged or was edited")
+    return scale
 
 
 def onnx_form(model: str, scale: int) -> Optional[Path]:
@@ -277,18 +305,41 @@ def resolve_model(model: str, scale: int, *, parent: Optional[str] = None) -> SR
     return loaded
 
 
+_PULL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_+-]*(\.[A-Za-z0-9_+-]+)*")
+
+
+def check_pull_name(name: str) -> str:
+    """A name for a model pulled from a URL: letters, digits and ``_ + - .``, starting with a letter or a
+    digit, no ``..``, at most 100 characters, and not a name that is already taken (a shipped
+    model, a catalogue model or a baseline would win over it and it would vanish)."""
+    from .errors import display
+    if not name or len(name) > 100 or not _PULL_NAME.fullmatch(name):
+        raise ValueError(f"{display(name)!r} cannot name a model: use letters, digits and _ + - . (starting with "
+                         "a letter or digit, no '..', at most 100 characters); --name NAME picks another")
+    taken = ("a shipped model" if name in NAMED_MODELS else "a catalogue model" if name in catalogue()
+             else "a built-in baseline" if name in BASELINES else None)
+    if taken:
+        raise ValueError(f"{name!r} is {taken}'s name: a pulled file of that name would never be used; "
+                         "--name NAME picks another")
+    return name
+
+
 def pull(source: str, *, sha256: Optional[str] = None, force: bool = False,
-         progress: Optional[Callable[[int, Optional[int]], None]] = None) -> tuple[str, Path, bool]:
+         progress: Optional[Callable[[int, Optional[int]], None]] = None, name: Optional[str] = None,
+         max_size: Optional[int] = None) -> tuple[str, Path, bool]:
     """Download a catalogue model (by name or by its URL) or any URL with a given ``sha256``.
 
     Returns (name for --model, file, downloaded): a file already there is re-hashed and kept
-    when it matches (downloaded False), else fetched again. Nothing unverified is kept.
+    when it matches (downloaded False), else fetched again. Nothing unverified is kept. A URL's
+    model is named ``name`` or its file name (``check_pull_name``); ``max_size`` caps its bytes.
     """
     from .download import download, file_sha256
     listed = catalogue()
     entry = listed.get(source) or next((e for e in listed.values() if e.url == source), None)
     if entry is not None:
         url, name, size, dest = entry.url, entry.name, entry.size, entry.path
+        if name and name != entry.name:
+            raise ValueError(f"--name is for URLs outside the catalogue; {entry.name} keeps its name")
         if sha256 and sha256.lower() != entry.sha256:
             raise ValueError(f"--sha256 differs from the catalogue's for {name} ({entry.sha256})")
         sha256 = entry.sha256
@@ -298,14 +349,15 @@ def pull(source: str, *, sha256: Optional[str] = None, force: bool = False,
                              "so that the file can be verified before it is used")
         if len(sha256) != 64 or any(c not in "0123456789abcdefABCDEF" for c in sha256):
             raise ValueError(f"--sha256 must be 64 hex digits, got {sha256!r}")
-        url, size, dest = source, None, models_cache() / _url_filename(source)
-        name = dest.stem
+        filename = _url_filename(source)
+        name = check_pull_name(name or Path(filename).stem)
+        url, size, dest = source, None, models_cache() / f"{name}{Path(filename).suffix.lower()}"
     else:
         raise ValueError(f"{source!r} is not in the catalogue ({', '.join(sorted(listed))}) nor a URL")
     if dest.is_file() and not force:
         if file_sha256(dest) == sha256.lower():
             return name, dest, False
-    return name, download(url, dest, sha256=sha256, size=size, progress=progress), True
+    return name, download(url, dest, sha256=sha256, size=size, progress=progress, max_size=max_size), True
 
 
 def baseline_model(kind: str, scale: int) -> SRModel:

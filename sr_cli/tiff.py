@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import struct
-from typing import BinaryIO, Optional, Sequence
+from typing import BinaryIO, Iterable, Optional
 
 import numpy as np
 import tifffile
@@ -31,24 +31,30 @@ _LAYOUT_TAGS = {254, 255, 256, 257, 258, 259, 262, 273, 277, 278, 279, 282, 283,
 _SUB_DIRECTORIES = {0x8769: "ExifTag", 0x8825: "GPSTag"}
 
 
-def write_tiff(file: BinaryIO, pages: Sequence[np.ndarray], *, icc_profile: Optional[bytes] = None,
-               exif: Optional[bytes] = None) -> None:
+def write_tiff(file: BinaryIO, pages: Iterable[np.ndarray], *, icc_profile: Optional[bytes] = None,
+               exif: Optional[bytes] = None, provenance: Optional[str] = None,
+               total_bytes: Optional[int] = None) -> None:
     """Write ``pages`` (H x W x C, C 1-4, uint8/uint16 each) as one TIFF into ``file``, which must
     be seekable and readable (the EXIF pointers are set once the pages are written).
 
     16-bit grey+alpha is written as RGBA (grey repeated): neither Pillow nor OpenCV reads
-    2-channel 16-bit TIFF. The ICC profile goes with every page, the EXIF with the first."""
-    pages = [_storable(pixels) for pixels in pages]
+    2-channel 16-bit TIFF. The ICC profile goes with every page, the EXIF and sr's ``provenance``
+    tag (private tag 65000: provenance.py) with the first."""
+    if total_bytes is None:  # a list, sized now; with total_bytes, pages may come one at a time
+        pages = list(pages)
+        total_bytes = sum(p.nbytes for p in pages)
     start = file.tell()
-    big = sum(p.nbytes for p in pages) > _CLASSIC_BYTES
+    big = total_bytes > _CLASSIC_BYTES
     tags, resolution, directories = _from_exif(exif)
     # Placeholder pointers, by name: tifffile leaves out these tags when given by number.
     pointers = [(_SUB_DIRECTORIES[tag], 16 if big else 4, 1, 0, True) for tag in directories]
     icc = [(34675, 7, None, icc_profile, True)] if icc_profile else []  # as a tag: older tifffile lacks iccprofile=
+    tagged = [(65000, 2, None, provenance, True)] if provenance else []
     with tifffile.TiffWriter(file, bigtiff=big) as writer:
         for index, pixels in enumerate(pages):
+            pixels = _storable(pixels)
             _, width, channels = pixels.shape
-            extra = (tags + pointers if index == 0 else []) + icc
+            extra = (tags + pointers + tagged if index == 0 else []) + icc
             writer.write(  # grey as a plain H x W page: one sample has no planar configuration to state
                 pixels[:, :, 0] if channels == 1 else pixels, photometric="rgb" if channels >= 3 else "minisblack",
                 planarconfig=None if channels == 1 else "contig",

@@ -35,6 +35,7 @@ class Upscaler:
     batch_size: int = 1
     on_tile: Optional[Callable[[int, int], None]] = None  # progress within one image
     max_pixels: Optional[int] = None  # largest pixel array of one image; None: sized from free memory
+    model: Optional[str] = None  # the name (or file) it was made from, for the outputs' provenance tag
 
     @classmethod
     def create(cls, model: str = "default", scale: float = 4, *, device: str = "auto",
@@ -52,7 +53,7 @@ class Upscaler:
         engines = open_engines(model, plan_passes(model, scale), engine=engine, device=device,
                                precision=precision, threads=threads, parent=parent)
         return cls(engines=engines, scale=float(scale), tile=tile, overlap=overlap, batch_size=batch_size,
-                   max_pixels=max_pixels)
+                   max_pixels=max_pixels, model=model)
 
     @property
     def device(self) -> str:
@@ -69,26 +70,35 @@ class Upscaler:
         """Raise ValueError, before any work, if this image's largest pixel array (the output, or a
         native pass's output on the way to it) is above ``max_pixels``, or, with none given, would
         not fit in the memory available."""
-        from .device import available_memory
         native = 1
         for engine in self.engines:
             native *= engine.scale
         out_h, out_w = self.output_size(height, width)
         peak = max(out_h * out_w, height * native * width * native)
-        if self.max_pixels is not None:
-            if peak > self.max_pixels:
-                raise ValueError(f"{_size(out_w, out_h)} output: {peak:,} pixels at its largest step, "
-                                 f"above --max-pixels {self.max_pixels:,}; raise it to try")
-            return
-        need = peak * channels * itemsize * BYTES_PER_PIXEL_BUDGET
-        free = available_memory()  # the output array lives in host memory, whatever the device
-        if need > free:
-            raise ValueError(f"{_size(out_w, out_h)} output: {peak:,} pixels at its largest step needs "
-                             f"~{need / 2**30:,.1f} GiB, {free / 2**30:,.1f} GiB available; --max-pixels "
-                             f"{peak} to try anyway")
+        check_pixels(out_w, out_h, peak, max_pixels=self.max_pixels, channels=channels, itemsize=itemsize)
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         return upscale_pixels(self, pixels)
+
+
+def check_pixels(out_w: int, out_h: int, peak: Optional[int] = None, *, max_pixels: Optional[int] = None,
+                 channels: int = 3, itemsize: int = 1) -> None:
+    """The one pixel budget of a job (upscale, bench, eval): ValueError, before any work, when its
+    largest pixel array (``peak``, default the ``out_w`` x ``out_h`` output) is above ``max_pixels``
+    or, with none given, would not fit in the memory available."""
+    from .device import available_memory
+    peak = out_w * out_h if peak is None else peak
+    if max_pixels is not None:
+        if peak > max_pixels:
+            raise ValueError(f"{_size(out_w, out_h)} output: {peak:,} pixels at its largest step, "
+                             f"above --max-pixels {max_pixels:,}; raise it to try")
+        return
+    need = peak * channels * itemsize * BYTES_PER_PIXEL_BUDGET
+    free = available_memory()  # the output array lives in host memory, whatever the device
+    if need > free:
+        raise ValueError(f"{_size(out_w, out_h)} output: {peak:,} pixels at its largest step needs "
+                         f"~{need / 2**30:,.1f} GiB, {free / 2**30:,.1f} GiB available; --max-pixels "
+                         f"{peak} to try anyway")
 
 
 def _size(width: int, height: int) -> str:

@@ -93,6 +93,7 @@ class VideoOptions:
     crf: Optional[int] = None       # None: _DEFAULT_CRF for the encoder
     pix_fmt: Optional[str] = None   # None: the input's, when the encoder takes it
     frames: Optional[tuple[int, Optional[int]]] = None  # parse_frames
+    allow_partial: bool = False     # a clip cut short (fewer frames than declared): written, not failed
 
 
 @dataclass
@@ -156,8 +157,11 @@ class _Pipe:
 
 
 def upscale_video(source, destination, upscaler, *, options: Optional[VideoOptions] = None,
-                  on_frame: Optional[Callable[[int, Optional[int], float], None]] = None) -> VideoStats:
-    """Upscale every frame of ``source`` into ``destination`` (written whole or not at all).
+                  on_frame: Optional[Callable[[int, Optional[int], float], None]] = None,
+                  replace: bool = True, provenance: Optional[str] = None) -> VideoStats:
+    """Upscale every frame of ``source`` into ``destination`` (written whole or not at all; with
+    ``replace`` False an existing ``destination`` is kept and ``atomic.OutputExists`` raised).
+    ``provenance`` is sr's tag (provenance.py), stored in the container's metadata.
 
     ``upscaler`` maps H x W x 3 uint8/uint16 pixels to upscaled ones (an ``Upscaler``).
     ``on_frame(done, total or None, fps)`` is called after each frame is upscaled.
@@ -176,13 +180,14 @@ def upscale_video(source, destination, upscaler, *, options: Optional[VideoOptio
     except Exception as exc:
         raise ValueError(f"cannot read video ({_reason(exc)})") from None
     try:
-        with atomic_path(destination) as temporary:
+        with atomic_path(destination, replace=replace) as temporary:
             if not inp.streams.video:
                 raise ValueError("no video stream in the file")
+            # use_metadata_tags: MP4/MOV keep keys of any name (sr's tag among them).
             out = av.open(str(temporary), "w", format=muxer,
-                          options={"movflags": "+faststart"} if muxer in ("mp4", "mov") else {})
+                          options={"movflags": "+faststart+use_metadata_tags"} if muxer in ("mp4", "mov") else {})
             try:
-                stats = _run(av, inp, out, upscaler, options, on_frame)
+                stats = _run(av, inp, out, upscaler, options, on_frame, provenance)
             except BaseException:
                 try:  # closed before atomic_path deletes the file (Windows cannot delete an open one)
                     out.close()
@@ -206,7 +211,7 @@ def _reason(exc: BaseException) -> str:
     return " ".join(str(text).split())
 
 
-def _run(av, inp, out, upscaler, options: VideoOptions, on_frame) -> VideoStats:
+def _run(av, inp, out, upscaler, options: VideoOptions, on_frame, provenance: Optional[str] = None) -> VideoStats:
     video = inp.streams.video[0]
     video.thread_type = "AUTO"  # frame threads in the decoder too
     in_ctx = video.codec_context
@@ -221,8 +226,12 @@ def _run(av, inp, out, upscaler, options: VideoOptions, on_frame) -> VideoStats:
 
     encoder = _add_encoder(av, out, video, options, (out_w, out_h), deep)  # stream 0, as in most files
     stats.codec = encoder.codec_context.name
+    from .provenance import VIDEO_KEY
     for key, value in inp.metadata.items():
-        out.metadata[key] = value
+        if key.lower() != VIDEO_KEY:  # the input's own tag (it was an output once) says nothing of this file
+            out.metadata[key] = value
+    if provenance:
+        out.metadata[VIDEO_KEY] = provenance
     copied = {}  # input stream index -> output stream
     for stream in list(inp.streams.audio) + list(inp.streams.subtitles):
         try:
@@ -247,18 +256,19 @@ def _run(av, inp, out, upscaler, options: VideoOptions, on_frame) -> VideoStats:
         setattr(encoder.codec_context, name, value)
 
     start, stop_at = options.frames or (0, None)
-    total = video.frames or None
-    if total is None and video.duration and video.average_rate:
-        total = round(float(video.duration * video.time_base * video.average_rate))
+    declared, exact = declared_frames(inp, video)
+    total = declared
     if total is not None:
         total = max(0, (min(total, stop_at) if stop_at is not None else total) - start)
+    expected = total  # what the header promises in the range asked for: checked at the end
     if stop_at is not None and total is None:
         total = stop_at - start
 
     stop = threading.Event()
     decoded, upscaled = _Pipe(stop), _Pipe(stop)
     errors: list[BaseException] = []
-    window = {"offset": None, "end": None}  # seconds: the excerpt's start and end (with --frames)
+    # Seconds: the excerpt's start and end (with --frames); how much of the stream the frames covered.
+    window = {"offset": None, "end": None, "first": None, "covered": None}
 
     index = 0
 
@@ -317,6 +327,10 @@ def _run(av, inp, out, upscaler, options: VideoOptions, on_frame) -> VideoStats:
                     if window["offset"] is None:
                         window["offset"] = (now or 0.0) if start else 0.0
                     release(now)
+                    if now is not None:
+                        window["first"] = now if window["first"] is None else window["first"]
+                        length = float(frame.duration * frame.time_base) if frame.duration else 0.0
+                        window["covered"] = now + length - window["first"]
                     pixels = frame.to_ndarray(format=rgb, src_colorspace=matrix, src_color_range=colour_range)
                     put(("frame", pixels, frame.pts, frame.time_base, frame.rotation))
                 index += 1
@@ -429,8 +443,53 @@ def _run(av, inp, out, upscaler, options: VideoOptions, on_frame) -> VideoStats:
     if stats.frames == 0:
         raise ValueError("no frames decoded" + (f" in --frames {start}:{'' if stop_at is None else stop_at}"
                                                  if options.frames else ""))
+    if expected and not options.allow_partial and (
+            stats.frames < expected if exact else
+            not options.frames and _cut_short(inp, video, window["covered"], expected)):
+        raise ValueError(f"the input is cut short: {stats.frames} of the {expected} frames its header declares "
+                         f"{'in that range ' if options.frames else ''}could be decoded; nothing written "
+                         "(--allow-partial writes what decoded)")
     stats.seconds = time.perf_counter() - began
     return stats
+
+
+def declared_frames(container, video) -> tuple[Optional[int], bool]:
+    """How many frames the container says the stream has, and whether that is a count (MP4/MOV
+    sample tables) rather than an estimate from the stream's duration and frame rate (Matroska...)."""
+    if video.frames:
+        return int(video.frames), True
+    rate = video.average_rate or video.guessed_rate
+    seconds = declared_seconds(container, video)
+    if not rate or not seconds:
+        return None, False
+    return round(seconds * float(rate)), False
+
+
+def declared_seconds(container, video) -> Optional[float]:
+    """The video stream's duration as the file declares it: the stream's own, Matroska's DURATION
+    tag, or the container's when the video is its only stream; None when unknown."""
+    if video.duration:
+        return float(video.duration * video.time_base)
+    tag = next((value for key, value in video.metadata.items() if key.upper() == "DURATION"), None)
+    if tag:
+        try:
+            hours, minutes, seconds = str(tag).split(":")
+            return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+        except ValueError:
+            pass
+    if container.duration and len(container.streams) == 1:
+        return container.duration / 1_000_000  # AV_TIME_BASE
+    return None
+
+
+def _cut_short(container, video, covered: Optional[float], expected: int) -> bool:
+    """Whether the decoded frames stop clearly before the stream's declared duration: more than
+    three frames' time and 5% short (a variable frame rate makes a count from it a guess)."""
+    declared = declared_seconds(container, video)
+    if not declared or covered is None:
+        return False
+    rate = float(video.average_rate or video.guessed_rate or 0) or expected / max(declared, 1e-9)
+    return declared - covered > max(3 / rate, 0.05 * declared)
 
 
 def _shifted(pts, time_base, offset) -> Optional[int]:
@@ -444,6 +503,34 @@ def _matrix(colorspace: int, height: int) -> int:
     if colorspace in _SWS_MATRIX:
         return _SWS_MATRIX[colorspace]
     return 5 if height <= 576 else 1
+
+
+def check_codec_options(codec: Optional[str], pix_fmt: Optional[str]) -> None:
+    """--codec names a video encoder of this PyAV build and --pix-fmt a pixel format it takes (when
+    both are given), checked before anything runs; ValueError (one line, the choices) otherwise.
+    Without PyAV nothing is checked here: the video job says how to install it."""
+    try:
+        av = load_av()
+    except VideoUnavailable:
+        return
+    encoder = None
+    if codec:
+        try:
+            encoder = av.Codec(codec, "w")
+        except Exception:
+            encoder = None
+        if encoder is None or encoder.type != "video":
+            raise ValueError(f"--codec {codec}: no such video encoder in this PyAV build (e.g. "
+                             f"{', '.join(sorted(set(_ENCODERS.values())))}, or h264, hevc, vp9, av1)")
+    if pix_fmt:
+        try:
+            av.VideoFormat(pix_fmt)
+        except Exception:
+            raise ValueError(f"--pix-fmt {pix_fmt}: no such pixel format (e.g. yuv420p, yuv444p, yuv420p10le)") \
+                from None
+        supported = [f.name for f in (encoder.video_formats or ())] if encoder is not None else []
+        if supported and pix_fmt not in supported:
+            raise ValueError(f"--pix-fmt {pix_fmt}: the {encoder.name} encoder takes {', '.join(supported)}")
 
 
 def _add_encoder(av, out, video, options: VideoOptions, size: tuple[int, int], deep: bool):
@@ -480,6 +567,15 @@ def _add_encoder(av, out, video, options: VideoOptions, size: tuple[int, int], d
     if sar:
         ctx.sample_aspect_ratio = sar
     ctx.pix_fmt = _pick_pix_fmt(codec, options.pix_fmt, video.codec_context.format, deep)
+    if not _fits_subsampling(av, ctx.pix_fmt, *size):
+        # Chroma at half width/height needs even sizes (x264: "Generic error in an external library").
+        full = [name for name in (("yuv444p10le", "yuv444p") if deep else ("yuv444p",))
+                if name in [f.name for f in (codec.video_formats or ())]]
+        if options.pix_fmt or not full:
+            raise ValueError(f"the output is {size[0]}x{size[1]}, and {ctx.pix_fmt} (chroma at half resolution) "
+                             "needs an even width and height: pick a scale that gives even sizes, or --pix-fmt "
+                             f"{full[0] if full else 'yuv444p'} where the encoder has it")
+        ctx.pix_fmt = full[0]  # odd sizes: full-resolution chroma, no pixel lost or added
     crf = options.crf if options.crf is not None else _DEFAULT_CRF.get(codec.name)
     settings = {}
     if crf is not None:
@@ -491,6 +587,17 @@ def _add_encoder(av, out, video, options: VideoOptions, size: tuple[int, int], d
             settings["b"] = "0"  # constant quality, not a bit rate cap
     ctx.options = settings
     return stream
+
+
+def _fits_subsampling(av, pix_fmt: str, width: int, height: int) -> bool:
+    """Whether a ``width`` x ``height`` frame fits ``pix_fmt``'s chroma subsampling (even sizes for 4:2:0)."""
+    try:
+        planes = av.VideoFormat(pix_fmt, 2, 2).components
+    except Exception:
+        return True
+    halved_w = any(c.width < 2 for c in planes)
+    halved_h = any(c.height < 2 for c in planes)
+    return not ((halved_w and width % 2) or (halved_h and height % 2))
 
 
 def _pick_pix_fmt(codec, requested: Optional[str], in_format, deep: bool) -> str:

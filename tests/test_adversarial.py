@@ -410,13 +410,16 @@ def test_stale_temporaries_of_dead_runs_are_removed_live_ones_kept(model, tmp_pa
     live = tmp_path / f".b_x2.png.sr-{os.getpid()}-{atomic._HOST}-0123abcd.tmp"
     other_host = tmp_path / f".c_x2.png.sr-{dead.pid}-ffffff-0123abcd.tmp"
     unrelated = tmp_path / "notes.tmp"
-    for path in (stale, live, other_host, unrelated):
+    # Also (#31): of the temporary pattern and a dead process, but of no output of this run: kept.
+    not_ours = tmp_path / f".holiday.jpg.sr-{dead.pid}-{atomic._HOST}-0123abcd.tmp"
+    for path in (stale, live, other_host, unrelated, not_ours):
         path.write_bytes(b"partial")
     if atomic._HOST == "ffffff":
         pytest.skip("this host's tag collides with the test's other-host tag")
     result = upscale(src, "-s", 2, "-m", model, "--quiet")
     assert_clean(result, 0)
     assert not stale.exists() and live.exists() and other_host.exists() and unrelated.exists()
+    assert not_ours.exists()
 
 
 # ----------------------------------------------------------------------------- hostile model files
@@ -589,3 +592,285 @@ def test_resume_on_a_damaged_checkpoint_is_one_line(trained_run, tmp_path, damag
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     error = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
     assert len(error) == 1 and str(run) in error[0] and reason in error[0].lower(), result.stderr
+
+
+# ----------------------------------------------------------------------------- issue 31: third pass
+
+def test_racing_runs_publish_one_output_the_other_reports_exists(model, tmp_path, monkeypatch):
+    """Class 2: the output appears between the run's check and its rename (another run wrote it): the
+    rename refuses it atomically, the other run's file stays, this job fails "exists" (exit 1)."""
+    from sr_cli import upscale as upscale_module
+    src = png(tmp_path / "a.png", smooth_image(6, 6, 3))
+    theirs = tmp_path / "a_x2.png"
+    real_call = upscale_module.Upscaler.__call__
+
+    def racing(self, pixels):  # the other run publishes while this one is at work
+        theirs.write_bytes(b"the other run's output")
+        return real_call(self, pixels)
+    monkeypatch.setattr(upscale_module.Upscaler, "__call__", racing)
+    result = upscale(src, "-s", 2, "-m", model, "--quiet")
+    assert_clean(result, 1)
+    assert_failed(result, src, "exists")
+    assert theirs.read_bytes() == b"the other run's output" and not leftovers(tmp_path)
+    theirs.unlink()
+    result = upscale(src, "-s", 2, "-m", model, "--quiet", "--skip-existing")  # skipping: not a failure
+    assert_clean(result, 0)
+    assert theirs.read_bytes() == b"the other run's output" and not leftovers(tmp_path)
+
+
+def test_no_replace_publication_lets_exactly_one_writer_win(tmp_path):
+    from sr_cli.atomic import OutputExists, atomic_file
+    target = tmp_path / "out.bin"
+    with pytest.raises(OutputExists, match="exists"):
+        with atomic_file(target, replace=False) as first:
+            first.write(b"first")
+            with atomic_file(target, replace=False) as second:  # started later, published first
+                second.write(b"second")
+    with pytest.raises(OutputExists):
+        with atomic_file(target, replace=False) as third:
+            third.write(b"third")
+    assert target.read_bytes() == b"second" and os.listdir(tmp_path) == ["out.bin"]
+
+
+def test_a_users_file_named_and_sized_like_an_output_is_never_taken_for_one(model, tmp_path):
+    """Class 1: d/a_x2.png, the user's own, exactly a.png's name + _x2 and twice its size: before, it was
+    "skipped (an earlier output)" and then replaced with --overwrite. Without sr's tag it is an input."""
+    src = tmp_path / "d"
+    png(src / "a.png", smooth_image(24, 32, 3))
+    png(src / "a_x2.png", noise(48, 64))  # the user's: right name, right size, no tag
+    before = checksums(src)
+    result = upscale(src, "-s", 2, "-m", model, "--overwrite", "--json")
+    assert_clean(result, 1)
+    statuses = {Path(r["source"]).name: r for r in json.loads(result.stdout)["results"]}
+    assert statuses["a.png"]["status"] == "failed" and "is itself an input" in statuses["a.png"]["error"]
+    assert statuses["a_x2.png"]["status"] == "ok"  # upscaled as the input it is
+    assert checksums(src).items() >= before.items() and not leftovers(tmp_path)
+    # Named alone, the user's file is never replaced either, with or without --overwrite.
+    for args in ([], ["--overwrite"], ["--skip-existing"]):
+        result = upscale(src / "a.png", "-s", 2, "-m", model, "--quiet", *args)
+        assert result.exit_code == (0 if args == ["--skip-existing"] else 1), result.stderr
+        assert checksums(src).items() >= before.items()
+    assert "not written by sr" in upscale(src / "a.png", "-s", 2, "-m", model, "--overwrite").stderr
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpg", "webp", "tiff"])
+def test_every_output_carries_the_provenance_tag(model, tmp_path, fmt):
+    from sr_cli.provenance import read
+    src = png(tmp_path / "in" / "a b.png", smooth_image(6, 8, 3))
+    assert_clean(upscale(src, "-s", 2, "-m", model, "-f", fmt, "-o", tmp_path / "out", "--quiet"), 0)
+    out = next((tmp_path / "out").iterdir())
+    tag = read(out)
+    assert tag is not None and (tag["model"], tag["scale"], tag["source"]) == ("tiny.safetensors", 2, "a b.png")
+    assert read(src) is None
+    info = CliRunner().invoke(cli, ["info", str(out), str(src)])
+    assert info.exit_code == 1  # one of the two has no tag
+    assert "model tiny.safetensors, x2, from a b.png" in info.stdout and "no sr provenance tag" in info.stdout
+    assert_image(out, (16, 12))
+
+
+def test_animations_carry_the_tag_and_are_recognised_as_earlier_outputs(model, tmp_path):
+    from sr_cli.provenance import read
+    src = tmp_path / "d"
+    src.mkdir()
+    frames = [Image.fromarray(smooth_image(6, 6, 3) // (i + 1)) for i in range(3)]
+    frames[0].save(src / "a.gif", save_all=True, append_images=frames[1:], duration=50)
+    assert_clean(upscale(src, "-s", 2, "-m", model, "--quiet"), 0)
+    assert read(src / "a_x2.gif")["source"] == "a.gif"
+    result = upscale(src, "-s", 2, "-m", model, "--overwrite", "--json")
+    assert_clean(result, 0)
+    statuses = {Path(r["source"]).name: r["status"] for r in json.loads(result.stdout)["results"]}
+    assert statuses == {"a.gif": "ok", "a_x2.gif": "skipped"}
+
+
+def test_a_second_train_into_a_busy_out_says_who_holds_it(trained_run, tmp_path):
+    """Class 3: two `sr train` into one --out; the second fails at once, naming the holder, and
+    touches nothing (no interleaved log.jsonl, no checkpoint from the wrong run)."""
+    from sr_cli.commands.train_cmd import train_command
+    from sr_cli.lock import hold
+    from sr_cli.training.trainer import RUN_LOCK
+    images, original = trained_run
+    run = tmp_path / "run"
+    shutil.copytree(original, run)
+    before = checksums(run)
+    with hold(run / RUN_LOCK, "test"):  # as the first run holds it while it trains
+        result = CliRunner().invoke(train_command, [*TRAIN_ARGS, "--data", str(images), "--out", str(run),
+                                                    "--resume", "--iters", "4"])
+    assert result.exit_code == 1, result.output
+    error = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(error) == 1 and "in use by sr (pid" in error[0] and str(run) in error[0], result.stderr
+    assert {k: v for k, v in checksums(run).items() if k != RUN_LOCK} == \
+        {k: v for k, v in before.items() if k != RUN_LOCK}
+    # Once it is free, the same command runs.
+    result = CliRunner().invoke(train_command, [*TRAIN_ARGS, "--data", str(images), "--out", str(run),
+                                                "--resume", "--iters", "4"])
+    assert result.exit_code == 0, result.output
+
+
+def test_a_failed_training_start_leaves_no_run_folder(tmp_path):
+    from sr_cli.commands.train_cmd import train_command
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = CliRunner().invoke(train_command, [*TRAIN_ARGS, "--data", str(empty), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 1, result.output
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("args, code", [(["bench", "--size", "16x16", "-m", "bicubic"], 1), (["models"], 1),
+                                        (["upscale", "{image}", "-s", "2", "-m", "bicubic"], 0)])
+def test_a_closed_stdout_is_one_clear_line(tmp_path, args, code):
+    """Class 12: `sr bench ... >&-` failed with "'NoneType' object has no attribute 'isatty'". A command
+    whose output goes to stdout now says it is lost (exit 1); one that prints nothing there runs."""
+    image = png(tmp_path / "a.png", smooth_image(8, 8, 3))
+    args = [a.format(image=image) for a in args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.run([sys.executable, "-m", "sr_cli", *args], stderr=subprocess.PIPE, cwd=tmp_path,
+                             env=env, preexec_fn=lambda: os.close(1), timeout=120)  # as `sr ... >&-`
+    err = process.stderr.decode()
+    assert process.returncode == code, err
+    assert "NoneType" not in err and "Traceback" not in err
+    if code:
+        assert err.strip().splitlines()[-1] == ("Error: stdout is closed, so the output is lost: run without "
+                                                "'>&-' or redirect it (> FILE, > /dev/null)")
+
+
+@pytest.mark.parametrize("stated", ["0", "1000", "-2", "2.5", "x"])
+def test_a_model_file_stating_an_absurd_scale_is_one_clear_line(model, tmp_path, stated):
+    """Class 11: metadata scale=0 gave "float division by zero"; scale=1000 "is a x2 model, asked for x1000"
+    although the user asked for x2."""
+    from safetensors import safe_open
+    with safe_open(str(model), framework="pt") as handle:
+        metadata, tensors = handle.metadata(), {k: handle.get_tensor(k) for k in handle.keys()}
+    bad = tmp_path / "bad.safetensors"
+    save_file(tensors, str(bad), metadata={**metadata, "scale": stated})
+    image = png(tmp_path / "a.png", smooth_image(6, 6, 3))
+    result = upscale(image, "-s", 2, "-m", bad, "--quiet")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and f"scale {stated!r}" in lines[0] and "whole number from 2" in lines[0], lines
+    assert "division" not in lines[0] and not (tmp_path / "a_x2.png").exists()
+
+
+def test_eval_names_a_file_it_cannot_score_and_scores_the_rest(tmp_path):
+    """Class 9: one image too small for the scale aborted all of `sr eval` ("cannot resize a 0x0 image by
+    0.25"), naming no file."""
+    folder = tmp_path / "set"
+    png(folder / "big.png", smooth_image(40, 40, 3))
+    png(folder / "tiny.png", smooth_image(3, 3, 3))
+    (folder / "broken.png").write_bytes(b"not a png")
+    result = CliRunner().invoke(cli, ["eval", str(folder), "-s", "4", "-m", "bicubic", "--json"])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    report = json.loads(result.stdout)
+    assert report["results"]["bicubic"]["set"]["images"] == 1
+    assert sorted(Path(s["file"]).name for s in report["skipped"]) == ["broken.png", "tiny.png"]
+    skipped = [line for line in result.stderr.splitlines() if line.startswith("skipped ")]
+    assert len(skipped) == 2 and any("tiny.png" in line and "too small" in line for line in skipped), skipped
+
+
+@pytest.mark.parametrize("args, hint", [
+    (["upscale", "{image}", "--codec", "nonsense"], "--codec nonsense"),
+    (["upscale", "{image}", "--pix-fmt", "nonsense"], "--pix-fmt nonsense"),
+    (["train", "--arch", "litesr", "--data", "{folder}", "--out", "{folder}/run", "--lr", "-1"], "--lr"),
+    (["train", "--arch", "litesr", "--data", "{folder}", "--out", "{folder}/run", "--lr", "nan"], "--lr"),
+    (["train", "--arch", "litesr", "--data", "{folder}", "--out", "{folder}/run", "--gamma", "inf"], "--gamma"),
+    (["models", "pull", "http://127.0.0.1:9/m.pth", "--sha256", "zz"], "--sha256"),
+    (["eval", "{folder}", "-s", "2", "-m", "bicubic", "--degrade", "jpeg:500"], "--degrade"),
+    (["bench", "-s", "1000", "-m", "bicubic"], "--scale"),
+    (["upscale", "{image}", "--device", "bogus"], "--device"),
+    (["upscale", "{image}", "-m", "nosuch"], "--model"),
+], ids=["codec", "pix-fmt", "lr-negative", "lr-nan", "gamma-inf", "sha256", "degrade", "bench-scale", "device",
+        "model"])
+def test_bad_option_values_are_usage_errors_at_parse_time(tmp_path, args, hint):
+    """Class 13: these were found late and exited 1 (or ran); now exit 2 naming the option, nothing written."""
+    pytest.importorskip("av")
+    image = png(tmp_path / "a.png", smooth_image(8, 8, 3))
+    args = [a.format(image=image, folder=tmp_path) for a in args]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, (result.exit_code, result.output)
+    assert hint in result.output and "Traceback" not in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
+
+
+def test_bench_refuses_an_absurd_size_up_front(tmp_path, monkeypatch):
+    """Class 8: `sr bench --size 100000x100000` ran ~10 s to 2.2 GB, then a raw OpenCV allocation error."""
+    import time as clock
+    started = clock.perf_counter()
+    result = CliRunner().invoke(cli, ["bench", "--size", "100000x100000", "-m", "bicubic"])
+    assert result.exit_code == 2 and "--size" in result.output and "GiB available" in result.output, result.output
+    assert clock.perf_counter() - started < 5
+    result = CliRunner().invoke(cli, ["bench", "--size", "4000x4000", "-m", "bicubic", "--max-pixels", "1e6"])
+    assert result.exit_code == 2 and "above --max-pixels 1,000,000" in result.output, result.output
+
+
+def test_messages_say_what_happened(model, tmp_path, capfd):
+    """Class 14: "--frames 500:600" on a short GIF said "no frames in --frames 500:300"; anim.gif -o x.mp4
+    said ".mp4 holds one frame"; a PNG with a bad CRC printed a stray "libpng error" line."""
+    frames = [Image.fromarray(smooth_image(6, 6, 3) // (i + 1)) for i in range(3)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:], duration=50)
+    result = upscale(tmp_path / "anim.gif", "-s", 2, "-m", model, "--frames", "500:600", "--quiet")
+    assert_clean(result, 1)
+    assert_failed(result, tmp_path / "anim.gif", "--frames 500:600 asks for frames from 500, but the file has 3")
+    result = upscale(tmp_path / "anim.gif", "-o", tmp_path / "x.mp4", "-s", 2, "-m", model, "--quiet")
+    assert_clean(result, 1)
+    assert_failed(result, tmp_path / "anim.gif", "not as video (.mp4)")
+    # A bad CRC: one line of ours, none from libpng (which writes to the process's stderr itself).
+    import cv2
+    good = tmp_path / "d16.png"
+    cv2.imwrite(str(good), np.full((8, 8, 3), 1000, np.uint16))  # 16-bit: decoded by OpenCV's libpng
+    data = bytearray(good.read_bytes())
+    at = data.index(b"IDAT")
+    data[at + 4 + int.from_bytes(data[at - 4:at], "big")] ^= 0xFF
+    good.write_bytes(bytes(data))
+    capfd.readouterr()
+    result = upscale(good, "-s", 2, "-m", model, "--quiet")
+    assert_clean(result, 1)
+    assert_failed(result, good, "damaged PNG: the IDAT chunk's checksum does not match")
+    assert "libpng" not in capfd.readouterr().err and not leftovers(tmp_path)
+
+
+def test_resume_without_a_checkpoint_and_model_file_modes(trained_run, tmp_path):
+    """Also (#31): --resume with no checkpoint silently started afresh; trained models were written 0600
+    while every other output is 0666 less the umask."""
+    from sr_cli.commands.train_cmd import train_command
+    images, run = trained_run
+    mask = os.umask(0o022)
+    os.umask(mask)
+    for name in ("model.safetensors", "checkpoint.safetensors", "config.json"):
+        assert (run / name).stat().st_mode & 0o777 == 0o666 & ~mask, name
+    result = CliRunner().invoke(train_command, [*TRAIN_ARGS, "--data", str(images), "--out", str(tmp_path / "new"),
+                                                "--resume"])
+    assert result.exit_code == 1 and "no checkpoint to resume" in result.output, result.output
+    assert not (tmp_path / "new").exists()
+
+
+def test_max_pixels_drives_the_decoders_limit(model, tmp_path, monkeypatch):
+    """Also (#31): Pillow's own decompression limit (179 MP) overrode --max-pixels. Here Pillow's is made
+    small; an input within --max-pixels is read, and one beyond it is refused before decoding."""
+    from PIL import Image as PILImage
+    from sr_cli import imageio
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 500)
+    monkeypatch.setattr(imageio, "_PILLOW_LIMIT", 500)
+    image = png(tmp_path / "a.png", smooth_image(40, 40, 3))  # 1600 pixels: a "bomb" to Pillow now
+    result = upscale(image, "-s", 2, "-m", model, "--max-pixels", "1e5", "--quiet")
+    assert_clean(result, 0)
+    assert struct.unpack(">II", (tmp_path / "a_x2.png").read_bytes()[16:24]) == (80, 80)  # IHDR: Pillow would refuse
+    result = upscale(image, "-s", 2, "-m", model, "--max-pixels", "4000", "--quiet", "-o", tmp_path / "b.png")
+    assert_clean(result, 1)
+    assert_failed(result, image, "above the 1,000 that --max-pixels 4,000 allows at x2")
+    assert PILImage.MAX_IMAGE_PIXELS == 500  # the run's limit does not outlive it
+
+
+def test_plain_progress_lines_when_stderr_is_not_a_terminal(model, tmp_path, monkeypatch):
+    """Also (#31): with stderr not a terminal there was no progress at all (a 5000-frame GIF ran 100 s
+    silent). Now a plain line every SR_PROGRESS_SECONDS (5 by default; 0 here: at every event)."""
+    frames = [Image.fromarray(smooth_image(6, 6, 3) // (i + 1)) for i in range(4)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:], duration=50)
+    monkeypatch.setenv("SR_PROGRESS_SECONDS", "0")
+    result = upscale(tmp_path / "anim.gif", "-s", 2, "-m", model)
+    assert_clean(result, 0)
+    lines = [line for line in result.stderr.splitlines() if line.startswith("progress: ")]
+    assert any("0/1 files, frame 2/4 at" in line and "elapsed" in line for line in lines), result.stderr
+    assert lines[-1].startswith("progress: 1/1 files")
+    monkeypatch.setenv("SR_PROGRESS_SECONDS", "3600")
+    result = upscale(tmp_path / "anim.gif", "-s", 2, "-m", model, "--overwrite")
+    assert_clean(result, 0)
+    assert "progress: " not in result.stderr

@@ -111,3 +111,40 @@ def test_read_image_names_the_frames_and_read_animation_reads_them(tmp_path):
         read = list(animation.frames())
     assert [f.index for f in read] == [0, 1, 2] and all(f.pixels.shape[:2] == (6, 8) for f in read)
     assert animation.loop is None  # no loop extension: plays once, and is written so
+
+
+class RepeatUpscaler:
+    """x4 by pixel repetition, with the Upscaler's checks (no limit)."""
+    scale = 4
+
+    def __call__(self, pixels):
+        return np.repeat(np.repeat(pixels, 4, axis=0), 4, axis=1)
+
+    def output_size(self, height, width):
+        return height * 4, width * 4
+
+    def check_fits(self, *args):
+        pass
+
+
+def test_animation_memory_does_not_grow_with_the_frame_count(tmp_path):
+    """#31 class 5: every upscaled frame was held until Pillow wrote the file (1500 frames of 128x128
+    x4: 3.9 GB). Frames now stream to the writer: the peak of 60 frames is that of 6."""
+    import tracemalloc
+    from sr_cli.animation import upscale_animation
+    rng = np.random.default_rng(0)
+    peaks = {}
+    for fmt in ("gif", "png", "webp", "tif"):
+        for count in (6, 60):
+            images = [Image.fromarray(rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)) for _ in range(count)]
+            source = tmp_path / f"in{count}.{fmt}"
+            images[0].save(source, save_all=True, append_images=images[1:], duration=40)
+            tracemalloc.start()
+            stats = upscale_animation(source, tmp_path / f"out{count}.{fmt}", RepeatUpscaler())
+            peaks[fmt, count] = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+            assert stats.frames == count
+            with Image.open(tmp_path / f"out{count}.{fmt}") as im:
+                assert im.n_frames == count and im.size == (192, 192)
+        one_frame = 192 * 192 * 3
+        assert peaks[fmt, 60] < peaks[fmt, 6] + 10 * one_frame, (fmt, peaks)  # held: + 54 frames

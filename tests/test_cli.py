@@ -34,14 +34,14 @@ def reports_errors(command) -> bool:
 def test_every_command_is_attached_and_reports_errors_in_one_place():
     names = {" ".join(path) for path, _ in all_commands()}
     assert names == {"upscale", "models", "models pull", "eval", "train", "bench", "convert", "export", "data",
-                     "data list", "data pull", "compare"}
+                     "data list", "data pull", "compare", "info"}
     assert [" ".join(path) for path, command in all_commands() if not reports_errors(command)] == []
 
 
 def test_help_imports_no_torch():
     code = ("import sys; from sr_cli.cli import cli\n"
             "for args in ([], ['upscale'], ['models'], ['models', 'pull'], ['eval'], ['train'], ['bench'],"
-            " ['convert'], ['export'], ['data'], ['data', 'list'], ['data', 'pull'], ['compare']):\n"
+            " ['convert'], ['export'], ['data'], ['data', 'list'], ['data', 'pull'], ['compare'], ['info']):\n"
             "    cli.main([*args, '--help'], standalone_mode=False)\n"
             "assert 'torch' not in sys.modules, 'help imported torch'")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

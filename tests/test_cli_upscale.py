@@ -78,7 +78,12 @@ def test_existing_outputs_are_never_overwritten_by_surprise(weights_dir, tmp_pat
     assert result.exit_code == 1 and dst.read_bytes() == b"precious" and "--overwrite" in result.stderr
     result = run(src, "-s", 2, "--quiet", "--skip-existing")
     assert result.exit_code == 0 and dst.read_bytes() == b"precious"
+    # Not written by sr (no provenance tag): the user's, never replaced, not even with --overwrite (#31).
     result = run(src, "-s", 2, "--quiet", "--overwrite")
+    assert result.exit_code == 1 and dst.read_bytes() == b"precious" and "not written by sr" in result.stderr
+    dst.unlink()
+    assert run(src, "-s", 2, "--quiet").exit_code == 0
+    result = run(src, "-s", 2, "--quiet", "--overwrite")  # sr's own output: replaced
     assert result.exit_code == 0 and Image.open(dst).size == (16, 16)
 
 

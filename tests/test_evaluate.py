@@ -246,4 +246,5 @@ def test_cli_degrade_reports_blockiness(dataset):
     result = runner.invoke(eval_command, [str(dataset), "-s", "2", "--degrade", "jpeg:10-20"])
     assert result.exit_code == 0 and "blocks" in result.stdout
     result = runner.invoke(eval_command, [str(dataset), "-s", "2", "--degrade", "sharpen:1-2"])
-    assert result.exit_code == 1 and "bad degradation" in result.output and "Traceback" not in result.output
+    # #31: checked when parsed, a usage error (exit 2)
+    assert result.exit_code == 2 and "bad degradation" in result.output and "Traceback" not in result.output

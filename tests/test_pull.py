@@ -28,6 +28,7 @@ class Server:
         self.files: dict[str, bytes] = {}
         self.cut: dict[str, int] = {}
         self.ignore_range = False
+        self.announce: dict[str, str | None] = {}  # name -> the Content-Length sent (None: no header)
         self.requests: list[tuple[str, str | None]] = []
         server = self
 
@@ -51,7 +52,9 @@ class Server:
                 else:
                     self.send_response(200)
                 body = data[start:]
-                self.send_header("Content-Length", str(len(body)))
+                length = server.announce.get(name, str(len(body)))
+                if length is not None:
+                    self.send_header("Content-Length", length)
                 self.end_headers()
                 limit = server.cut.pop(name, None)
                 self.wfile.write(body if limit is None else body[:limit])
@@ -278,3 +281,81 @@ def test_shipped_catalogue_is_well_formed():
         assert len(entry.sha256) == 64 and int(entry.sha256, 16) >= 0
         assert entry.size > 0 and entry.scale in (2, 4) and entry.arch in ("rrdbnet", "srvgg")
         assert entry.licence and entry.description
+
+
+# ----------------------------------------------------------------------------- #31: limits, locks, names
+
+def test_an_absurd_content_length_is_refused_before_anything_is_written(setup):
+    """Class 6: Content-Length 10^15 was accepted (written until the server stopped, .part kept)."""
+    server, nets, blobs, cache, _ = setup
+    server.files["huge.pth"] = blobs["tiny_rrdb.pth"]
+    server.announce["huge.pth"] = str(10 ** 15)
+    digest = hashlib.sha256(blobs["tiny_rrdb.pth"]).hexdigest()
+    result = pull(f"{server.url}/huge.pth", "--sha256", digest)
+    assert result.exit_code == 1 and "more than --max-size" in result.output, result.output
+    assert cache_files(cache) == []
+    # A server that announces nothing and sends more than --max-size is cut off; nothing is kept.
+    server.files["endless.pth"] = b"x" * 5000
+    server.announce["endless.pth"] = None
+    result = pull(f"{server.url}/endless.pth", "--sha256", "0" * 64, "--max-size", "4K")
+    assert result.exit_code == 1 and "sent more than --max-size" in result.output, result.output
+    assert cache_files(cache) == []
+    # A catalogue model is held to its published size.
+    server.announce["tiny_rrdb.pth"] = str(len(blobs["tiny_rrdb.pth"]) * 10)
+    result = pull("tiny_rrdb")
+    assert result.exit_code == 1 and "its published size" in result.output and cache_files(cache) == []
+
+
+def test_no_download_starts_without_the_free_space_for_it(setup, monkeypatch):
+    import collections
+    from sr_cli import download
+    server, nets, blobs, cache, _ = setup
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(download.shutil, "disk_usage", lambda path: usage(10 ** 9, 10 ** 9 - 1000, 1000))
+    result = pull("tiny_rrdb")
+    assert result.exit_code == 1 and "free in" in result.output, result.output
+    assert cache_files(cache) == []
+
+
+def test_a_second_pull_of_the_same_file_says_who_holds_it(setup):
+    """Class 7: concurrent pulls of one file failed with a raw "[Errno 2] ... .part"."""
+    from sr_cli.lock import hold
+    server, nets, blobs, cache, _ = setup
+    cache.mkdir(parents=True)
+    with hold(cache / ".tiny_rrdb.pth.lock", "test", remove=True):  # as a first pull holds it
+        result = pull("tiny_rrdb")
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "being downloaded" in lines[0] and "in use by sr (pid" in lines[0], lines
+    assert cache_files(cache) == []
+    assert pull("tiny_rrdb").exit_code == 0 and cache_files(cache) == ["tiny_rrdb.pth"]  # lock file removed
+
+
+@pytest.mark.parametrize("bad", ["evil\x1b[2Jname", "new%0Aline", "..", "-rf", ".hidden", "a..b"])
+def test_pull_names_are_restricted_to_a_safe_set(setup, bad):
+    """Class 15: names with ESC, newline, '..', a leading '-' or '.' entered the cache (ESC printed raw)."""
+    server, nets, blobs, cache, _ = setup
+    import urllib.parse
+    digest = hashlib.sha256(blobs["tiny_rrdb.pth"]).hexdigest()
+    path = f"{urllib.parse.quote(bad, safe='%')}.pth"
+    server.files[path] = blobs["tiny_rrdb.pth"]  # served: only the name can stop it
+    result = pull(f"{server.url}/{path}", "--sha256", digest)
+    assert result.exit_code != 0 and "\x1b" not in result.output, result.output
+    assert cache_files(cache) == []
+
+
+@pytest.mark.parametrize("taken", ["default", "bicubic", "tiny_compact"])
+def test_a_pulled_file_never_shadows_a_shipped_catalogue_or_builtin_name(setup, taken):
+    server, nets, blobs, cache, _ = setup
+    server.files[f"elsewhere/{taken}.pth"] = blobs["tiny_rrdb.pth"]
+    digest = hashlib.sha256(blobs["tiny_rrdb.pth"]).hexdigest()
+    result = pull(f"{server.url}/elsewhere/{taken}.pth", "--sha256", digest)
+    assert result.exit_code == 1 and "--name" in result.output and cache_files(cache) == [], result.output
+    result = pull(f"{server.url}/elsewhere/{taken}.pth", "--sha256", digest, "--name", "mine")
+    assert result.exit_code == 0 and "--model mine" in result.output and cache_files(cache) == ["mine.pth"]
+
+
+def test_a_bad_sha256_is_a_usage_error(setup):
+    server, *_ = setup
+    result = pull(f"{server.url}/x.pth", "--sha256", "zz")
+    assert result.exit_code == 2 and "64 hex digits" in result.output

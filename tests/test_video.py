@@ -139,7 +139,10 @@ def test_codec_crf_and_pixel_format_options(weights_dir, tmp_path):
     facts = video_facts(tmp_path / "clip_x2.mkv")
     assert (facts["codec"], facts["pix_fmt"], facts["frames"]) == ("hevc", "yuv444p", 3)
     bad = upscale(clip, "-s", 2, "--pix-fmt", "nonsense", "--overwrite", "--quiet")
-    assert bad.exit_code == 1 and "--pix-fmt nonsense" in bad.stderr
+    # #31: a pixel format that does not exist is a usage error when parsed (exit 2), before any work.
+    assert bad.exit_code == 2 and "--pix-fmt nonsense" in bad.stderr.strip().splitlines()[-1]
+    bad = upscale(clip, "-s", 2, "--pix-fmt", "gray16be", "--overwrite", "--quiet")  # exists; libx264 lacks it
+    assert bad.exit_code == 1 and "--pix-fmt gray16be" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 2  # the file's line, then the count
     assert not leftovers(tmp_path)
 
@@ -192,3 +195,58 @@ def test_earlier_output_in_the_folder_is_not_an_input(weights_dir, tmp_path):
     again = upscale(tmp_path, "-s", 2, "--quiet", "--json")  # clip_x2.mp4 is twice clip.mp4's size
     results = {Path(r["source"]).name: r for r in json.loads(again.stdout)["results"]}
     assert results["clip_x2.mp4"]["status"] == "skipped" and "earlier output" in results["clip_x2.mp4"]["error"]
+
+
+def test_a_users_clip_named_like_an_output_is_never_replaced(weights_dir, tmp_path):
+    """#31 class 1: clip_x2.mp4 is the user's own (no provenance tag; its own audio): an input, never replaced."""
+    from sr_cli.provenance import read
+    make_clip(tmp_path / "clip.mp4", frames=2, audio=False)
+    SIZE_2 = (SIZE[0] * 2, SIZE[1] * 2)
+    theirs = tmp_path / "clip_x2.mp4"
+    with av.open(str(theirs), "w") as out:  # twice the size, with audio: as an output would look
+        video = out.add_stream("libx264", rate=24)
+        video.width, video.height = SIZE_2
+        video.pix_fmt = "yuv420p"
+        for index in range(2):
+            for packet in video.encode(av.VideoFrame.from_ndarray(frame_pixels(index, SIZE_2), format="rgb24")):
+                out.mux(packet)
+        for packet in video.encode(None):
+            out.mux(packet)
+    before = theirs.read_bytes()
+    result = upscale(tmp_path, "-s", 2, "--quiet", "--overwrite", "--json")
+    results = {Path(r["source"]).name: r for r in json.loads(result.stdout)["results"]}
+    assert results["clip.mp4"]["status"] == "failed" and "is itself an input" in results["clip.mp4"]["error"]
+    assert results["clip_x2.mp4"]["status"] == "ok" and theirs.read_bytes() == before
+    tag = read(tmp_path / "clip_x2_x2.mp4")
+    assert tag is not None and tag["source"] == "clip_x2.mp4" and read(theirs) is None
+
+
+def test_a_clip_cut_short_fails_unless_partial_output_is_asked_for(weights_dir, tmp_path):
+    """#31 class 4: the header declares 30 frames, 12 or so decode cleanly up to the cut: before, "ok"
+    and exit 0. Now a failure (exit 1) naming the counts, nothing published unless --allow-partial."""
+    whole = make_clip(tmp_path / "whole.mkv", frames=30, audio=False)
+    data = whole.read_bytes()
+    clip = tmp_path / "cut.mkv"
+    clip.write_bytes(data[: int(len(data) * 0.6)])
+    result = upscale(clip, "-s", 2, "--json")
+    assert result.exit_code == 1, result.stderr
+    (entry,) = json.loads(result.stdout)["results"]
+    assert entry["status"] == "failed" and "cut short" in entry["error"] and "of the 30 frames" in entry["error"]
+    assert not (tmp_path / "cut_x2.mkv").exists() and not leftovers(tmp_path)
+    result = upscale(clip, "-s", 2, "--quiet", "--allow-partial")
+    assert result.exit_code == 0, result.stderr
+    assert 0 < video_facts(tmp_path / "cut_x2.mkv")["frames"] < 30
+
+
+def test_odd_output_sizes_are_handled_or_named(weights_dir, tmp_path):
+    """#31 class 10: an odd output size with yuv420p failed with "cannot encode frame 1 with libx264
+    (Generic error in an external library)". Now: full-resolution chroma (yuv444p) when the format was
+    not asked for; asked for, one line naming the size and the fix."""
+    clip = make_clip(tmp_path / "clip.mp4", frames=3, audio=False)  # 32x24 -> x1.5: 48x36; x1.53: 49x37
+    result = upscale(clip, "-s", "1.53", "-m", "bicubic", "--quiet")
+    assert result.exit_code == 0, result.output
+    facts = video_facts(tmp_path / "clip_x1.53.mp4")
+    assert facts["size"] == (49, 37) and facts["frames"] == 3 and facts["pix_fmt"] == "yuv444p"
+    result = upscale(clip, "-s", "1.53", "-m", "bicubic", "--quiet", "--pix-fmt", "yuv420p", "-o", tmp_path / "b.mp4")
+    assert result.exit_code == 1 and "49x37" in result.stderr and "--pix-fmt yuv444p" in result.stderr
+    assert "Generic error" not in result.stderr and not (tmp_path / "b.mp4").exists() and not leftovers(tmp_path)

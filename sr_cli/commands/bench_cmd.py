@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 
 from ..errors import friendly_errors
-from .options import inference_options
-from .upscale_cmd import check_model_option
+from .options import inference_options, scale_factor
+from .upscale_cmd import check_model_option, parse_max_pixels
 
 
 def _parse_size(text: str) -> tuple[int, int]:
@@ -26,7 +26,11 @@ def _parse_size(text: str) -> tuple[int, int]:
               help="Model name or weights file; repeat to compare.")
 @click.option("--size", "sizes", multiple=True, default=["512x512"], show_default=True,
               help="Input size WIDTHxHEIGHT (synthetic image); repeat for several.")
-@click.option("-s", "--scale", type=float, default=4.0, show_default=True, help="Upscaling factor.")
+@click.option("-s", "--scale", type=float, default=4.0, show_default=True, callback=scale_factor,
+              help="Upscaling factor (above 1).")
+@click.option("--max-pixels", default="auto", show_default=True,
+              help="Refuse a --size whose output has more pixels than this; 'auto' sizes it from the memory "
+                   "available (the budget of `sr upscale`).")
 @inference_options(several=True)
 @click.option("--threads", type=click.IntRange(1), default=None,
               help="Intra-op threads of torch and ONNX Runtime (default: theirs, one per core).")
@@ -37,14 +41,21 @@ def _parse_size(text: str) -> tuple[int, int]:
                    "and print speed and peak-memory ratios.")
 @click.option("--json", "as_json", is_flag=True, help="Print results as JSON.")
 @friendly_errors
-def bench_command(models, sizes, scale, engines, device, precision, tiles, tile_overlap, threads, repeat, warmup,
-                  compare_reference, as_json):
+def bench_command(models, sizes, scale, max_pixels, engines, device, precision, tiles, tile_overlap, threads, repeat,
+                  warmup, compare_reference, as_json):
     """Measure upscaling speed and memory: median/min/max time, output MP/s, peak RSS, FLOPs per
     output pixel, achieved GFLOP/s and its share of this machine's 3x3 conv peak (measured here).
 
     Repeat --engine to time torch and ONNX Runtime side by side in one run (e.g. --engine torch
     --engine onnx): each model runs on each engine, in the same process, on the same image."""
     parsed_sizes = [_parse_size(s) for s in sizes]
+    from ..upscale import check_pixels
+    limit = parse_max_pixels(max_pixels)
+    for (width, height), text in zip(parsed_sizes, sizes):  # refused before anything is built or run
+        try:
+            check_pixels(max(1, round(width * scale)), max(1, round(height * scale)), max_pixels=limit)
+        except ValueError as exc:
+            raise click.BadParameter(f"{text} at x{scale:g}: {exc}", param_hint="--size") from None
     engines = list(dict.fromkeys(engines))
     for model in models:
         for engine in engines:

@@ -62,7 +62,7 @@ def compare_command(inputs, models, scale, output, references, crop, panel, devi
     from ..imageio import ImageData, write_image
     result = compare(list(inputs), list(models), scale=scale, references=list(references), crop=box,
                      device=device, panel=panel)
-    write_image(output, ImageData(pixels=result.image))
+    write_image(output, ImageData(pixels=result.image), replace=overwrite)  # refused at the rename, too
     for path, row in zip(inputs, result.rows):
         scored = [p for p in row.panels if p.psnr is not None]
         if scored:

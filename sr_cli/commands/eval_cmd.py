@@ -17,6 +17,18 @@ CSV_COLUMNS = ("model", "dataset", "image", "scale", "convention", "channel", "c
                "blockiness")
 
 
+def _degrade_spec(ctx, param, value):
+    """--degrade checked when parsed (exit 2 with the accepted forms); the text is passed on."""
+    if value is None:
+        return None
+    from ..degrade import parse_degrade_spec
+    try:
+        parse_degrade_spec(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
+
+
 @click.command("eval")
 @click.argument("datasets", nargs=-1, required=True, type=DatasetPath())
 @click.option("-s", "--scale", type=click.IntRange(1), required=True, help="Upscaling factor (2, 3, 4, ...).")
@@ -40,7 +52,7 @@ CSV_COLUMNS = ("model", "dataset", "image", "scale", "convention", "channel", "c
 @click.option("--rgb", is_flag=True, help="Score all RGB channels instead of the Y (luma) channel.")
 @click.option("--crop-border", type=click.IntRange(0), default=None,
               help="Pixels left out on each side before scoring [default: the scale].")
-@click.option("--degrade", metavar="SPEC", default=None,
+@click.option("--degrade", metavar="SPEC", default=None, callback=_degrade_spec,
               help="Degrade the bicubic LR inputs, reproducibly: OP:LO-HI joined by '+', applied in order "
                    "(blur:SIGMA in LR pixels, noise:SIGMA on 0-255, jpeg:QUALITY), e.g. jpeg:25-55 or "
                    "blur:0.4-1.6+noise:1-8+jpeg:40-85; or a training preset (realesrgan, robust) run on the HR image.")
@@ -87,7 +99,7 @@ def eval_command(datasets, scale, models, lr_dir, save_dir, as_json, as_csv, per
         report = evaluate(list(datasets), scale=scale, models=list(models), lr_dir=lr_dir, save_dir=save_dir,
                           convention=convention, crop_border=crop_border, rgb=rgb, device=device,
                           engine=engine, precision=precision, tile=tile, overlap=tile_overlap, degrade=degrade,
-                          seed=seed, progress=progress)
+                          seed=seed, progress=progress, skip_unscorable=True)
 
     if as_json:
         click.echo(json.dumps(report.to_dict(per_image=per_image), indent=2))
@@ -95,6 +107,12 @@ def eval_command(datasets, scale, models, lr_dir, save_dir, as_json, as_csv, per
         _write_csv(report, per_image=per_image)
     else:
         _print_table(report, per_image=per_image)
+    if report.skipped:  # each named, left out of the means; the run still reports the rest
+        from ..errors import display
+        for file, why in report.skipped:
+            click.echo(f"skipped {display(file)}: {display(why)}", err=True)
+        click.echo(f"{len(report.skipped)} image(s) could not be scored and are left out of the means", err=True)
+        sys.exit(1)
 
 
 def _write_csv(report, *, per_image: bool) -> None:

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import click
 
-from ..errors import friendly_errors
+from ..errors import display, friendly_errors
+from .options import parse_sha256, parse_size
 
 
 def model_rows(show_all: bool = False) -> list[dict]:
@@ -98,12 +99,18 @@ def models_command(ctx, as_json, show_all):
 
 @models_command.command("pull", short_help="Download a catalogue model, or a model file's URL, verified.")
 @click.argument("source", metavar="NAME|URL")
-@click.option("--sha256", metavar="HEX", help="The publisher's sha256 of a URL outside the catalogue (required "
-                                              "there: nothing unverified is kept).")
+@click.option("--sha256", metavar="HEX", callback=parse_sha256,
+              help="The publisher's sha256 of a URL outside the catalogue (required "
+                   "there: nothing unverified is kept).")
+@click.option("--name", metavar="NAME", default=None,
+              help="The name a URL's model gets (default: its file name): letters, digits, _ + - .")
+@click.option("--max-size", metavar="SIZE", default="4G", show_default=True, callback=parse_size,
+              help="Refuse a URL's file larger than this (the server's announced or sent bytes); catalogue "
+                   "models are held to their published size.")
 @click.option("--force", is_flag=True, help="Download again even when a verified copy is already there.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @friendly_errors(on_interrupt="run it again to resume the download")
-def pull_command(source, sha256, force, quiet):
+def pull_command(source, sha256, name, max_size, force, quiet):
     """Download a catalogue model (see `sr models`) or a model file's URL into the per-user cache.
 
     The file is checked against its published sha256 before it is kept, is written atomically,
@@ -120,7 +127,7 @@ def pull_command(source, sha256, force, quiet):
                         TimeRemainingColumn(), console=console, disable=quiet, transient=True)
     with progress:
         task = progress.add_task("", total=None)
-        name, path, downloaded = pull(source, sha256=sha256, force=force,
+        name, path, downloaded = pull(source, sha256=sha256, force=force, name=name, max_size=max_size,
                                       progress=lambda done, total: progress.update(task, completed=done, total=total))
     state = "downloaded and verified" if downloaded else "already there, verified"
-    click.echo(f"{name}: {path} ({state}); use it with --model {name}")
+    click.echo(f"{display(name)}: {display(path)} ({state}); use it with --model {display(name)}")

@@ -71,3 +71,44 @@ def blend_options(command):
                         help="Blend the model's weights with its PSNR-trained parent's: 0 gives the parent "
                              "(faithful, smooth), 1 the model (GAN texture). Runs on torch. Same as "
                              "--model NAME@S.")(command)
+
+
+def parse_sha256(ctx, param, value):
+    """A sha256 as 64 hex digits (lower-cased), checked when parsed; None passes."""
+    if value is None:
+        return None
+    value = value.strip().lower()
+    if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+        raise click.BadParameter(f"must be 64 hex digits (a sha256), got {value[:80]!r}")
+    return value
+
+
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(ctx, param, value):
+    """A size in bytes: a number with an optional K, M, G or T (powers of 1024), e.g. 500M, 4G."""
+    if value is None or isinstance(value, int):
+        return value
+    text = str(value).strip().upper().removesuffix("B").removesuffix("I")
+    unit = text[-1:] if text[-1:] in _SIZE_UNITS and text[-1:] else ""
+    try:
+        number = float(text[: len(text) - len(unit)])
+    except ValueError:
+        raise click.BadParameter(f"a size such as 500M or 4G, got {value!r}") from None
+    if not number > 0 or number == float("inf"):
+        raise click.BadParameter(f"must be a size above 0, got {value!r}")
+    return int(number * _SIZE_UNITS[unit])
+
+
+def scale_factor(ctx, param, value):
+    """--scale: a finite factor above 1 and at most registry.MAX_SCALE, checked when parsed."""
+    import math
+    from ..registry import MAX_SCALE
+    if value is None:
+        return value
+    if not math.isfinite(value) or value <= 1:
+        raise click.BadParameter(f"must be greater than 1, got {value:g}")
+    if value > MAX_SCALE:
+        raise click.BadParameter(f"{value:g} is above the largest supported scale, {MAX_SCALE}")
+    return value

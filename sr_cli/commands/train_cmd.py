@@ -7,7 +7,7 @@ import os
 import shlex
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import click
 
@@ -177,6 +177,29 @@ def _default_text(spec: Option, value: Any) -> Any:
     return value
 
 
+class FiniteFloat(click.ParamType):
+    """A finite float, optionally >= ``minimum`` or > ``above``; anything else is exit 2 when parsed."""
+
+    name = "float"
+
+    def __init__(self, *, minimum: Optional[float] = None, above: Optional[float] = None):
+        self.minimum, self.above = minimum, above
+
+    def convert(self, value, param, ctx):
+        import math
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"must be a finite number, got {value}", param, ctx)
+        if self.above is not None and not number > self.above:
+            self.fail(f"must be above {self.above:g}, got {value}", param, ctx)
+        if self.minimum is not None and number < self.minimum:
+            self.fail(f"must be >= {self.minimum:g}, got {value}", param, ctx)
+        return number
+
+
 def field_option(f: dataclasses.Field) -> Callable:
     """The click option of a TrainConfig field, from its ``Option`` metadata."""
     spec: Option = f.metadata["cli"]
@@ -199,9 +222,11 @@ def field_option(f: dataclasses.Field) -> Callable:
             kwargs["type"] = DatasetPath(file_okay=spec.path == "dataset")
         elif kind == "path":
             kwargs["type"] = click.Path(path_type=Path, **_PATHS[spec.path])
+        elif kind is float:  # finite: 'nan' and 'inf' parse as floats but are no learning rate or weight
+            kwargs["type"] = FiniteFloat(minimum=spec.minimum, above=spec.above)
         elif spec.minimum is not None:
-            kwargs["type"] = (click.IntRange if kind is int else click.FloatRange)(spec.minimum)
-        elif kind in (int, float):
+            kwargs["type"] = click.IntRange(spec.minimum)
+        elif kind is int:
             kwargs["type"] = kind
     return click.option(*_flags(f), spec.name or f.name, **kwargs)
 

@@ -52,6 +52,9 @@ FORMATS = ["same", "png", "jpg", "webp", "tiff", "bmp"]
                                               "Default: the input's, where the encoder takes it.")
 @click.option("--frames", "frame_range", metavar="A:B", default=None,
               help="Only frames A to B-1 (from 0) of videos and animations, e.g. 0:48 for a preview.")
+@click.option("--allow-partial", is_flag=True,
+              help="Write what decoded from a video cut short (fewer frames than its header declares) "
+                   "instead of failing it.")
 @click.option("--max-pixels", default="auto", show_default=True,
               help="Refuse (that file fails, at once) an image whose output, or a pass on the way to it, has more "
                    "pixels than this; 'auto' sizes it from the memory available. Raise it to try anyway.")
@@ -59,7 +62,7 @@ FORMATS = ["same", "png", "jpg", "webp", "tiff", "bmp"]
                               "rerun with --skip-existing to go on")
 def upscale_command(inputs, output, scale, model, strength, parent, engine, device, precision, tile, tile_overlap,
                     tile_batch, fmt, quality, suffix, recursive, skip_existing, overwrite, fail_fast, shard, quiet,
-                    as_json, codec, crf, pix_fmt, frame_range, max_pixels):
+                    as_json, codec, crf, pix_fmt, frame_range, allow_partial, max_pixels):
     """Upscale images, videos, folders or stdin (INPUT '-') to stdout.
 
     Videos (mp4, mkv, mov, webm, ...; needs `pip install "sr-cli[video]"`) are decoded,
@@ -67,10 +70,12 @@ def upscale_command(inputs, output, scale, model, strength, parent, engine, devi
     the rotation and the audio and subtitle streams (copied). Animated GIF/APNG/WebP and
     multi-page TIFF keep every frame, the durations, loop count and disposal.
 
-    Existing outputs are never replaced without --overwrite, and an input of the run never,
-    even with it. Walking a folder, an earlier run's outputs (a_x2.png beside a.png, twice
-    its size; anything under -o) are not taken as inputs. Outputs are written whole or not
-    at all; temporary files a killed run left are removed by the next run over the folder.
+    Every output carries a provenance tag (sr, the model, the scale, the source's name; see
+    `sr info FILE`). Existing outputs are never replaced without --overwrite, and with it only
+    files that carry the tag: a file without it is yours and is never replaced, nor is an input
+    of the run. Walking a folder, an earlier run's outputs (tagged files such as a_x2.png beside
+    a.png; anything under -o) are not taken as inputs. Outputs are written whole or not at all;
+    temporary files a killed run left are removed by the next run over the folder.
 
     \b
     Exit status:
@@ -90,7 +95,13 @@ def upscale_command(inputs, output, scale, model, strength, parent, engine, devi
         frames = parse_frames(frame_range)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--frames") from None
-    video = VideoOptions(codec=codec, crf=crf, pix_fmt=pix_fmt, frames=frames)
+    if codec or pix_fmt:
+        from ..video import check_codec_options
+        try:
+            check_codec_options(codec, pix_fmt)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
+    video = VideoOptions(codec=codec, crf=crf, pix_fmt=pix_fmt, frames=frames, allow_partial=allow_partial)
     from ..blend import with_strength
     model = with_strength(model, strength)
     check_model_option(model, scale, engine=engine, device=device, precision=precision, parent=parent)
@@ -103,6 +114,16 @@ def upscale_command(inputs, output, scale, model, strength, parent, engine, devi
     else:
         check_inputs_exist(inputs)
         check_writable(output)
+
+    from ..imageio import set_input_limit
+    click.get_current_context().call_on_close(lambda: set_input_limit(None))  # for this run only
+    if pixel_limit is not None:  # inputs are refused before decoding from the same budget (Pillow's limit off)
+        set_input_limit(pixel_limit / (scale * scale), f"that --max-pixels {pixel_limit:,} allows at x{scale:g}")
+    else:
+        from ..device import available_memory
+        from ..upscale import BYTES_PER_PIXEL_BUDGET
+        set_input_limit(available_memory() / BYTES_PER_PIXEL_BUDGET / (scale * scale),
+                        f"that the memory available allows at x{scale:g}")
 
     def load():
         from ..upscale import Upscaler
@@ -208,6 +229,28 @@ def _run_with_progress(jobs, upscaler, existing, quality, fail_fast, quiet, vide
 
     from ..batch import display, run_jobs
     console = Console(stderr=True)
+    # Off a terminal the bar draws nothing: a plain line every few seconds shows life in logs and CI.
+    import os
+    import time
+    plain = not quiet and not console.is_terminal
+    interval = float(os.environ.get("SR_PROGRESS_SECONDS", "5"))
+    began = time.monotonic()
+    state = {"last": began, "files": 0, "frame": None, "tile": None}
+
+    def tick() -> None:
+        now = time.monotonic()
+        if not plain or now - state["last"] < interval:
+            return
+        state["last"] = now
+        parts = [f"{state['files']}/{len(jobs)} files"]
+        if state["frame"] is not None:
+            done, total, fps = state["frame"]
+            parts.append(f"frame {done}/{total or '?'} at {fps:.2f} fps")
+        elif state["tile"] is not None:
+            parts.append("tile {}/{}".format(*state["tile"]))
+        parts.append(f"{_clock(now - began)} elapsed")
+        console.print(Text("progress: " + ", ".join(parts)), highlight=False, soft_wrap=True)
+
     progress = Progress(TextColumn("[bold]upscale"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         TextColumn("{task.description}", markup=False), console=console, disable=quiet,
                         transient=True)
@@ -216,6 +259,8 @@ def _run_with_progress(jobs, upscaler, existing, quality, fail_fast, quiet, vide
         # Names are printed as plain text (a '[' is not markup) with control characters escaped,
         # so any file name is one line and can neither disturb the terminal nor stop the batch.
         progress.advance(task)
+        state["files"] += 1
+        state["frame"] = state["tile"] = None
         if result.status == "failed":
             console.print(Text.assemble(("failed", "red"), f" {display(result.source)}: {result.error}"),
                           highlight=False, soft_wrap=True)
@@ -227,6 +272,7 @@ def _run_with_progress(jobs, upscaler, existing, quality, fail_fast, quiet, vide
                 detail = f" ({result.frames} frames, {result.seconds:.2f}s, {result.fps:.2f} fps)"
             console.print(Text(f"{verb} {display(result.source)} -> {display(result.destination)}{detail}"),
                           highlight=False, soft_wrap=True)
+        tick()
 
     with progress:
         task = progress.add_task("", total=len(jobs))
@@ -235,6 +281,8 @@ def _run_with_progress(jobs, upscaler, existing, quality, fail_fast, quiet, vide
         def tile_done(done, total):
             progress.update(tiles, completed=done, total=total, visible=total > 1,
                             description=f"tile {done}/{total}")
+            state["tile"] = (done, total)
+            tick()
         frames = progress.add_task("frames", total=None, visible=False)
 
         def frame_done(done, total, fps):
@@ -243,6 +291,8 @@ def _run_with_progress(jobs, upscaler, existing, quality, fail_fast, quiet, vide
             count = f"{done}/{total}" if total else f"{done}"
             progress.update(frames, completed=done, total=total, visible=done < (total or done + 1),
                             description=f"frame {count}, {fps:.2f} fps{left}")
+            state["frame"] = (done, total, fps)
+            tick()
         upscaler.on_tile = tile_done
         return run_jobs(jobs, upscaler, existing=existing, quality=quality, fail_fast=fail_fast, on_result=report,
                         video=video, on_frame=frame_done)
@@ -269,8 +319,10 @@ def _upscale_stream(upscaler, fmt, quality):
     out_format = {"jpeg": "jpg", "tif": "tiff"}.get(out_format, out_format)
     if out_format not in FORMATS:
         out_format = "png"
+    from ..provenance import make
     result = ImageData(pixels=upscaler(image.pixels), icc_profile=image.icc_profile, exif=image.exif,
-                       source_format=image.source_format)
+                       source_format=image.source_format,
+                       provenance=make(model=upscaler.model, scale=upscaler.scale, source="-"))
     write_stdout(encode_image(result, format=out_format, quality=quality))
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -58,6 +59,7 @@ class Option:
     flags: tuple[str, ...] = ()   # default: ("--field-name",)
     name: str = ""                # the click parameter's name (default: the field's)
     minimum: Optional[float] = None
+    above: Optional[float] = None  # a float that must be strictly greater than this (a learning rate: 0)
     choices: tuple[str, ...] = ()
     path: str = ""
     form: str = ""
@@ -97,13 +99,13 @@ class TrainConfig:
     batch: int = option(16, help="Patches per step (over all processes under torchrun).", minimum=1, fixed=True)
     iters: int = option(100_000, help="Optimiser steps in all.", minimum=1)
     # -- the learning rate: warmup, then cosine decay or steps (training.trainer.lr_at)
-    lr: float = option(2e-4, help="Peak learning rate (Adam, betas 0.9/0.99).")
-    min_lr: float = option(1e-7, help="Final learning rate of the cosine schedule.")
+    lr: float = option(2e-4, help="Peak learning rate (Adam, betas 0.9/0.99).", minimum=0)
+    min_lr: float = option(1e-7, help="Final learning rate of the cosine schedule.", minimum=0)
     schedule: str = option("cosine", help="Learning-rate decay: cosine to --min-lr, or step (x --gamma at each "
                                           "milestone).", choices=SCHEDULES)
     milestones: list[int] = option([], help="Step schedule milestones, comma-separated (default: 1/2 and 3/4 of "
                                             "--iters).", form="ints")
-    gamma: float = option(0.5, help="Step schedule factor.")
+    gamma: float = option(0.5, help="Step schedule factor.", minimum=0)
     warmup: int = option(0, help="Linear warmup steps.", minimum=0)
     # -- the objective (training.losses, training.objective)
     loss: dict[str, float] = option(
@@ -139,7 +141,8 @@ class TrainConfig:
         type=float, minimum=0)
     d_steps: int = option(1, help="Discriminator steps per generator step (on the same batch).", minimum=1,
                           fixed=True)
-    d_lr: Optional[float] = option(None, help="Discriminator peak learning rate [default: --lr].", type=float)
+    d_lr: Optional[float] = option(None, help="Discriminator peak learning rate [default: --lr].", type=float,
+                                   minimum=0)
     # -- where the generator starts, and the perceptual loss's VGG19
     pretrained_g: Optional[str] = option(
         None, help="Start the generator from this weights file (e.g. a PSNR run's model.safetensors, or a "
@@ -195,6 +198,10 @@ class TrainConfig:
         for name in ("patch", "batch", "iters", "val_every", "save_every", "log_every", "d_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("lr", "min_lr", "gamma", "d_lr", "gan_weight", "grad_clip", "weight_decay"):
+            value = getattr(self, name, None)
+            if value is not None and not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"ema decay must be in [0, 1), got {self.ema}")
         if self.init and self.pretrained_g:

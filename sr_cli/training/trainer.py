@@ -11,8 +11,10 @@ same schedule scaled to ``d_lr``.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -24,6 +26,7 @@ from torch.utils.data import DataLoader
 from ..archs import build_arch
 from ..archs.discriminators import build_discriminator
 from ..data import HRPatchDataset, SampleRange, load_validation, worker_init
+from ..lock import hold
 from ..metrics import calculate_psnr
 from ..weights import read_metadata, save_model
 from .checkpoint import (CHECKPOINT_STATE, load_checkpoint, load_init_weights, load_pretrained,
@@ -39,10 +42,39 @@ OnLog = Callable[[dict[str, Any]], None]
 def train(config: TrainConfig, *, on_log: OnLog = print_record) -> Path:
     """Train a generator as ``config`` says; returns the run folder.
 
-    Under torchrun every process calls this; only rank 0 calls ``on_log`` and writes files.
+    Under torchrun every process calls this; only rank 0 calls ``on_log`` and writes files. Rank 0
+    holds the run folder's lock (``RUN_LOCK``) throughout, so a second run into the same ``--out``
+    fails at once naming the process that has it. A start that fails (before the first step)
+    leaves no run folder it created.
     """
     with process_group(config.device) as (dist_info, device):
-        return Trainer(config, on_log=on_log, dist_info=dist_info, device=device).run()
+        with _run_folder(Path(config.out), dist_info.is_main) as started:
+            trainer = Trainer(config, on_log=on_log, dist_info=dist_info, device=device)
+            started.append(True)
+            return trainer.run()
+
+
+RUN_LOCK = ".sr-train.lock"
+
+
+@contextlib.contextmanager
+def _run_folder(run_dir: Path, main: bool):
+    """Rank 0 creates ``run_dir`` if needed and locks it for the block. The block appends to the
+    list it is given once the run has started; if it raises before that and the folder was made
+    here, the folder is removed again (a failed start leaves nothing)."""
+    started: list = []
+    if not main:
+        yield started
+        return
+    created = not run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with hold(run_dir / RUN_LOCK, f"run folder {run_dir}"):  # Busy: not ours, nothing removed
+        try:
+            yield started
+        except BaseException:
+            if created and not started:
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
 
 
 def lr_at(step: int, config: TrainConfig) -> float:
@@ -75,6 +107,9 @@ class Trainer:
         has_checkpoint = (self.run_dir / CHECKPOINT_STATE).is_file()
         if has_checkpoint and not config.resume:
             raise ValueError(f"{self.run_dir} already has a checkpoint: resume it (--resume), or choose another folder")
+        if config.resume and not has_checkpoint:
+            raise ValueError(f"{self.run_dir} has no checkpoint to resume; leave out --resume to start a new run "
+                             "there, or give the folder of the run to continue")
         if config.batch % dist_info.world_size:
             raise ValueError(f"the batch ({config.batch}) must be a multiple of the number of processes "
                              f"({dist_info.world_size}): it is the batch of each step over all of them")
