@@ -17,11 +17,12 @@ import numpy as np
 
 from ..device import available_memory
 from ..errors import one_line
-from ..tiling import auto_tile
+from ..tiling import CPU_TILE_CAP, auto_tile
 
-# ONNX Runtime's int8 convolutions gain more from whole rows than torch's fp32 ones lose to the cache:
-# a 512x512 input in one tile ran 8% faster than in 256-pixel tiles (docs/benchmarks.md, "Engines").
-ONNX_TILE_CAP = 512
+# An input up to 512 pixels a side runs as one tile: 8% faster than in 256-pixel tiles (docs/benchmarks.md,
+# "Engines"). Larger inputs are tiled at 256 as on torch: ONNX Runtime's arena keeps the largest tile's
+# buffers, and 512-pixel tiles of a 4096x4096 x4 job peaked 615 MB above the output against torch's 530.
+ONNX_WHOLE_CAP = 512
 PROBE_SIDES = ((13, 11), (48, 32))  # an odd size first; models that need multiples get the second
 PROBE_MULTIPLE = 16
 
@@ -132,7 +133,10 @@ class OnnxEngine:
         return values.transpose(1, 2, 0).astype(dtype)
 
     def auto_tile(self, height: int, width: int) -> Optional[int]:
-        return auto_tile(self.scale, height, width, budget=available_memory() * 0.25, cap=ONNX_TILE_CAP)
+        budget = available_memory() * 0.25
+        if auto_tile(self.scale, height, width, budget=budget, cap=ONNX_WHOLE_CAP) is None:
+            return None  # one tile
+        return auto_tile(self.scale, height, width, budget=budget, cap=CPU_TILE_CAP)
 
     def is_out_of_memory(self, exc: BaseException) -> bool:
         return False
