@@ -119,6 +119,13 @@ def test_cli_writes_once_and_refuses_to_overwrite(weights_dir, tmp_path):
     assert replaced.exit_code == 0, replaced.output
     assert out.read_bytes() != before
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary left
+    from sr_cli.provenance import read
+    assert read(out)["model"] == "compare bicubic" and read(out)["source"] == "in.png"
+    # A picture of the user's own at that name is never replaced, even with --overwrite.
+    users = save(tmp_path / "mine.png", textured(20, 24))
+    mine = users.read_bytes()
+    refused = run("compare", src, "-m", "bicubic", "-s", "2", "-o", users, "--device", "cpu", "--overwrite")
+    assert refused.exit_code == 1 and "provenance" in refused.output and users.read_bytes() == mine
 
 
 def test_cli_reference_prints_the_scores(tmp_path):

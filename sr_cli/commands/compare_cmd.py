@@ -55,6 +55,11 @@ def compare_command(inputs, models, scale, output, references, crop, panel, devi
         raise click.BadParameter(str(exc), param_hint="--output") from None
     if output.exists() and not overwrite:
         raise click.ClickException(f"{output} exists; pass --overwrite to replace it")
+    if output.exists():
+        from ..provenance import read
+        if read(output) is None:  # as sr upscale: only a file sr made is ever replaced
+            raise click.ClickException(f"{output} exists and carries no sr provenance tag: it is not one of "
+                                       "sr's pictures, so it is not replaced (even with --overwrite)")
     if any(output.resolve() == p.resolve() for p in (*inputs, *references)):
         raise click.ClickException(f"{output} is one of the inputs; write the picture elsewhere")
 
@@ -62,7 +67,9 @@ def compare_command(inputs, models, scale, output, references, crop, panel, devi
     from ..imageio import ImageData, write_image
     result = compare(list(inputs), list(models), scale=scale, references=list(references), crop=box,
                      device=device, panel=panel)
-    write_image(output, ImageData(pixels=result.image), replace=overwrite)  # refused at the rename, too
+    from ..provenance import make
+    tag = make(model="compare " + " ".join(models), scale=scale, source=inputs[0])
+    write_image(output, ImageData(pixels=result.image, provenance=tag), replace=overwrite)  # refused at the rename, too
     for path, row in zip(inputs, result.rows):
         scored = [p for p in row.panels if p.psnr is not None]
         if scored:
