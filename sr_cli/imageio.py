@@ -59,7 +59,6 @@ from .atomic import atomic_file
 from .png import EXIF_PREFIX, PNG_LEVEL, encode_png
 from .png import damage as png_damage
 from .provenance import PNG_KEY, xmp as provenance_xmp
-from .tiff import write_tiff
 
 __all__ = ["ImageData", "ImageReadError", "AnimatedImage", "read_image", "rgb8", "write_image", "encode_image",
            "format_from_suffix", "format_suffix",
@@ -416,6 +415,7 @@ def _write_encoded(file, image: ImageData, fmt: str, quality: int) -> None:
         for part in encode_png(image.pixels, icc_profile=image.icc_profile, exif=image.exif, text=text):
             file.write(part)
     elif fmt == "tiff":
+        from .tiff import write_tiff  # tifffile: imported for TIFF outputs only
         write_tiff(file, [image.pixels], icc_profile=image.icc_profile, exif=image.exif,
                    provenance=image.provenance)
     else:
