@@ -160,6 +160,9 @@ def load_av():
     return av
 
 
+_CODEC_MIN_SIDE = 32
+
+
 def _shifted(img: np.ndarray, dx: float, dy: float) -> np.ndarray:
     m = np.array([[1.0, 0.0, dx], [0.0, 1.0, dy]], np.float32)
     return cv2.warpAffine(img, m, (img.shape[1], img.shape[0]), flags=cv2.INTER_LINEAR,
@@ -173,7 +176,7 @@ def video_codec(img: np.ndarray, codec: str, quality: int, *, speed: Optional[st
     quantiser (mpeg4, mpeg2); ``speed`` the x264/x265 preset or VP9's cpu-used (default: the
     encoder's default). ``motion``: (dx, dy) shifts of frames encoded before ``img`` itself, which is
     then the last frame of the clip, coded from them; None: one intra frame. Odd sides are padded
-    (edge pixels repeated) to even for the 4:2:0 chroma and cropped back. One thread, so the same
+    (edge pixels repeated) to even for the 4:2:0 chroma, small ones to 32, and cropped back. One thread, so the same
     input gives the same output."""
     from fractions import Fraction
     if codec not in VIDEO_CODECS:
@@ -185,10 +188,12 @@ def video_codec(img: np.ndarray, codec: str, quality: int, *, speed: Optional[st
     if img.ndim != 3 or img.shape[2] != 3:
         raise ValueError(f"expected an HWC RGB image, got shape {img.shape}")
     h, w = img.shape[:2]
-    u8 = to_uint8(np.clip(img, 0.0, 1.0))
-    u8 = np.pad(u8, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-    frames = [to_uint8(np.clip(_shifted(img, dx, dy), 0.0, 1.0)) for dx, dy in (motion or ())]
-    frames = [np.pad(f, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge") for f in frames] + [u8]
+    # even sides for 4:2:0, and at least _CODEC_MIN_SIDE (x265 refuses frames under 16 pixels);
+    # padding on the bottom and right leaves the block grid where it was
+    pad = ((0, max(h + h % 2, _CODEC_MIN_SIDE) - h), (0, max(w + w % 2, _CODEC_MIN_SIDE) - w), (0, 0))
+    frames = [_shifted(img, dx, dy) for dx, dy in (motion or ())] + [img]
+    frames = [np.pad(to_uint8(np.clip(f, 0.0, 1.0)), pad, mode="edge") for f in frames]
+    u8 = frames[-1]
     ctx = av.CodecContext.create(encoder, "w")
     ctx.width, ctx.height, ctx.pix_fmt = u8.shape[1], u8.shape[0], "yuv420p"
     ctx.time_base, ctx.framerate = Fraction(1, 25), Fraction(25, 1)
