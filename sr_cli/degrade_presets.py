@@ -119,18 +119,23 @@ _ROBUST = Pipeline(
     lr_downscale={"matlab": 0.8, "area": 0.1, "bilinear": 0.1},
 )
 
+# robust with video codecs: the compression is JPEG (quality 15-75) in 4 of 10 samples, else
+# H.264 (CRF 18-32), HEVC (20-36), VP9 (32-63), MPEG-4 or MPEG-2 (qscale 2-14) at a random speed
+# setting, a third of them as an inter-coded frame; for still and video models alike.
+_ROBUST_VIDEO = replace(_ROBUST, first=replace(
+    _ROBUST.first, jpeg_range=(15, 75), video_motion_prob=0.33,
+    codec_probs={"jpeg": 0.4, "h264": 0.3, "hevc": 0.1, "vp9": 0.1, "mpeg4": 0.05, "mpeg2": 0.05}))
+
 PRESETS: dict[str, Pipeline] = {
     "robust": _ROBUST,
     # The second fine-tune stage of the default models: JPEG quality 15-60, where the block grid is
     # visible; the clean quarter keeps clean inputs sharp.
     "robust_jpeg": replace(_ROBUST, first=replace(_ROBUST.first, jpeg_range=(15, 60))),
-    # robust with video codecs: the compression is JPEG (quality 15-75) in 4 of 10 samples, else
-    # H.264 (CRF 18-32), HEVC (20-36), VP9 (32-63), MPEG-4 or MPEG-2 (qscale 2-14) at a random speed
-    # setting, a third of them as an inter-coded frame; what `fast` is trained on, for stills and
-    # video frames alike.
-    "robust_video": replace(_ROBUST, first=replace(
-        _ROBUST.first, jpeg_range=(15, 75), video_motion_prob=0.33,
-        codec_probs={"jpeg": 0.4, "h264": 0.3, "hevc": 0.1, "vp9": 0.1, "mpeg4": 0.05, "mpeg2": 0.05})),
+    "robust_video": _ROBUST_VIDEO,
+    # robust_video without the blur and the noise, and 3 in 10 samples clean: compression alone, what
+    # the small `fast` networks learn to undo without giving up much on clean inputs.
+    "compressed": replace(_ROBUST_VIDEO, first=replace(_ROBUST_VIDEO.first, blur_prob=0.0, noise_prob=0.0),
+                          clean_prob=0.3),
     "realesrgan": Pipeline(
         first=Stage(),
         second=Stage(blur_prob=0.8, blur_sigma=(0.2, 1.5), resize_probs=(0.3, 0.4, 0.3), resize_range=(0.3, 1.2),

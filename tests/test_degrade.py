@@ -336,3 +336,17 @@ def test_without_pyav_codecs_name_the_extra(monkeypatch):
         TrainConfig(arch="litesr", scale=2, data=["x"], out="y", degradation="robust_video")
     TrainConfig(arch="litesr", scale=2, data=["x"], out="y", degradation="robust")  # JPEG needs no PyAV
     d.parse_degrade_spec("jpeg:30")
+
+
+def test_compressed_preset_only_compresses(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("compressed neither blurs nor adds noise")
+
+    monkeypatch.setattr(d, "blur", refuse)
+    monkeypatch.setattr(d, "_noise", refuse)
+    hr = image(64, 64)
+    clean = d.matlab_downscale(hr, 4)
+    outs = [d.degrade(hr, scale=4, rng=np.random.default_rng([6, i]), pipeline=d.PRESETS["compressed"])
+            for i in range(100)]
+    assert 0.18 < np.mean([np.array_equal(o, clean) for o in outs]) < 0.42  # clean_prob 0.3
+    assert d.PRESETS["compressed"].video_codecs == tuple(d.VIDEO_CODECS)
