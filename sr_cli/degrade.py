@@ -18,7 +18,9 @@ One ``Stage`` is what Real-ESRGAN calls one order of degradation:
   noise    Gaussian (``gaussian_noise_prob``; sigma in ``noise_range``, /255) or
            Poisson (scale in ``poisson_scale_range``), the same in all channels
            with probability ``gray_noise_prob``
-  JPEG     re-compression at a quality in ``jpeg_range`` (OpenCV's encoder)
+  JPEG     re-compression at a quality in ``jpeg_range`` (OpenCV's encoder); or, where the
+           stage's ``codec_probs`` name them, a video codec (``video_codec``: H.264, HEVC, VP9,
+           MPEG-4, MPEG-2 through PyAV, yuv420p, one intra frame or the last of a short clip)
 
 ``PRESETS["realesrgan"]`` is Real-ESRGAN's second-order pipeline with the ranges
 of its x4plus training options (Wang et al. 2021): stage 1 on the HR image,
@@ -39,7 +41,8 @@ import cv2
 import numpy as np
 import torch
 
-from .degrade_presets import KERNEL_KINDS, MAX_KERNEL, PRESETS, Pipeline, Stage, get_pipeline  # noqa: F401 (re-exported)
+from .degrade_presets import (KERNEL_KINDS, MAX_KERNEL, PRESETS, VIDEO_CODECS, VIDEO_DEFAULT_SPEED,  # noqa: F401
+                              VIDEO_SPEEDS, Pipeline, Stage, get_pipeline)
 from .imageio import to_uint8  # float [0, 1] -> uint8: imageio's one rounding
 
 RESIZE_MODES = {"area": cv2.INTER_AREA, "bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC}
@@ -144,6 +147,90 @@ def jpeg(img: np.ndarray, quality: int) -> np.ndarray:
     return np.ascontiguousarray(out).astype(np.float32) / 255.0
 
 
+VIDEO_INSTALL_HINT = 'video-codec degradations need PyAV: pip install "sr-cli[video]"'
+
+
+def load_av():
+    """PyAV, or a ValueError that names the extra to install."""
+    try:
+        import av
+    except ImportError:
+        raise ValueError(VIDEO_INSTALL_HINT) from None
+    av.logging.set_level(None)
+    return av
+
+
+_CODEC_MIN_SIDE = 32
+
+
+def _shifted(img: np.ndarray, dx: float, dy: float) -> np.ndarray:
+    m = np.array([[1.0, 0.0, dx], [0.0, 1.0, dy]], np.float32)
+    return cv2.warpAffine(img, m, (img.shape[1], img.shape[0]), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REFLECT_101)
+
+
+def video_codec(img: np.ndarray, codec: str, quality: int, *, speed: Optional[str] = None,
+                motion: Optional[tuple[tuple[float, float], ...]] = None) -> np.ndarray:
+    """Encode ``img`` (HWC float32 RGB in [0, 1]) with a video codec of ``VIDEO_CODECS`` as yuv420p
+    and decode it: the result has uint8 levels. ``quality`` is the CRF (h264, hevc, vp9) or the fixed
+    quantiser (mpeg4, mpeg2); ``speed`` the x264/x265 preset or VP9's cpu-used (default: the
+    encoder's default). ``motion``: (dx, dy) shifts of frames encoded before ``img`` itself, which is
+    then the last frame of the clip, coded from them; None: one intra frame. Odd sides are padded
+    (edge pixels repeated) to even for the 4:2:0 chroma, small ones to 32, and cropped back. One thread, so the same
+    input gives the same output."""
+    from fractions import Fraction
+    if codec not in VIDEO_CODECS:
+        raise ValueError(f"unknown video codec {codec!r}; known: {', '.join(VIDEO_CODECS)}")
+    encoder, decoder, knob, (low, high) = VIDEO_CODECS[codec]
+    if not low <= int(quality) <= high:
+        raise ValueError(f"{codec} {knob} must be in {low}-{high}, got {quality}")
+    av = load_av()
+    if img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f"expected an HWC RGB image, got shape {img.shape}")
+    h, w = img.shape[:2]
+    # even sides for 4:2:0, and at least _CODEC_MIN_SIDE (x265 refuses frames under 16 pixels);
+    # padding on the bottom and right leaves the block grid where it was
+    pad = ((0, max(h + h % 2, _CODEC_MIN_SIDE) - h), (0, max(w + w % 2, _CODEC_MIN_SIDE) - w), (0, 0))
+    frames = [_shifted(img, dx, dy) for dx, dy in (motion or ())] + [img]
+    frames = [np.pad(to_uint8(np.clip(f, 0.0, 1.0)), pad, mode="edge") for f in frames]
+    u8 = frames[-1]
+    ctx = av.CodecContext.create(encoder, "w")
+    ctx.width, ctx.height, ctx.pix_fmt = u8.shape[1], u8.shape[0], "yuv420p"
+    ctx.time_base, ctx.framerate = Fraction(1, 25), Fraction(25, 1)
+    ctx.thread_count = 1  # key frames, look-ahead and the rest: the encoder's defaults, as a plain
+    # `ffmpeg -c:v libx264 -crf N` of the frame(s) would (a lone x264 frame then comes out well
+    # below what keyint=1 would give it: its macroblock-tree rate control has nothing to spend on)
+    speed = speed or VIDEO_DEFAULT_SPEED.get(codec)
+    options: dict[str, str] = {}
+    if codec == "h264":
+        options = {"crf": str(int(quality)), "preset": speed, "x264-params": "log=-1"}
+    elif codec == "hevc":
+        options = {"crf": str(int(quality)), "preset": speed,
+                   "x265-params": "log-level=none:pools=none:frame-threads=1"}
+    elif codec == "vp9":
+        options = {"crf": str(int(quality)), "b": "0", "deadline": "good", "cpu-used": speed, "row-mt": "0"}
+    else:
+        ctx.qmin = ctx.qmax = int(quality)
+        ctx.max_b_frames = 0
+    ctx.options = options
+    packets = []
+    for i, f in enumerate(frames):
+        frame = av.VideoFrame.from_ndarray(f, format="rgb24").reformat(format="yuv420p")
+        frame.pts = i
+        packets += ctx.encode(frame)
+    packets += ctx.encode(None)
+    dec = av.CodecContext.create(decoder, "r")
+    dec.thread_count = 1
+    decoded = []
+    for packet in packets:
+        decoded += dec.decode(packet)
+    decoded += dec.decode(None)
+    if len(decoded) != len(frames):
+        raise RuntimeError(f"{codec}: {len(frames)} frames encoded, {len(decoded)} decoded")
+    out = decoded[-1].to_ndarray(format="rgb24")[:h, :w]
+    return np.ascontiguousarray(out).astype(np.float32) / 255.0
+
+
 # ---------------------------------------------------------------------------
 # the pipeline
 
@@ -169,7 +256,23 @@ def _random_mode(rng: np.random.Generator) -> str:
 
 
 def _jpeg(img: np.ndarray, rng: np.random.Generator, stage: Stage) -> np.ndarray:
-    return jpeg(np.clip(img, 0.0, 1.0), int(rng.integers(stage.jpeg_range[0], stage.jpeg_range[1] + 1)))
+    """The stage's compression: JPEG, or a codec drawn from ``codec_probs`` (no draw for JPEG alone,
+    so the JPEG-only presets draw what they always did)."""
+    codec = "jpeg"
+    if set(stage.codec_probs) != {"jpeg"}:
+        names = list(stage.codec_probs)
+        probs = np.array([stage.codec_probs[n] for n in names], np.float64)
+        codec = names[int(rng.choice(len(names), p=probs / probs.sum()))]
+    if codec == "jpeg":
+        return jpeg(np.clip(img, 0.0, 1.0), int(rng.integers(stage.jpeg_range[0], stage.jpeg_range[1] + 1)))
+    low, high = stage.codec_quality[codec]
+    quality = int(rng.integers(low, high + 1))
+    speeds = VIDEO_SPEEDS.get(codec)
+    speed = speeds[int(rng.integers(len(speeds)))] if speeds else None
+    motion = None
+    if rng.random() < stage.video_motion_prob:
+        motion = tuple((float(rng.uniform(-2, 2)), float(rng.uniform(-2, 2))) for _ in range(2))
+    return video_codec(img, codec, quality, speed=speed, motion=motion)
 
 
 def matlab_downscale(hr: np.ndarray, scale: int) -> np.ndarray:
@@ -247,7 +350,7 @@ def degrade(hr: np.ndarray, *, scale: int, rng: np.random.Generator, pipeline: P
 # ---------------------------------------------------------------------------
 # fixed degradations for evaluation: `sr eval --degrade SPEC`
 
-SPEC_OPS = ("blur", "noise", "jpeg")
+SPEC_OPS = ("blur", "noise", "jpeg", *VIDEO_CODECS)
 
 
 @dataclass(frozen=True)
@@ -257,7 +360,9 @@ class DegradeSpec:
     Operations (``+``-separated, applied in the order written) run on the MATLAB-bicubic LR image:
     ``blur:LO-HI`` isotropic Gaussian of sigma (LR pixels) drawn from the range, ``noise:LO-HI``
     Gaussian colour noise of sigma (0..255 scale) from the range, ``jpeg:LO-HI`` JPEG at a quality
-    drawn from the integers in the range. A preset name (``realesrgan``, ``robust``, ``simple``)
+    drawn from the integers in the range; ``h264``, ``hevc``, ``vp9`` (CRF) and ``mpeg4``, ``mpeg2``
+    (fixed quantiser) ``:LO-HI`` one intra frame of that video codec (``video_codec``, yuv420p, the
+    encoder's default speed) at a setting drawn from the integers in the range. A preset name (``realesrgan``, ``robust``, ``simple``)
     instead runs that random pipeline on the HR image. Every draw comes from the generator passed in,
     so a seed per image makes the set reproducible.
     """
@@ -281,8 +386,13 @@ class DegradeSpec:
                     out = blur(out, gaussian_kernel(size, sigma, sigma))
                 elif op == "noise":
                     out = gaussian_noise(out, rng, rng.uniform(low, high) / 255.0, gray=False)
-                else:
+                elif op == "jpeg":
                     out = jpeg(np.clip(out, 0.0, 1.0), int(rng.integers(int(low), int(high) + 1)))
+                else:  # a video codec: RGB in, so a grey image goes in as three equal channels
+                    quality = int(rng.integers(int(low), int(high) + 1))
+                    rgb = np.repeat(out, 3, axis=2) if out.shape[2] == 1 else out
+                    out = video_codec(rgb, op, quality)
+                    out = out.mean(axis=2, keepdims=True) if grey else out
         u8 = to_uint8(out)
         return u8[..., 0] if grey else u8
 
@@ -303,11 +413,17 @@ def parse_degrade_spec(text: str) -> DegradeSpec:
             low = float(low_text)
             high = float(high_text) if high_text else low
         except ValueError:
-            raise ValueError(f"bad range {rng_text!r} in {part!r}: expected LO-HI, e.g. {name}:"
-                             f"{'25-55' if name == 'jpeg' else '1-8'}") from None
-        limits = {"blur": (0.0, 20.0), "noise": (0.0, 255.0), "jpeg": (1.0, 100.0)}[name]
+            example = {"jpeg": "25-55", "h264": "18-30", "hevc": "18-30", "vp9": "30-50"}.get(name, "1-8")
+            raise ValueError(f"bad range {rng_text!r} in {part!r}: expected LO-HI, e.g. {name}:{example}") from None
+        limits = {"blur": (0.0, 20.0), "noise": (0.0, 255.0), "jpeg": (1.0, 100.0),
+                  **{c: tuple(map(float, VIDEO_CODECS[c][3])) for c in VIDEO_CODECS}}[name]
         if not (limits[0] <= low <= high <= limits[1]) or (name == "blur" and low <= 0):
             raise ValueError(f"{part!r}: need {limits[0]:g} <= LO <= HI <= {limits[1]:g}"
                              + (" and LO > 0" if name == "blur" else ""))
         ops.append((name, low, high))
+    codecs = [op for op, _, _ in ops if op in VIDEO_CODECS]
+    if codecs:
+        import importlib.util
+        if importlib.util.find_spec("av") is None:
+            raise ValueError(f"{', '.join(codecs)} in {text!r}: {VIDEO_INSTALL_HINT}")
     return DegradeSpec(text, ops=tuple(ops))

@@ -199,3 +199,154 @@ def test_degrade_spec_applies_reproducibly_in_order():
     assert grey.shape == lr.shape[:2]
     preset = d.parse_degrade_spec("realesrgan").apply(hr, lr, scale=2, rng=np.random.default_rng(0))
     assert preset.shape == lr.shape and not np.array_equal(preset, lr)
+
+
+# --- video codecs ---------------------------------------------------------------------------------
+
+
+def psnr(a, b):
+    return 10 * np.log10(1.0 / np.mean((a.astype(np.float64) - b) ** 2))
+
+
+@pytest.mark.parametrize("codec", list(d.VIDEO_CODECS))
+def test_video_codec_quality_falls_with_its_setting(codec):
+    clean = image(48, 64, seed=1)
+    low, high = d.VIDEO_CODECS[codec][3]
+    settings = [low + 1, (low + high) // 2, high]
+    scores = [psnr(d.video_codec(clean, codec, q), clean) for q in settings]
+    assert scores[0] > scores[1] > scores[2], scores
+    out = d.video_codec(clean, codec, settings[1])
+    assert out.shape == clean.shape and out.dtype == np.float32
+    assert np.allclose(out * 255, np.round(out * 255), atol=1e-4)  # uint8 levels
+
+
+def error_steps(out, clean, *, period, offset=0):
+    """Mean step of the coding error (out - clean, channel mean) across the lines at ``offset`` mod
+    ``period`` over its mean step elsewhere: blocks coded independently make it jump at their edges."""
+    e = (out - clean).mean(axis=2)
+    dx, dy = np.abs(np.diff(e, axis=1)), np.abs(np.diff(e, axis=0))
+    on_x = (np.arange(dx.shape[1]) + 1 - offset) % period == 0  # dx[:, j] is the step onto column j + 1
+    on_y = (np.arange(dy.shape[0]) + 1 - offset) % period == 0
+    on = np.concatenate([dx[:, on_x].ravel(), dy[on_y].ravel()]).mean()
+    return on / np.concatenate([dx[:, ~on_x].ravel(), dy[~on_y].ravel()]).mean()
+
+
+@pytest.mark.parametrize("codec, quality, least", [("h264", 40, 1.5), ("hevc", 40, 1.0), ("vp9", 63, 1.1),
+                                                   ("mpeg4", 20, 2.0), ("mpeg2", 20, 2.0)])
+def test_video_codec_blocks_lie_on_the_8_pixel_grid(codec, quality, least):
+    clean = smooth_u8(64, 64, seed=2).astype(np.float32) / 255
+    out = d.video_codec(clean, codec, quality)
+    on_grid = error_steps(out, clean, period=8)
+    # HEVC's and VP9's in-loop filters smooth their block edges most (hence the lower bounds)
+    assert on_grid > least
+    assert on_grid > error_steps(out, clean, period=4, offset=2)  # lines inside the 4x4 blocks
+
+
+def test_video_codec_odd_sizes_motion_and_repeatability():
+    clean = image(15, 11, seed=3)
+    for codec in d.VIDEO_CODECS:
+        a = d.video_codec(clean, codec, d.VIDEO_CODECS[codec][3][0] + 10)
+        b = d.video_codec(clean, codec, d.VIDEO_CODECS[codec][3][0] + 10)
+        assert a.shape == clean.shape and np.array_equal(a, b)
+    big = image(48, 48, seed=4)
+    intra = d.video_codec(big, "h264", 30)
+    clip = d.video_codec(big, "h264", 30, motion=((1.5, -0.5), (0.5, 1.0)))
+    assert clip.shape == big.shape and not np.array_equal(intra, clip)  # coded from the shifted frames
+    assert np.array_equal(clip, d.video_codec(big, "h264", 30, motion=((1.5, -0.5), (0.5, 1.0))))
+    with pytest.raises(ValueError, match="crf"):
+        d.video_codec(big, "h264", 52)
+    with pytest.raises(ValueError, match="unknown video codec"):
+        d.video_codec(big, "av1", 30)
+
+
+def test_robust_video_preset_mixes_jpeg_and_video_codecs(monkeypatch):
+    calls = []
+    real = d.video_codec
+
+    def spy(img, codec, quality, **kwargs):
+        calls.append((codec, quality, kwargs["speed"], kwargs["motion"] is not None))
+        return real(img, codec, quality, **kwargs)
+
+    monkeypatch.setattr(d, "video_codec", spy)
+    hr = image(64, 64)
+    clean = d.matlab_downscale(hr, 4)
+    pipeline = d.PRESETS["robust_video"]
+    outs = [d.degrade(hr, scale=4, rng=np.random.default_rng([5, i]), pipeline=pipeline) for i in range(200)]
+    share_clean = np.mean([np.array_equal(o, clean) for o in outs])
+    assert 0.15 < share_clean < 0.35
+    codecs = [c[0] for c in calls]
+    assert set(codecs) == set(d.VIDEO_CODECS)  # every codec drawn
+    assert 0.35 < len(calls) / 150 < 0.8  # video in 6 of 10 degraded samples, JPEG in the rest
+    assert all(pipeline.first.codec_quality[c][0] <= q <= pipeline.first.codec_quality[c][1] for c, q, _, _ in calls)
+    assert 0.15 < np.mean([m for *_, m in calls]) < 0.5  # a third coded as the last frame of a clip
+    assert len({s for c, _, s, _ in calls if c == "h264"}) > 2
+    again = d.degrade(hr, scale=4, rng=np.random.default_rng([5, 7]), pipeline=pipeline)
+    assert np.array_equal(again, outs[7])
+    assert pipeline.video_codecs == tuple(d.VIDEO_CODECS) and d.PRESETS["robust"].video_codecs == ()
+
+
+def test_jpeg_only_presets_draw_no_codec():
+    # robust and robust_jpeg draw no codec choice: the same generator gives what it gave before codecs
+    stage = d.PRESETS["robust"].first
+    rng_a, rng_b = np.random.default_rng(1), np.random.default_rng(1)
+    img = image(16, 16)
+    out = d._jpeg(img, rng_a, stage)
+    assert np.array_equal(out, d.jpeg(img, int(rng_b.integers(stage.jpeg_range[0], stage.jpeg_range[1] + 1))))
+    assert rng_a.random() == rng_b.random()
+    with pytest.raises(ValueError, match="unknown compressions"):
+        d.Stage(codec_probs={"av1": 1.0})
+    with pytest.raises(ValueError, match="quality range"):
+        d.Stage(codec_quality={"h264": (10, 60)})
+
+
+def test_codec_degrade_specs():
+    from sr_cli.evaluate import bicubic_downscale
+    from sr_cli.metrics import blockiness
+    assert d.parse_degrade_spec("h264:18-30").ops == (("h264", 18.0, 30.0),)
+    assert [op for op, _, _ in d.parse_degrade_spec("blur:1-1+hevc:20+vp9:30-50+mpeg4:4-8+mpeg2:2").ops] == \
+        ["blur", "hevc", "vp9", "mpeg4", "mpeg2"]
+    for bad in ("h264:18-52", "vp9:10-64", "mpeg4:0-8", "h265:20-30", "h264:30-18"):
+        with pytest.raises(ValueError):
+            d.parse_degrade_spec(bad)
+    hr = np.repeat(np.repeat(smooth_u8(64, 64), 2, 0), 2, 1)
+    lr = bicubic_downscale(hr, 2)
+    spec = d.parse_degrade_spec("h264:40-45")
+    a = spec.apply(hr, lr, scale=2, rng=np.random.default_rng([0, 5]))
+    assert np.array_equal(a, spec.apply(hr, lr, scale=2, rng=np.random.default_rng([0, 5])))
+    assert a.dtype == np.uint8 and a.shape == lr.shape and not np.array_equal(a, lr)
+    mild, harsh = (d.parse_degrade_spec(f"h264:{q}").apply(hr, lr, scale=2, rng=np.random.default_rng(0))
+                   for q in (18, 45))
+    assert psnr(mild / 255, lr / 255) > psnr(harsh / 255, lr / 255)
+    assert blockiness(harsh, scale=1) > blockiness(lr, scale=1)
+    grey = d.parse_degrade_spec("mpeg2:10").apply(hr[..., 0], lr[..., 0], scale=2, rng=np.random.default_rng(0))
+    assert grey.shape == lr.shape[:2] and grey.dtype == np.uint8
+    odd = d.parse_degrade_spec("vp9:50").apply(hr[:62, :58], lr[:31, :29], scale=2, rng=np.random.default_rng(0))
+    assert odd.shape == (31, 29, 3)
+
+
+def test_without_pyav_codecs_name_the_extra(monkeypatch):
+    import sys
+    from sr_cli.training.config import TrainConfig
+    monkeypatch.setitem(sys.modules, "av", None)  # import av fails, find_spec gives None
+    with pytest.raises(ValueError, match=r'sr-cli\[video\]'):
+        d.video_codec(image(16, 16), "h264", 23)
+    with pytest.raises(ValueError, match=r'sr-cli\[video\]'):
+        d.parse_degrade_spec("jpeg:30+h264:18-30")
+    with pytest.raises(ValueError, match=r'robust_video .*sr-cli\[video\]'):
+        TrainConfig(arch="litesr", scale=2, data=["x"], out="y", degradation="robust_video")
+    TrainConfig(arch="litesr", scale=2, data=["x"], out="y", degradation="robust")  # JPEG needs no PyAV
+    d.parse_degrade_spec("jpeg:30")
+
+
+def test_compressed_preset_only_compresses(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("compressed neither blurs nor adds noise")
+
+    monkeypatch.setattr(d, "blur", refuse)
+    monkeypatch.setattr(d, "_noise", refuse)
+    hr = image(64, 64)
+    clean = d.matlab_downscale(hr, 4)
+    outs = [d.degrade(hr, scale=4, rng=np.random.default_rng([6, i]), pipeline=d.PRESETS["compressed"])
+            for i in range(100)]
+    assert 0.18 < np.mean([np.array_equal(o, clean) for o in outs]) < 0.42  # clean_prob 0.3
+    assert d.PRESETS["compressed"].video_codecs == tuple(d.VIDEO_CODECS)

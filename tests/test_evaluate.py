@@ -248,3 +248,16 @@ def test_cli_degrade_reports_blockiness(dataset):
     result = runner.invoke(eval_command, [str(dataset), "-s", "2", "--degrade", "sharpen:1-2"])
     # #31: checked when parsed, a usage error (exit 2)
     assert result.exit_code == 2 and "bad degradation" in result.output and "Traceback" not in result.output
+
+
+def test_degrade_with_a_video_codec(dataset):
+    runner = CliRunner()
+    args = [str(dataset), "-s", "2", "--degrade", "blur:0.5-1+h264:30-40", "--seed", "1", "--json"]
+    first, second = (runner.invoke(eval_command, args) for _ in range(2))
+    assert first.exit_code == 0, first.output
+    assert json.loads(first.stdout)["results"] == json.loads(second.stdout)["results"]  # reproducible
+    clean = evaluate([dataset], scale=2, models=["bicubic"]).scores["bicubic"]["Tiny"]
+    coded = json.loads(first.stdout)["results"]["bicubic"]["Tiny"]
+    assert coded["psnr"] < clean.psnr and coded["blockiness"] > 0
+    result = runner.invoke(eval_command, [str(dataset), "-s", "2", "--degrade", "h264:10-60"])
+    assert result.exit_code == 2 and "0 <= LO <= HI <= 51" in result.output  # checked when parsed

@@ -52,6 +52,13 @@ def test_block_edge_loss_trains_on_block_aligned_jpeg_patches(images, tmp_path):
             config(images, tmp_path / "bad", patch=patch, loss={"l1": 1.0, "block_edge": 1.0})
 
 
+def test_robust_video_trains_with_block_edge(images, tmp_path):
+    run = train(config(images, tmp_path / "run", iters=2, patch=16, degradation="robust_video",
+                       loss={"l1": 1.0, "block_edge": 1.0}), on_log=lambda r: None)
+    assert len([r for r in read_log(run) if "loss" in r]) == 2
+    assert read_metadata(run / "model.safetensors")["degradation"] == "robust_video"
+
+
 def test_resume_is_exact(images, tmp_path):
     straight = train(config(images, tmp_path / "a", save_every=4), on_log=lambda r: None)
 

@@ -54,8 +54,10 @@ def _degrade_spec(ctx, param, value):
               help="Pixels left out on each side before scoring [default: the scale].")
 @click.option("--degrade", metavar="SPEC", default=None, callback=_degrade_spec,
               help="Degrade the bicubic LR inputs, reproducibly: OP:LO-HI joined by '+', applied in order "
-                   "(blur:SIGMA in LR pixels, noise:SIGMA on 0-255, jpeg:QUALITY), e.g. jpeg:25-55 or "
-                   "blur:0.4-1.6+noise:1-8+jpeg:40-85; or a training preset (realesrgan, robust) run on the HR image.")
+                   "(blur:SIGMA in LR pixels, noise:SIGMA on 0-255, jpeg:QUALITY; one intra frame of a video codec, "
+                   "yuv420p: h264, hevc, vp9:CRF, mpeg4, mpeg2:QSCALE, needs the video extra), e.g. jpeg:25-55, "
+                   "h264:18-30 or blur:0.4-1.6+noise:1-8+jpeg:40-85; or a training preset (realesrgan, robust, "
+                   "robust_video) run on the HR image.")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed of --degrade's random draws (each image's generator also takes its dataset and name).")
 @inference_options(tile="0")

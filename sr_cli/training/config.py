@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import importlib.util
 import json
 import math
 from dataclasses import dataclass, field
@@ -112,7 +113,8 @@ class TrainConfig:
         {"l1": 1.0}, help="Loss term NAME=WEIGHT: l1, mse, charbonnier, gradient (L1 of neighbour differences: "
                           "penalises kept block edges), ssim (1 - SSIM of Y, as sr eval scores), "
                           "block_edge (gradient on the lines of the LR's 8x8 JPEG grid only, for degradations "
-                          "that compress at the LR size: robust, robust_jpeg; patch a multiple of 8), "
+                          "that compress at the LR size: robust, robust_jpeg, robust_video, compressed; patch a multiple "
+                          "of 8), "
                           "perceptual (needs --vgg-weights), kl (vae), "
                           "and with --gan: gan (= --gan-weight), feature_matching; repeat or comma-separate.",
         form="losses", multiple=True, fixed=True)
@@ -122,7 +124,10 @@ class TrainConfig:
     degradation: str = option(
         "bicubic", help="How LR patches are made: MATLAB bicubic, or a random real-world pipeline (blur, resize, "
                         "noise, JPEG): robust (what the default models learn: a quarter clean, the rest blurred, "
-                        "noised and JPEG-compressed at the LR size), robust_jpeg (the same with JPEG quality 15-60), realesrgan (two rounds, as Real-ESRGAN) or "
+                        "noised and JPEG-compressed at the LR size), robust_jpeg (the same with JPEG quality 15-60), "
+                        "robust_video (robust with JPEG or video codecs: H.264, HEVC, VP9, MPEG-4, MPEG-2; needs "
+                        "the video extra), compressed (robust_video without blur and noise, 3 in 10 clean: what the fast "
+                        "models learn), realesrgan (two rounds, as Real-ESRGAN) or "
                         "simple (one milder round).", choices=DEGRADATIONS, fixed=True)
     scale_aug: list[float] = option(
         [], help="Scale augmentation: add a copy of every HR image shrunk by each factor (MATLAB bicubic), "
@@ -240,7 +245,10 @@ class TrainConfig:
                 raise ValueError("the perceptual loss needs VGG19 weights: a torchvision vgg19 state dict "
                                  "(vgg_weights / --vgg-weights); nothing is downloaded")
         if self.degradation != "bicubic":
-            get_pipeline(self.degradation)
+            codecs = get_pipeline(self.degradation).video_codecs
+            if codecs and importlib.util.find_spec("av") is None:
+                raise ValueError(f"the {self.degradation} degradation encodes with video codecs "
+                                 f"({', '.join(codecs)}) through PyAV: pip install \"sr-cli[video]\"")
         if self.amp is not None and self.amp not in AMP_CHOICES:
             raise ValueError(f"unknown amp precision {self.amp!r} ({', '.join(AMP_CHOICES)})")
 
