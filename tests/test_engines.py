@@ -275,3 +275,18 @@ def test_bench_times_both_engines_in_one_run(weights_dir, onnx_pair, monkeypatch
     rows = json_module.loads(result.output)["results"]
     assert [(r["engine"], r["precision"]) for r in rows] == [("torch", "fp32"), ("onnx", "fp32")]
     assert all(r["median_s"] > 0 and r["flops_per_output_pixel"] > 0 for r in rows)
+
+
+def test_export_int8_from_the_command_line(tmp_path):
+    params = {"scale": 2, **TINY_LITESR}
+    save_model(random_net("litesr", **params), tmp_path / "tiny.safetensors", arch="litesr", params=params)
+    images = calibration_images(tmp_path / "calib", count=4, size=160)
+    out = tmp_path / "tiny.int8.onnx"
+    args = ["export", str(out), "-m", str(tmp_path / "tiny.safetensors"), "--int8", "--calibration", str(images),
+            "--check-set", str(images), "--check-set", str(images), "--max-loss", "1", "--max-ssim-loss", "0.1"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert result.output.count("PSNR") == 2 and OnnxEngine(out).precision == "int8"  # one line per check set
+    again = CliRunner().invoke(cli, args)
+    assert again.exit_code != 0 and "exists" in again.output
+    assert CliRunner().invoke(cli, ["export", str(tmp_path / "x.onnx"), "--int8"]).exit_code == 2  # no --calibration

@@ -50,9 +50,10 @@ def convert_command(source, output, overwrite):
 @click.option("--calibration-degrade", metavar="SPEC", default=None,
               help="--int8: also calibrate on degraded LR patches (a --degrade spec of sr eval, e.g. "
                    "jpeg:25-55), for models meant for compressed photos.")
-@click.option("--check-set", type=click.Path(exists=True, path_type=Path),
-              help="--int8: HR images to compare int8 with fp32 on (default: the first 10 calibration "
-                   "images; a held-out set such as Set5 gives an honest figure).")
+@click.option("--check-set", type=click.Path(exists=True, path_type=Path), multiple=True,
+              help="--int8: HR images to compare int8 with fp32 on, a folder (repeat for several: each must "
+                   "be within the limits). Default: the first 10 calibration images; held-out sets such as "
+                   "Set5 and Set14 give honest figures.")
 @click.option("--max-loss", type=click.FloatRange(0), default=0.05, show_default=True,
               help="--int8: refuse to write the file if it loses more PSNR (dB, Y) than this against fp32.")
 @click.option("--max-ssim-loss", type=click.FloatRange(0), default=0.002, show_default=True,
@@ -87,13 +88,14 @@ def export_command(output, model, scale, fmt, opset, check, strength, parent, in
         scale = scales[0]
     if int8:
         from ..quantize import export_int8
-        result = export_int8(resolve_model(model, scale, parent=parent), output, calibration=calibration, check_set=check_set,
+        result = export_int8(resolve_model(model, scale, parent=parent), output, calibration=calibration,
+                             check_set=check_set or None,
                              degrade=calibration_degrade, max_psnr_loss=max_loss, max_ssim_loss=max_ssim_loss,
                              overwrite=overwrite, progress=lambda text: click.echo(text, err=True))
-        c = result["check"]
-        click.echo(f"{model} x{scale} -> {output} (int8 ONNX, {result['bytes'] / 1e6:.2f} MB); against fp32 on "
-                   f"{c.images} images: PSNR {c.int8_psnr:.3f} vs {c.fp32_psnr:.3f} dB (-{c.psnr_loss:.3f}), "
-                   f"SSIM {c.int8_ssim:.4f} vs {c.fp32_ssim:.4f} (-{c.ssim_loss:.4f})")
+        click.echo(f"{model} x{scale} -> {output} (int8 ONNX, {result['bytes'] / 1e6:.2f} MB); against fp32: "
+                   + "; ".join(f"{c.images} images PSNR {c.int8_psnr:.3f} vs {c.fp32_psnr:.3f} dB "
+                               f"(-{c.psnr_loss:.3f}), SSIM {c.int8_ssim:.4f} vs {c.fp32_ssim:.4f} "
+                               f"(-{c.ssim_loss:.4f})" for c in result["checks"]))
         return
     from ..export import export_model
     result = export_model(resolve_model(model, scale, parent=parent), output, fmt=fmt, opset=opset, check=check,
