@@ -214,18 +214,20 @@ def _set_metadata(path: Path, info: dict[str, str]) -> None:
 
 
 def check_int8(fp32: Path, int8: Path, files: list[Path], scale: int) -> Int8Check:
-    """Mean PSNR/SSIM (Y, border = scale, MATLAB convention) of both files on ``files``' bicubic LR."""
+    """Mean PSNR/SSIM of both files on ``files``, exactly as ``sr eval`` scores them (mod-crop,
+    MATLAB-bicubic LR, grey kept grey, Y channel, border = scale, MATLAB convention)."""
     from .engines.onnx_engine import OnnxEngine
+    from .evaluate import _read_image, bicubic_downscale, run_model
     from .metrics import calculate_psnr, calculate_ssim
-    from .upscale import Upscaler
-    runs = {name: Upscaler([OnnxEngine(path)], scale=scale, tile=None) for name, path in
-            (("fp32", fp32), ("int8", int8))}
-    scores = {name: ([], []) for name in runs}
+    from .resize import modcrop
+    engines = {"fp32": OnnxEngine(fp32), "int8": OnnxEngine(int8)}
+    scores = {name: ([], []) for name in engines}
+    kwargs = dict(crop_border=scale, test_y_channel=True, convention="matlab")
     for path in files:
-        hr, lr = _hr_lr(path, scale)
-        for name, upscaler in runs.items():
-            sr = upscaler(lr)
-            kwargs = dict(crop_border=scale, test_y_channel=True)
+        hr = modcrop(_read_image(path), scale)
+        lr = bicubic_downscale(hr, scale)
+        for name, engine in engines.items():
+            sr = run_model(engine, lr, tile=None, overlap=16)
             scores[name][0].append(calculate_psnr(sr, hr, **kwargs))
             scores[name][1].append(calculate_ssim(sr, hr, **kwargs))
     mean = {name: (float(np.mean(p)), float(np.mean(s))) for name, (p, s) in scores.items()}
