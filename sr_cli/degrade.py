@@ -161,6 +161,7 @@ def load_av():
 
 
 _CODEC_MIN_SIDE = 32
+_HEVC_MIN_SIDE = 64
 
 
 def _shifted(img: np.ndarray, dx: float, dy: float) -> np.ndarray:
@@ -176,7 +177,7 @@ def video_codec(img: np.ndarray, codec: str, quality: int, *, speed: Optional[st
     quantiser (mpeg4, mpeg2); ``speed`` the x264/x265 preset or VP9's cpu-used (default: the
     encoder's default). ``motion``: (dx, dy) shifts of frames encoded before ``img`` itself, which is
     then the last frame of the clip, coded from them; None: one intra frame. Odd sides are padded
-    (edge pixels repeated) to even for the 4:2:0 chroma, small ones to 32, and cropped back. One thread, so the same
+    (edge pixels repeated) to even for the 4:2:0 chroma, small ones to 32 (64 for HEVC), and cropped back. One thread, so the same
     input gives the same output."""
     from fractions import Fraction
     if codec not in VIDEO_CODECS:
@@ -188,9 +189,11 @@ def video_codec(img: np.ndarray, codec: str, quality: int, *, speed: Optional[st
     if img.ndim != 3 or img.shape[2] != 3:
         raise ValueError(f"expected an HWC RGB image, got shape {img.shape}")
     h, w = img.shape[:2]
-    # even sides for 4:2:0, and at least _CODEC_MIN_SIDE (x265 refuses frames under 16 pixels);
+    # even sides for 4:2:0, and at least _CODEC_MIN_SIDE (x265 refuses frames under 16 pixels, and
+    # corrupts the heap on clips of frames under its 64-pixel CTU, e.g. 3 frames of 48x48);
     # padding on the bottom and right leaves the block grid where it was
-    pad = ((0, max(h + h % 2, _CODEC_MIN_SIDE) - h), (0, max(w + w % 2, _CODEC_MIN_SIDE) - w), (0, 0))
+    least = _HEVC_MIN_SIDE if codec == "hevc" else _CODEC_MIN_SIDE
+    pad = ((0, max(h + h % 2, least) - h), (0, max(w + w % 2, least) - w), (0, 0))
     frames = [_shifted(img, dx, dy) for dx, dy in (motion or ())] + [img]
     frames = [np.pad(to_uint8(np.clip(f, 0.0, 1.0)), pad, mode="edge") for f in frames]
     u8 = frames[-1]
