@@ -46,7 +46,7 @@ NAMED_MODELS: dict[str, dict[int, str]] = {
     "classic": {2: "classic_x2.safetensors", 3: "classic_x3.safetensors", 4: "classic_x4.safetensors"},
     "fast": {2: "fast_x2.safetensors", 3: "fast_x3.safetensors", 4: "fast_x4.safetensors"},
     # fast's network trained on JPEG- and video-codec-compressed inputs: frames of compressed video.
-    "fast-video": {2: "fast-video_x2.safetensors", 4: "fast-video_x4.safetensors"},
+    "fast-video": {2: "fast-video_x2.safetensors", 3: "fast-video_x3.safetensors", 4: "fast-video_x4.safetensors"},
     "photo": {4: "photo_x4.safetensors"},
 }
 BASELINES = ("bicubic", "lanczos")
