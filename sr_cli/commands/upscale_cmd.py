@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from ..errors import friendly_errors
-from .options import blend_options, inference_options
+from .options import blend_options, inference_options, scale_factor
 
 FORMATS = ["same", "png", "jpg", "webp", "tiff", "bmp"]
 
@@ -20,7 +20,7 @@ FORMATS = ["same", "png", "jpg", "webp", "tiff", "bmp"]
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
 @click.option("-o", "--output", type=click.Path(path_type=Path),
               help="Output file (one input), or folder (created if missing). Default: beside each input.")
-@click.option("-s", "--scale", type=float, default=4.0, show_default=True,
+@click.option("-s", "--scale", type=float, default=4.0, show_default=True, callback=scale_factor,
               help="Upscaling factor: 2, 3, 4 run a model natively; any other factor > 1 runs the best "
                    "native model(s) and resizes to exactly round(size x scale).")
 @click.option("-m", "--model", default="default", show_default=True,
@@ -88,7 +88,6 @@ def upscale_command(inputs, output, scale, model, strength, parent, engine, devi
     # imported, so a mistake costs a fraction of a second.
     if skip_existing and overwrite:
         raise click.UsageError("--skip-existing and --overwrite exclude each other")
-    check_scale_option(scale)
     pixel_limit = parse_max_pixels(max_pixels)
     from ..video import VideoOptions, parse_frames
     try:
@@ -153,15 +152,6 @@ def upscale_command(inputs, output, scale, model, strength, parent, engine, devi
     if failed:
         click.echo(f"{len(failed)} of {len(results)} failed", err=True)
         sys.exit(1)
-
-
-def check_scale_option(scale: float) -> None:
-    import math
-    from ..registry import MAX_SCALE
-    if not math.isfinite(scale) or scale <= 1:
-        raise click.BadParameter(f"must be greater than 1, got {scale:g}", param_hint="--scale")
-    if scale > MAX_SCALE:
-        raise click.BadParameter(f"{scale:g} is above the largest supported scale, {MAX_SCALE}", param_hint="--scale")
 
 
 def check_model_option(model: str, scale: float, *, engine: str, device: str, precision: str,
