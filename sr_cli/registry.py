@@ -166,8 +166,8 @@ def native_scales(model: str) -> list[int]:
         return sorted(scales)
     path = _model_file(model)
     if path.suffix.lower() == ".onnx":
-        from .engines.onnx_engine import OnnxEngine
-        return [OnnxEngine(path).scale]
+        from .engines.onnx_engine import open_file
+        return [open_file(path).scale]
     from .foreign import is_ours, native_scale
     if not is_ours(path):  # .pth/.pt/.ckpt, or a .safetensors without our metadata: detected
         return [native_scale(path)]

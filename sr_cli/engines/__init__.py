@@ -89,11 +89,14 @@ def open_engines(model: str, passes: list[int], *, engine: str = "auto", device:
     loaded = {}
     for scale in sorted(set(passes)):
         if kind == "onnx":
-            from .onnx_engine import OnnxEngine
+            from .onnx_engine import OnnxEngine, open_file
             from ..registry import onnx_form
-            path = Path(model) if is_onnx_file(model) else onnx_form(model, scale)
-            loaded[scale] = OnnxEngine(path, name=model if not is_onnx_file(model) else path.name,
-                                       threads=threads)
+            if is_onnx_file(model) and threads is None:
+                loaded[scale] = open_file(model)  # the session native_scales already made and probed
+            else:
+                path = Path(model) if is_onnx_file(model) else onnx_form(model, scale)
+                loaded[scale] = OnnxEngine(path, name=path.name if is_onnx_file(model) else model, threads=threads)
+            path = loaded[scale].path
             if loaded[scale].scale != scale:
                 raise ValueError(f"{path} is a x{loaded[scale].scale} model, asked for x{scale}")
         else:

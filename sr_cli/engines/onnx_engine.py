@@ -9,6 +9,7 @@ library is ever registered, so a file can only use ONNX Runtime's own operators.
 """
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Optional
@@ -153,3 +154,17 @@ def _static_channels(shape) -> int:
         return channels
     return 3
 
+
+
+def open_file(path: str | Path) -> OnnxEngine:
+    """An ``OnnxEngine`` for a ``--model FILE.onnx``, made once per file version: finding a community
+    file's native scale (registry.native_scales) loads and probes it, and the engine that then runs
+    it is the same one, not a second session."""
+    path = Path(path)
+    stat = path.stat()
+    return _open_cached(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=2)
+def _open_cached(path: str, mtime_ns: int, size: int) -> OnnxEngine:
+    return OnnxEngine(path, name=Path(path).name)
