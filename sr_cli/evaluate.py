@@ -34,6 +34,7 @@ import torch
 
 from .imageio import ImageData, STILL_SUFFIXES, read_image, rgb8, write_image
 from .metrics import CONVENTIONS, blockiness, calculate_psnr, calculate_ssim
+from .niqe import niqe as niqe_score
 from .resize import imresize, modcrop
 
 IMAGE_SUFFIXES = tuple(sorted(STILL_SUFFIXES))  # the still formats imageio reads and writes
@@ -49,6 +50,7 @@ class ImageScore:
     psnr: float
     ssim: float
     blockiness: float
+    niqe: Optional[float] = None  # with niqe=True only
 
 
 @dataclass
@@ -71,6 +73,11 @@ class DatasetScore:
     def blockiness(self) -> float:
         return float(np.mean([i.blockiness for i in self.images])) if self.images else float("nan")
 
+    @property
+    def niqe(self) -> Optional[float]:
+        values = [i.niqe for i in self.images if i.niqe is not None]
+        return float(np.mean(values)) if values else None
+
 
 @dataclass
 class EvalReport:
@@ -89,13 +96,16 @@ class EvalReport:
     seed: int = 0
     runs_on: dict[str, str] = field(default_factory=dict)  # model -> "engine precision", e.g. "onnx int8"
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, why) not scored: left out of the means
+    niqe: bool = False  # NIQE scored too
 
     def to_dict(self, *, per_image: bool = False) -> dict:
         def dataset_dict(score: DatasetScore) -> dict:
             out = {"psnr": score.psnr, "ssim": score.ssim, "blockiness": score.blockiness, "images": len(score.images)}
+            if self.niqe:
+                out["niqe"] = score.niqe
             if per_image:
                 out["per_image"] = [{"name": i.name, "psnr": i.psnr, "ssim": i.ssim, "blockiness": i.blockiness}
-                                    for i in score.images]
+                                    | ({"niqe": i.niqe} if self.niqe else {}) for i in score.images]
             return out
 
         return {
@@ -113,7 +123,7 @@ def evaluate(datasets: Sequence[Union[str, Path]], *, scale: int, models: Sequen
              convention: str = "matlab", crop_border: Optional[int] = None, rgb: bool = False,
              device: str = "cpu", engine: str = "torch", precision: str = "auto",
              tile: Optional[int] = None, overlap: int = DEFAULT_OVERLAP,
-             degrade: Optional[str] = None, seed: int = 0,
+             degrade: Optional[str] = None, seed: int = 0, niqe: bool = False,
              progress: Optional[ProgressFn] = None, skip_unscorable: bool = False) -> EvalReport:
     """Score ``models`` on each dataset (a folder of HR images, or one image) at ``scale``.
 
@@ -123,7 +133,9 @@ def evaluate(datasets: Sequence[Union[str, Path]], *, scale: int, models: Sequen
     ``degrade`` (a spec of ``sr_cli.degrade.parse_degrade_spec``, e.g. ``jpeg:25-55``) degrades
     each bicubic LR image with a generator seeded by ``seed`` and the image's dataset and name,
     so the LR set is the same whatever the models or the order; with ``save_dir`` the LR inputs
-    are saved too, as ``lr/<dataset>/<stem>.png``. With ``skip_unscorable`` an image that cannot be
+    are saved too, as ``lr/<dataset>/<stem>.png``. ``niqe`` also scores each output's NIQE
+    (``sr_cli.niqe``: no reference, lower is more natural; the same border left out). With
+    ``skip_unscorable`` an image that cannot be
     scored (unreadable, too small for the scale, no LR partner) is listed in ``report.skipped`` and
     left out of the means instead of stopping the run (ValueError/OSError).
     """
@@ -162,7 +174,8 @@ def evaluate(datasets: Sequence[Union[str, Path]], *, scale: int, models: Sequen
             try:
                 image_scores = _score_one(path, label, lr_files=lr_files, lr_folder=lr_folder, scale=scale,
                                           spec=spec, seed=seed, save_dir=save_dir, loaded=loaded, tile=tile,
-                                          overlap=overlap, crop_border=crop_border, rgb=rgb, convention=convention)
+                                          overlap=overlap, crop_border=crop_border, rgb=rgb, convention=convention,
+                                          with_niqe=niqe)
             except (ValueError, OSError) as exc:  # this file cannot be scored: named, left out, the rest go on
                 if not skip_unscorable:
                     raise
@@ -180,11 +193,13 @@ def evaluate(datasets: Sequence[Union[str, Path]], *, scale: int, models: Sequen
                                  + (f", then {spec.text} (seed {seed})" if spec is not None else "")),
                       models=models, datasets=labels, scores=scores, seconds=time.perf_counter() - started,
                       degrade=spec.text if spec is not None else None, seed=int(seed),
-                      runs_on={name: f"{e.name} {e.precision}" for name, e in loaded.items()}, skipped=skipped)
+                      runs_on={name: f"{e.name} {e.precision}" for name, e in loaded.items()}, skipped=skipped,
+                      niqe=niqe)
 
 
 def _score_one(path: Path, label: str, *, lr_files, lr_folder, scale: int, spec, seed: int, save_dir, loaded: dict,
-               tile, overlap: int, crop_border: int, rgb: bool, convention: str) -> dict[str, ImageScore]:
+               tile, overlap: int, crop_border: int, rgb: bool, convention: str,
+               with_niqe: bool = False) -> dict[str, ImageScore]:
     """Every model's score on one HR image; ValueError/OSError when it cannot be scored (too small for
     the scale, unreadable, no LR partner...)."""
     hr = _read_image(path)
@@ -212,7 +227,8 @@ def _score_one(path: Path, label: str, *, lr_files, lr_folder, scale: int, spec,
         kwargs = dict(crop_border=crop_border, test_y_channel=not rgb, convention=convention)
         found[name] = ImageScore(
             name=path.name, psnr=calculate_psnr(sr, hr, **kwargs), ssim=calculate_ssim(sr, hr, **kwargs),
-            blockiness=blockiness(sr, scale=scale))
+            blockiness=blockiness(sr, scale=scale),
+            niqe=niqe_score(sr, crop_border=crop_border) if with_niqe else None)
     return found
 
 
