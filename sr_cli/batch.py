@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Optional
 
 from . import imageio
-from .errors import display
+from .errors import display, first_line
 from .video import VIDEO_SUFFIXES, WRITABLE_VIDEO_SUFFIXES, is_video
 
 READABLE_SUFFIXES = imageio.READABLE_SUFFIXES | VIDEO_SUFFIXES
@@ -441,19 +441,5 @@ def _failure(job: Job, exc: BaseException, existing: str) -> Result:
         return Result(str(job.source), str(job.destination), "failed",
                       f"{display(job.destination)} exists (written meanwhile by another run; "
                       "use --overwrite or --skip-existing)")
-    return Result(str(job.source), str(job.destination), "failed", _one_line(exc, job))
-
-
-def _one_line(exc: BaseException, job: Optional[Job] = None) -> str:
-    """The reason a job failed, as one printable line, without repeating the input's name
-    (the report names it)."""
-    if isinstance(exc, MemoryError):
-        return "out of memory (try a smaller --tile)"
-    text = str(exc).strip()
-    if job is not None:
-        for name in (str(job.source), str(job.destination)):
-            if text.startswith(name + ": "):
-                text = text[len(name) + 2:]
-            text = text.replace(name, display(name))
-    lines = text.splitlines()
-    return display(lines[0].strip()) if lines else type(exc).__name__
+    return Result(str(job.source), str(job.destination), "failed",
+                  first_line(exc, names=(str(job.source), str(job.destination))))

@@ -159,6 +159,7 @@ def _range_start(response) -> Optional[int]:
 
 
 def file_sha256(path: str | Path) -> str:
+    """The hex sha256 of the file at ``path``, read in blocks (weights and datasets run to GBs)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(CHUNK), b""):

@@ -10,6 +10,7 @@ import functools
 import os
 import signal
 import sys
+from typing import Optional, Sequence
 
 import click
 
@@ -31,12 +32,22 @@ def display(text) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
 
 
-def one_line(exc: BaseException) -> str:
+def first_line(exc: BaseException, limit: Optional[int] = None, *, names: Sequence[str] = ()) -> str:
+    """``exc``'s message as one printable line of at most ``limit`` characters: its first line, or
+    the exception's type where the message is empty. A first line that ends in ':' only announces
+    the lines below (torch's "Error(s) in loading state_dict for ...:"), so they are joined onto it.
+    ``names`` are file names the caller's report shows already: a leading "NAME: " is dropped, and
+    a name holding a newline does not cut the line. An out-of-memory error says what to try."""
     if isinstance(exc, MemoryError):
         return "out of memory (try a smaller --tile, or a smaller job)"
     text = str(exc).strip()
-    first = text.splitlines()[0].strip() if text else ""
-    return display(first) or type(exc).__name__
+    for name in names:
+        if text.startswith(name + ": "):
+            text = text[len(name) + 2:]
+        text = text.replace(name, display(name))
+    lines = [line.strip() for line in text.splitlines()]
+    line = " ".join(lines) if lines and lines[0].endswith(":") else (lines[0] if lines else "")
+    return display(line)[:limit] or type(exc).__name__
 
 
 def friendly_errors(command=None, *, on_interrupt: str = ""):
@@ -67,7 +78,7 @@ def friendly_errors(command=None, *, on_interrupt: str = ""):
         except Exception as exc:
             if os.environ.get("SR_DEBUG"):
                 raise
-            raise click.ClickException(one_line(exc)) from None
+            raise click.ClickException(first_line(exc)) from None
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)

@@ -23,7 +23,6 @@ they do not support half precision); otherwise one line names the formats we sup
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any, Optional
@@ -33,6 +32,7 @@ import torch.nn as nn
 
 from .archs import ARCHS, build_arch
 from .archs.descriptor import Recognised, StateDict, Unmappable
+from .download import file_sha256
 from .model import SRModel
 from .weights import read_state_dict
 
@@ -144,11 +144,6 @@ def _unrecognised(path: Path, reason: str) -> str:
     what = reason or "no known key layout"
     return (f"{path}: unrecognised model ({what}); supported: {SUPPORTED}; "
             "other architectures load when spandrel is installed (pip install spandrel)")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 # ---------------------------------------------------------------------------
@@ -270,16 +265,8 @@ def convert(source: str | Path, destination: str | Path, *, overwrite: bool = Fa
             raise ValueError(_unrecognised(source, reason))
         net, arch, params, layout = build(found, source), found.arch, found.params, found.layout
     extra.update({"converted_from": source.name, "source_format": layout,
-                  "source_sha256": _sha256(source)})
+                  "source_sha256": file_sha256(source)})
     save_model(net, destination, arch=arch, params=params, extra=extra)
     return {"source": str(source), "output": str(destination), "arch": arch, "scale": int(params["scale"]),
             "params": params, "source_format": layout,
             "parameters": sum(p.numel() for p in net.parameters())}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -31,6 +31,7 @@ from safetensors.torch import save_file
 
 from .archs import build_arch
 from .atomic import atomic_path
+from .errors import first_line
 from .model import SRModel
 
 FORMAT = "sr-cli/1"
@@ -58,7 +59,7 @@ def read_metadata(path: str | Path) -> dict[str, str]:
         with safe_open(str(path), framework="pt") as handle:
             return dict(handle.metadata() or {})
     except Exception as exc:  # safetensors' own error type is not a ValueError
-        raise ValueError(f"{path}: not a readable safetensors file ({_first_line(exc)})") from None
+        raise ValueError(f"{path}: not a readable safetensors file ({first_line(exc, 200)})") from None
 
 
 def load_model(path: str | Path, *, name: str = "") -> SRModel:
@@ -68,7 +69,7 @@ def load_model(path: str | Path, *, name: str = "") -> SRModel:
     try:
         handle_context = safe_open(str(path), framework="pt")
     except Exception as exc:
-        raise ValueError(f"{path}: not a readable safetensors file ({_first_line(exc)})") from None
+        raise ValueError(f"{path}: not a readable safetensors file ({first_line(exc, 200)})") from None
     with handle_context as handle:
         metadata = dict(handle.metadata() or {})
         if "arch" not in metadata or "params" not in metadata:
@@ -83,7 +84,7 @@ def load_model(path: str | Path, *, name: str = "") -> SRModel:
             header = {key: (tuple(handle.get_slice(key).get_shape()), handle.get_slice(key).get_dtype())
                       for key in handle.keys()}
         except Exception as exc:
-            raise ValueError(f"{path}: not a readable safetensors file ({_first_line(exc)})") from None
+            raise ValueError(f"{path}: not a readable safetensors file ({first_line(exc, 200)})") from None
         _check_params_fit(params, header, path)
         try:
             with torch.device("meta"):  # the network's shapes, without allocating it
@@ -96,7 +97,7 @@ def load_model(path: str | Path, *, name: str = "") -> SRModel:
         try:
             tensors = {key: handle.get_tensor(key) for key in header}
         except Exception as exc:
-            raise ValueError(f"{path}: its tensor data cannot be read ({_first_line(exc)})") from None
+            raise ValueError(f"{path}: its tensor data cannot be read ({first_line(exc, 200)})") from None
     check_finite(tensors, path)
     net = build_arch(metadata["arch"], **params)
     net.load_state_dict(tensors, strict=True)
@@ -121,7 +122,7 @@ def read_state_dict(path: str | Path, *, supported: str = "") -> tuple[dict[str,
         try:
             obj: object = load_file(str(path), device="cpu")
         except Exception as exc:
-            raise ValueError(f"{path}: not a readable safetensors file ({_first_line(exc)})") from None
+            raise ValueError(f"{path}: not a readable safetensors file ({first_line(exc, 200)})") from None
     elif suffix in TORCH_SUFFIXES:
         try:
             with warnings.catch_warnings():
@@ -134,11 +135,11 @@ def read_state_dict(path: str | Path, *, supported: str = "") -> tuple[dict[str,
                                  "unpickling it could run code; convert it to .safetensors where you trust "
                                  "the file") from None
             detail = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", str(exc))
-            raise ValueError(f"{path}: cannot be read as plain weights ({detail[1] if detail else _first_line(exc)}: "
+            raise ValueError(f"{path}: cannot be read as plain weights ({detail[1] if detail else first_line(exc, 200)}: "
                              "a raw pickle, or a damaged file); if you trust it, convert it to "
                              ".safetensors") from None
         except Exception as exc:
-            raise ValueError(f"{path}: not a readable PyTorch file ({_first_line(exc)})") from None
+            raise ValueError(f"{path}: not a readable PyTorch file ({first_line(exc, 200)})") from None
     else:
         raise ValueError(f"{path}: unsupported file type {suffix or '(none)'!r}; "
                          "model files are .safetensors, .pth, .pt or .ckpt")
@@ -221,8 +222,3 @@ def _check_params_fit(params: dict, header: Mapping[str, tuple], path: Path) -> 
             if abs(number) > limit:
                 raise ValueError(f"{path}: its params ask for {key}={number}, more than any tensor in the "
                                  f"file holds (largest dimension or tensor count: {bound}); not a usable model")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return " ".join(text.splitlines()[0].split())[:200] if text else type(exc).__name__

@@ -295,7 +295,7 @@ def _clock(seconds: float) -> str:
 
 
 def _upscale_stream(upscaler, fmt, quality):
-    from ..imageio import ImageData, encode_image, read_image
+    from ..imageio import ImageData, canonical_format, encode_image, read_image
     data = sys.stdin.buffer.read()
     if not data:
         raise click.ClickException("no image data on stdin")
@@ -305,10 +305,12 @@ def _upscale_stream(upscaler, fmt, quality):
     except AnimatedImage as exc:
         raise click.ClickException(f"stdin holds {exc.frames} frames: give an animation as a file "
                                    "(sr upscale anim.gif)") from None
-    out_format = (image.source_format or "png").lower() if fmt == "same" else fmt
-    out_format = {"jpeg": "jpg", "tif": "tiff"}.get(out_format, out_format)
-    if out_format not in FORMATS:
-        out_format = "png"
+    out_format = fmt
+    if fmt == "same":
+        try:
+            out_format = canonical_format(image.source_format or "png")
+        except ValueError:  # a format written only as an animation (GIF): PNG keeps every pixel
+            out_format = "png"
     from ..provenance import make
     result = ImageData(pixels=upscaler(image.pixels), icc_profile=image.icc_profile, exif=image.exif,
                        source_format=image.source_format,

@@ -17,7 +17,7 @@ from typing import Optional
 import numpy as np
 
 from ..device import available_memory
-from ..errors import one_line
+from ..errors import first_line
 from ..tiling import CPU_TILE_CAP, auto_tile
 
 # An input up to 512 pixels a side runs as one tile: 8% faster than in 256-pixel tiles (docs/benchmarks.md,
@@ -47,7 +47,7 @@ class OnnxEngine:
             self.session = ort.InferenceSession(str(self.path), sess_options=options,
                                                 providers=["CPUExecutionProvider"])
         except Exception as exc:  # ONNX Runtime's own exception types, whatever the file's fault
-            raise ValueError(f"{self.path}: ONNX Runtime cannot load it: {one_line(exc)}") from None
+            raise ValueError(f"{self.path}: ONNX Runtime cannot load it: {first_line(exc)}") from None
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1 or len(outputs) < 1 or len(inputs[0].shape) != 4 or len(outputs[0].shape) != 4:
             raise ValueError(f"{self.path}: not an image-to-image model (needs one N x C x H x W input and "
@@ -83,7 +83,7 @@ class OnnxEngine:
             try:
                 y = self.session.run([self.output_name], {self.input_name: x})[0]
             except Exception as exc:
-                failure = one_line(exc)
+                failure = first_line(exc)
                 continue
             if y.ndim != 4 or y.shape[1] != self.in_channels:
                 raise ValueError(f"{self.path}: not an image-to-image model ({self.in_channels}-channel "

@@ -19,6 +19,7 @@ import torch.nn as nn
 
 from ..archs import ARCHS
 from ..atomic import atomic_path, write_bytes
+from ..errors import first_line
 from ..foreign import load_any
 from ..weights import check_finite, read_state_dict
 from .config import TrainConfig
@@ -118,15 +119,10 @@ def load_checkpoint(run_dir: Path, *, net: nn.Module, ema: Optional[EMA],
     except ValueError as exc:
         if str(exc).startswith(str(run_dir)):
             raise
-        raise ValueError(f"{run_dir}: the checkpoint cannot be resumed ({_first_line(exc)})") from None
+        raise ValueError(f"{run_dir}: the checkpoint cannot be resumed ({first_line(exc, 300)})") from None
     except Exception as exc:  # safetensors errors, state dicts that do not fit, missing keys
         raise ValueError(f"{run_dir}: the checkpoint cannot be resumed ({type(exc).__name__}: "
-                         f"{_first_line(exc)}); start a new run folder, or restore the files") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text[:300] or type(exc).__name__
+                         f"{first_line(exc, 300)}); start a new run folder, or restore the files") from None
 
 
 def read_checkpoint_state(run_dir: Path) -> dict[str, Any]:
@@ -135,7 +131,7 @@ def read_checkpoint_state(run_dir: Path) -> dict[str, Any]:
     try:
         state = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ValueError(f"{path}: damaged checkpoint state ({_first_line(exc)}); start a new run folder, "
+        raise ValueError(f"{path}: damaged checkpoint state ({first_line(exc, 300)}); start a new run folder, "
                          "or restore the file") from None
     if not isinstance(state, dict) or not isinstance(state.get("step"), int) or not isinstance(state.get("config"), dict):
         raise ValueError(f"{path}: damaged checkpoint state (no step or config); start a new run folder, "
@@ -224,7 +220,7 @@ def load_pretrained(net: nn.Module, config: TrainConfig) -> str:
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        detail = " ".join(str(exc).split())[:200]
+        detail = first_line(exc, 200)
         shown = {k: v for k, v in params.items() if k != "scale"}
         raise ValueError(f"{path} does not fit this {arch} ({detail}); its hyperparameters: {shown}") from None
     return f"generator: {len(state)} tensors from {path}"
