@@ -43,7 +43,7 @@ from torch.utils.data import Dataset, Sampler
 from . import imageio
 from .degrade import Pipeline, degrade, get_pipeline
 from .degrade_presets import JPEG_BLOCK
-from .resize import imresize, modcrop
+from .resize import imresize_uint8, matlab_lr, modcrop
 
 # The formats training folders are read in: only these, so that a folder trains on what it always did.
 _FORMATS = ("png", "jpg", "bmp")
@@ -75,16 +75,6 @@ def read_rgb(path: str | Path) -> np.ndarray:
     return imageio.rgb8(imageio.read_image(path, first_frame=True).pixels)
 
 
-def to_tensor(img: np.ndarray) -> torch.Tensor:
-    """HWC uint8 -> CHW float32 in [0, 1]."""
-    return imageio.to_tensor(img)[0]
-
-
-def quantise(x: torch.Tensor) -> torch.Tensor:
-    """Round float [0, 1] values to the 256 uint8 levels (still float in [0, 1])."""
-    return imageio.round_to_levels(x.mul(255.0)).div_(255.0)
-
-
 def shrink_factors(factors: Iterable[float]) -> tuple[float, ...]:
     """Scale-augmentation factors as floats; each must lie strictly between 0 and 1."""
     checked = tuple(float(f) for f in factors)
@@ -94,14 +84,8 @@ def shrink_factors(factors: Iterable[float]) -> tuple[float, ...]:
 
 
 def shrink(img: np.ndarray, factor: float) -> np.ndarray:
-    """An HWC uint8 image shrunk by ``factor`` with MATLAB bicubic, rounded back to uint8."""
-    small = imresize(torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float(), factor)
-    return np.ascontiguousarray(imageio.round_to_levels(small).to(torch.uint8).numpy().transpose(1, 2, 0))
-
-
-def bicubic_lr(hr: torch.Tensor, scale: int) -> torch.Tensor:
-    """LR of an (N)CHW float HR tensor by MATLAB bicubic, quantised to uint8 levels."""
-    return quantise(imresize(hr, 1.0 / scale))
+    """An HWC uint8 image shrunk by ``factor`` as MATLAB's imresize does uint8 (``resize.imresize_uint8``)."""
+    return imageio.from_tensor(imresize_uint8(imageio.to_tensor(img), factor))
 
 
 class HRPatchDataset(Dataset):
@@ -190,9 +174,9 @@ class HRPatchDataset(Dataset):
         else:
             t0, l0 = max(top - m, 0), max(left - m, 0)
         t1, l1 = min(top + p + m, lr_h), min(left + p + m, lr_w)
-        region = to_tensor(img[t0 * s:t1 * s, l0 * s:l1 * s])
+        region = imageio.to_tensor(img[t0 * s:t1 * s, l0 * s:l1 * s])[0]
         if self.degradation is None:
-            lr = bicubic_lr(region, s)
+            lr = matlab_lr(region, s)
         else:
             hwc = np.ascontiguousarray(region.permute(1, 2, 0).numpy())
             lr = torch.from_numpy(degrade(hwc, scale=s, rng=np.random.default_rng([self.seed, 2, int(index)]),
@@ -272,6 +256,6 @@ def load_validation(folder: str | Path, *, scale: int) -> list[ValImage]:
     out = []
     for path in paths:
         hr = modcrop(read_rgb(path), scale)
-        lr = bicubic_lr(to_tensor(hr), scale).unsqueeze(0)
+        lr = matlab_lr(imageio.to_tensor(hr), scale)
         out.append(ValImage(path.stem, lr, hr))
     return out

@@ -44,6 +44,7 @@ import torch
 from .degrade_presets import (KERNEL_KINDS, MAX_KERNEL, PRESETS, VIDEO_CODECS, VIDEO_DEFAULT_SPEED,  # noqa: F401
                               VIDEO_SPEEDS, Pipeline, Stage, get_pipeline)
 from .imageio import to_uint8  # float [0, 1] -> uint8: imageio's one rounding
+from .resize import matlab_lr
 
 RESIZE_MODES = {"area": cv2.INTER_AREA, "bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC}
 
@@ -279,12 +280,11 @@ def _jpeg(img: np.ndarray, rng: np.random.Generator, stage: Stage) -> np.ndarray
 
 
 def matlab_downscale(hr: np.ndarray, scale: int) -> np.ndarray:
-    """HWC float32 -> (H // scale, W // scale) by MATLAB bicubic, quantised to uint8 levels: the
-    training data's clean LR (``data.bicubic_lr``) on an HWC array."""
-    from .data import bicubic_lr  # data imports this module
+    """HWC float32 on the uint8 levels -> (H // scale, W // scale) by ``resize.matlab_lr``: the
+    training data's clean LR on an HWC array."""
     h, w = hr.shape[0] // scale, hr.shape[1] // scale
     chw = torch.from_numpy(np.ascontiguousarray(hr[:h * scale, :w * scale])).permute(2, 0, 1)
-    return np.ascontiguousarray(bicubic_lr(chw, scale).permute(1, 2, 0).numpy(), dtype=np.float32)
+    return np.ascontiguousarray(matlab_lr(chw, scale).permute(1, 2, 0).numpy(), dtype=np.float32)
 
 
 def _one_round_at_lr(out: np.ndarray, rng: np.random.Generator, stage: Stage) -> np.ndarray:

@@ -32,10 +32,10 @@ from typing import Callable, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from .imageio import ImageData, STILL_SUFFIXES, read_image, rgb8, write_image
+from .imageio import ImageData, STILL_SUFFIXES, read_image, rgb8, to_tensor, write_image
 from .metrics import CONVENTIONS, blockiness, calculate_psnr, calculate_ssim
 from .niqe import niqe as niqe_score
-from .resize import imresize, modcrop
+from .resize import matlab_lr, matlab_uint8, modcrop
 
 IMAGE_SUFFIXES = tuple(sorted(STILL_SUFFIXES))  # the still formats imageio reads and writes
 DEFAULT_OVERLAP = 16
@@ -233,20 +233,15 @@ def _score_one(path: Path, label: str, *, lr_files, lr_folder, scale: int, spec,
 
 
 def bicubic_downscale(hr: np.ndarray, scale: int) -> np.ndarray:
-    """uint8 HR (HW or HWC, sides multiples of ``scale``) -> uint8 LR, as MATLAB's imresize on uint8.
-
-    Resized on the 0..255 values in float64, then rounded half up and clipped like
-    MATLAB's conversion back to uint8 (the same as resizing [0, 1] and scaling,
-    without the extra rounding steps).
-    """
-    return _quantise(imresize(_to_nchw(hr, torch.float64), 1 / scale), like=hr)
+    """uint8 HR (HW or HWC, sides multiples of ``scale``) -> uint8 LR by ``resize.matlab_lr``."""
+    return _uint8_like(matlab_lr(to_tensor(hr), scale), hr)
 
 
 def run_model(engine, lr: np.ndarray, *, tile: Optional[int], overlap: int) -> np.ndarray:
     """Upscale a uint8 HW/HWC image with an engine (engines/); returns uint8 of the same layout."""
     from .upscale import run_tiled, upscale_tensor
 
-    x = _to_nchw(lr, torch.float32) / 255.0
+    x = to_tensor(lr)
     channels = x.shape[1]
     if engine.name == "torch":
         device = engine.torch_device
@@ -267,7 +262,7 @@ def run_model(engine, lr: np.ndarray, *, tile: Optional[int], overlap: int) -> n
     else:
         raise ValueError(f"model {engine.label!r} takes {engine.in_channels} channels; "
                          f"the image has {channels}")
-    return _quantise(y.double() * 255.0, like=lr)
+    return _uint8_like(y, lr)
 
 
 def match_key(stem: str) -> str:
@@ -280,16 +275,9 @@ def match_key(stem: str) -> str:
         key = shorter
 
 
-def _to_nchw(img: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
-    hwc = img[..., None] if img.ndim == 2 else img
-    return torch.tensor(hwc.transpose(2, 0, 1), dtype=dtype).unsqueeze(0)
-
-
-def _quantise(x: torch.Tensor, *, like: np.ndarray) -> np.ndarray:
-    """1xCxHxW float on the 0..255 scale -> uint8 HWC, or HW if ``like`` is HW. Rounds half up, like
-    MATLAB's uint8() (the literature's convention), not to even as ``imageio.round_to_levels``."""
-    pixels = torch.floor(x.double() + 0.5).clamp_(0, 255).to(torch.uint8)
-    hwc = pixels[0].permute(1, 2, 0).numpy()
+def _uint8_like(x: torch.Tensor, like: np.ndarray) -> np.ndarray:
+    """1xCxHxW float in [0, 1] -> uint8 by ``resize.matlab_uint8``, HWC, or HW if ``like`` is HW."""
+    hwc = matlab_uint8(x.double() * 255.0)[0].permute(1, 2, 0).numpy()
     return hwc[..., 0] if like.ndim == 2 else hwc
 
 

@@ -2,7 +2,7 @@
 
 Pixels are H x W x C numpy arrays, uint8 or uint16, C = 1 grey, 2 grey+alpha,
 3 RGB, 4 RGBA (always 3-D). This is the only module that knows about integer
-pixels and HWC; the core sees NCHW float in [0, 1] (``to_tensor``/``from_tensor_rows``).
+pixels and HWC; the core sees NCHW float in [0, 1] (``to_tensor``/``from_tensor``).
 
 Reading (``read_image``):
   * L, LA, RGB, RGBA stay as they are; "1" -> L; palette -> RGB, or RGBA when it
@@ -61,8 +61,8 @@ from .png import damage as png_damage
 from .provenance import PNG_KEY, xmp as provenance_xmp
 
 __all__ = ["ImageData", "ImageReadError", "AnimatedImage", "read_image", "rgb8", "write_image", "encode_image",
-           "format_from_suffix", "format_suffix",
-           "to_tensor", "from_tensor_rows", "round_to_levels", "to_uint8", "pil_to_pixels", "pixels_to_pil",
+           "format_from_suffix", "format_suffix", "canonical_format",
+           "to_tensor", "from_tensor", "round_to_levels", "to_uint8", "pil_to_pixels", "pixels_to_pil",
            "Animation", "read_animation", "write_animation", "frame_count",
            "FORMAT_SUFFIXES", "ANIMATION_FORMATS", "STILL_SUFFIXES", "WRITABLE_SUFFIXES", "READABLE_SUFFIXES"]
 
@@ -366,10 +366,10 @@ def format_from_suffix(path: Union[str, os.PathLike]) -> str:
 
 def format_suffix(format: str) -> str:
     """The suffix an output in ``format`` (png, jpg/jpeg, webp, tiff/tif, bmp) gets; ValueError otherwise."""
-    return FORMAT_SUFFIXES[_canonical_format(format)][0]
+    return FORMAT_SUFFIXES[canonical_format(format)][0]
 
 
-def _canonical_format(format: str) -> str:
+def canonical_format(format: str) -> str:
     """png, jpg, webp, tiff or bmp for any of their names, any case; ValueError otherwise."""
     fmt = _FORMAT_NAMES.get(format.lower())
     if fmt is None:
@@ -396,7 +396,7 @@ def encode_image(image: ImageData, *, format: str, quality: int = 95) -> bytes:
 
 def _checked_format(image: ImageData, format: str, quality: int) -> str:
     """The canonical format name, once ``image`` is known to fit it (checked before any file is made)."""
-    fmt = _canonical_format(format)
+    fmt = canonical_format(format)
     if not 1 <= quality <= 100:
         raise ValueError(f"quality must be 1-100, got {quality}")
     if fmt in ("jpg", "bmp") and image.has_alpha:
@@ -582,8 +582,9 @@ def to_tensor(pixels: np.ndarray):
     return torch.from_numpy(planes)[None]
 
 
-def from_tensor_rows(rows, dtype) -> np.ndarray:
-    """1 x C x h x W float in [0, 1] (any device) -> h x W x C ``dtype`` (uint8/uint16), rounded and clipped."""
+def from_tensor(rows, dtype=np.uint8) -> np.ndarray:
+    """1 x C x h x W float in [0, 1] (any device; a whole image or a band of its rows) -> h x W x C
+    ``dtype`` (uint8/uint16), rounded and clipped."""
     import torch
 
     maximum, target = (65535.0, torch.uint16) if np.dtype(dtype) == np.uint16 else (255.0, torch.uint8)
@@ -594,8 +595,9 @@ def from_tensor_rows(rows, dtype) -> np.ndarray:
 
 def round_to_levels(values, maximum: float = 255.0):
     """Float pixel values on the 0..``maximum`` scale (a tensor, changed in place) -> the nearest
-    integer level, still float: NaN -> 0, halves to even, clipped. The one rounding of float
-    pixels to integer ones (``from_tensor_rows``, ``to_uint8``, the training data's LR)."""
+    integer level, still float: NaN -> 0, halves to even, clipped. The rounding of the pixels
+    written out (``from_tensor``, ``to_uint8``); LR images and scored outputs round as MATLAB
+    does instead (``resize.matlab_uint8``), the literature's convention."""
     return values.nan_to_num_(0.0).round_().clamp_(0.0, maximum)
 
 

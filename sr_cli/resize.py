@@ -48,6 +48,28 @@ def imresize(x: torch.Tensor, scale: float, *, antialias: bool = True) -> torch.
     return (rows @ x.to(torch.float64) @ cols.T).to(x.dtype)
 
 
+def matlab_lr(hr: torch.Tensor, scale: float) -> torch.Tensor:
+    """The literature's LR image of ``hr``: MATLAB's ``imresize(hr, 1 / scale, 'bicubic')`` on uint8
+    (``imresize_uint8``). The one way LR images are made: ``sr eval``, the training data and its
+    validation, the degradation pipelines' clean LR."""
+    return imresize_uint8(hr, 1 / scale)
+
+
+def imresize_uint8(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """``imresize`` as MATLAB runs it on a uint8 image: resized on the 0..255 levels in float64,
+    then ``matlab_uint8``. ``x`` is float in [0, 1] on the uint8 levels (as every image read is),
+    any layout ``imresize`` takes; the result is in ``x``'s dtype, on the uint8 levels in [0, 1]."""
+    levels = x.double().mul(255.0).round_()  # the exact levels back from float32 [0, 1]
+    return matlab_uint8(imresize(levels, scale)).to(x.dtype).div_(255.0)
+
+
+def matlab_uint8(x: torch.Tensor) -> torch.Tensor:
+    """Float values on the 0..255 scale -> uint8 as MATLAB's ``uint8()``: halves rounded up (not to
+    even), clipped. The rounding of the PSNR/SSIM literature, so used for LR images and for the
+    outputs that are scored (``sr eval``, training's validation)."""
+    return torch.floor(x.double() + 0.5).clamp_(0, 255).to(torch.uint8)
+
+
 def output_length(length: int, scale: float) -> int:
     """MATLAB's output length: ceil(length * scale)."""
     return math.ceil(length * scale - _SIZE_TOLERANCE)

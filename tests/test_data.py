@@ -4,9 +4,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from sr_cli.data import (HRPatchDataset, SampleRange, bicubic_lr, find_images, load_validation, shrink, to_tensor,
-                         worker_init)
-from sr_cli.resize import imresize
+from sr_cli.data import HRPatchDataset, SampleRange, find_images, load_validation, shrink, worker_init
+from sr_cli.imageio import to_tensor
+from sr_cli.resize import imresize, matlab_lr
 
 
 def write_images(folder, count, size=(40, 48), seed=0, grey=()):
@@ -54,8 +54,8 @@ def test_lr_patch_matches_lr_of_whole_image(tmp_path):
     folder = write_images(tmp_path / "hr", 1, size=(60, 64))
     ds = HRPatchDataset([folder], scale=3, patch=6, augment=False)
     img = ds.images[0]
-    full_lr = bicubic_lr(to_tensor(img), 3)
-    full_hr = to_tensor(img)
+    full_hr = to_tensor(img)[0]
+    full_lr = matlab_lr(full_hr, 3)
     for i in range(12):
         lr, hr = ds[i]
         # find where the HR patch came from, then compare LR with the whole image's LR there
@@ -84,7 +84,8 @@ def test_scale_augmentation_adds_shrunk_copies(tmp_path):
     assert (ds.shrunk_count, ds.shrunk_skipped) == (4, 2) and ds.paths == [plain.paths[0]] * 3 + [plain.paths[1]] * 3
     assert np.array_equal(ds.images[0], plain.images[0])
     original = cv2.imread(str(plain.paths[1]))[:, :, ::-1]
-    expected = imresize(to_tensor(original) * 255, 0.5).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0)
+    # MATLAB's imresize on uint8: resized in float64, halves rounded up
+    expected = torch.floor(imresize(torch.from_numpy(original.copy()).permute(2, 0, 1).double(), 0.5) + 0.5).clamp(0, 255).to(torch.uint8).permute(1, 2, 0)
     assert np.array_equal(ds.images[5], expected.numpy())
     lr, hr = ds[1]  # items come from the copies too, with the copies' own LR
     assert lr.shape == (3, 8, 8) and hr.shape == (3, 16, 16)

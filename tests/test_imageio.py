@@ -9,7 +9,7 @@ import torch
 from PIL import Image, ImageCms, ImageOps
 
 from sr_cli import imageio
-from sr_cli.imageio import (ImageData, ImageReadError, encode_image, format_from_suffix, from_tensor_rows,
+from sr_cli.imageio import (ImageData, ImageReadError, encode_image, format_from_suffix, from_tensor,
                             read_image, to_tensor, write_image)
 
 SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
@@ -315,16 +315,16 @@ def test_tensor_round_trip_is_exact(dtype):
     tensor = to_tensor(pixels)
     assert tensor.shape == (1, 2, *pixels.shape[:2]) and tensor.dtype == torch.float32
     assert tensor.min() == 0 and tensor.max() == 1 and tensor.is_contiguous()
-    back = from_tensor_rows(tensor, dtype)
+    back = from_tensor(tensor, dtype)
     assert back.dtype == dtype and back.flags.c_contiguous
     np.testing.assert_array_equal(back, pixels)
 
 
-def test_from_tensor_rows_rounds_clips_and_takes_half():
+def test_from_tensor_rounds_clips_and_takes_half():
     rows = torch.tensor([[[[-0.5, 0.0, 0.5 / 255, 1.6 / 255, 1.0, 2.0, float("nan")]]]])
-    np.testing.assert_array_equal(from_tensor_rows(rows, np.uint8)[..., 0], [[0, 0, 0, 2, 255, 255, 0]])
+    np.testing.assert_array_equal(from_tensor(rows, np.uint8)[..., 0], [[0, 0, 0, 2, 255, 255, 0]])
     half = torch.tensor([[[[1.0, 0.5]]]], dtype=torch.float16)
-    np.testing.assert_array_equal(from_tensor_rows(half, np.uint16)[..., 0], [[65535, 32768]])
+    np.testing.assert_array_equal(from_tensor(half, np.uint16)[..., 0], [[65535, 32768]])
 
 
 def test_pil_helpers_round_trip():

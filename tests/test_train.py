@@ -41,6 +41,18 @@ def test_loss_goes_down_and_model_exports(images, tmp_path):
     assert out.shape == (1, 3, 10, 14)
 
 
+def test_validation_psnr_equals_sr_eval(images, tmp_path):
+    # Training's validation and `sr eval` make the LR by the same matlab_lr and round the output the
+    # same way, so a run's Set5 figure is the one `sr eval` gives for its exported weights.
+    from sr_cli.evaluate import evaluate
+    run = train(config(images, tmp_path / "run", iters=4, val=str(images), val_every=4), on_log=lambda r: None)
+    logged = [r for r in read_log(run) if "val_psnr" in r][-1]
+    report = evaluate([images], scale=2, models=[str(run / "model.safetensors")], engine="torch", device="cpu")
+    score = next(iter(report.scores.values()))[report.datasets[0]]
+    assert {i.name.rsplit(".", 1)[0]: i.psnr for i in score.images} == logged["val"]
+    assert score.psnr == logged["val_psnr"]
+
+
 def test_block_edge_loss_trains_on_block_aligned_jpeg_patches(images, tmp_path):
     run = train(config(images, tmp_path / "run", iters=3, patch=16, degradation="robust_jpeg",
                        loss={"l1": 1.0, "block_edge": 2.0}), on_log=lambda r: None)
