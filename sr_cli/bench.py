@@ -7,7 +7,6 @@ from the model's convolutions (not guessed), and the machine's own peak for a
 """
 from __future__ import annotations
 
-import os
 import statistics
 import threading
 import time
@@ -19,6 +18,7 @@ import torch
 import torch.nn as nn
 
 from .archs import set_fused_inference
+from .device import current_rss
 from .model import SRModel
 
 
@@ -127,15 +127,6 @@ class PeakRSS:
         self._stop.set()
         self._thread.join()
         self.peak = max(self.peak, current_rss())
-
-
-def current_rss() -> int:
-    try:
-        with open("/proc/self/statm") as handle:
-            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:  # not Linux: fall back to the lifetime peak
-        import resource
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def synthetic_image(height: int, width: int, seed: int = 0) -> np.ndarray:

@@ -91,12 +91,15 @@ def pick_dtype(precision: str, device):
 
 
 def available_memory() -> int:
-    """Bytes of host memory available to a new allocation (Linux: MemAvailable; else 4 GiB)."""
-    try:
-        with open("/proc/meminfo") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 4 * 2**30  # unknown: assume a modest machine
+    """Bytes of host memory available to a new allocation (what auto-tiling and --max-pixels size
+    themselves by), on Linux, macOS and Windows alike."""
+    import psutil
+
+    return int(psutil.virtual_memory().available)
+
+
+def current_rss() -> int:
+    """Bytes of this process's resident memory (sr bench's peak memory)."""
+    import psutil
+
+    return int(psutil.Process().memory_info().rss)
