@@ -7,9 +7,9 @@ Fields without it (betas, weight_decay, channels_last, ...) are for the Python A
 To add an option: add a field with ``option(...)``; the CLI, ``--config`` files, config.json
 and the resume check follow.
 
-This module imports neither torch nor click (``sr --help`` stays fast); the checks that need
-the core (VGG19 layer names) import it when a config is made; degradation presets come from the
-torch-free sr_cli.degrade_presets.
+This module imports neither torch nor click (``sr --help`` stays fast), nor the losses: they
+read their names (loss terms, GAN kinds, VGG19 layers) from here, so the dependency runs one
+way; degradation presets come from the torch-free sr_cli.degrade_presets.
 """
 from __future__ import annotations
 
@@ -34,6 +34,26 @@ SCHEDULES = ("cosine", "step")
 AMP_CHOICES = ("bf16", "fp16")
 PIXEL_LOSS_NAMES = ("l1", "mse", "charbonnier", "gradient", "ssim", "block_edge")
 GAN_ONLY_LOSSES = ("gan", "feature_matching")
+LOSS_NAMES = (*PIXEL_LOSS_NAMES, "perceptual", *GAN_ONLY_LOSSES, "kl")  # losses.parse_loss_spec reads it
+# VGG19's feature layers (channels, "M" for a pooling), which losses.VGG19Features builds; their
+# names are the choices of perceptual_layers (index i = torchvision's features[i]).
+VGG19_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",
+             512, 512, 512, 512, "M", 512, 512, 512, 512, "M")
+
+
+def _vgg19_layer_names() -> list[str]:
+    names, block, conv = [], 1, 1
+    for item in VGG19_CFG:
+        if item == "M":
+            names.append(f"pool{block}")
+            block, conv = block + 1, 1
+        else:
+            names += [f"conv{block}_{conv}", f"relu{block}_{conv}"]
+            conv += 1
+    return names
+
+
+VGG19_LAYER_NAMES: list[str] = _vgg19_layer_names()
 DEFAULT_GAN_WEIGHT = 0.1  # Real-ESRGAN's, with l1=1 and perceptual=1
 DEFAULT_SCALE = 4         # without --scale or a --pretrained-g file to take it from
 
@@ -185,7 +205,6 @@ class TrainConfig:
     command: str = ""               # provenance for the exported weights
 
     def __post_init__(self):
-        from .losses import LOSS_NAMES, VGG19_LAYER_NAMES
         if isinstance(self.data, (str, Path)):
             self.data = [self.data]
         self.data = [str(d) for d in self.data]

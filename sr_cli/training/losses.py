@@ -28,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..degrade_presets import JPEG_BLOCK
-from .config import GAN_KINDS
+from .config import GAN_KINDS, LOSS_NAMES, VGG19_CFG, VGG19_LAYER_NAMES
 
 # ---------------------------------------------------------------------------
 # pixel losses
@@ -186,23 +186,6 @@ def feature_matching_loss(real_features: Sequence[torch.Tensor],
 # ---------------------------------------------------------------------------
 # VGG19 perceptual loss
 
-_VGG19_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",
-              512, 512, 512, 512, "M", 512, 512, 512, 512, "M")
-
-
-def _vgg19_layer_names() -> list[str]:
-    names, block, conv = [], 1, 1
-    for item in _VGG19_CFG:
-        if item == "M":
-            names.append(f"pool{block}")
-            block, conv = block + 1, 1
-        else:
-            names += [f"conv{block}_{conv}", f"relu{block}_{conv}"]
-            conv += 1
-    return names
-
-
-VGG19_LAYER_NAMES: list[str] = _vgg19_layer_names()  # index i = torchvision's features[i]
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -221,7 +204,7 @@ class VGG19Features(nn.Module):
             raise ValueError(f"unknown VGG19 layer {last_layer!r}")
         layers: list[nn.Module] = []
         channels = 3
-        for item in _VGG19_CFG:
+        for item in VGG19_CFG:
             if item == "M":
                 layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
             else:
@@ -315,10 +298,6 @@ class PerceptualLoss(nn.Module):
 
 # ---------------------------------------------------------------------------
 # loss specs
-
-LOSS_NAMES = ("l1", "mse", "charbonnier", "gradient", "ssim", "block_edge", "perceptual", "gan", "feature_matching",
-              "kl")
-
 
 def parse_loss_spec(items: Iterable[str] | str) -> dict[str, float]:
     """Parse ``["l1=1", "perceptual=0.01"]`` (or ``"l1=1,perceptual=0.01"``) into weights.
