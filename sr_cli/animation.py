@@ -1,7 +1,7 @@
 """Animated images (GIF, APNG, animated WebP) and multi-page TIFF: every frame upscaled.
 
 Frames are read one at a time (``imageio.Animation``), upscaled by the same core as stills and
-written one at a time (``animwrite.py``), so memory does not grow with the number of frames.
+written one at a time (``imageio.animations``), so memory does not grow with the number of frames.
 """
 from __future__ import annotations
 
@@ -46,10 +46,10 @@ def upscale_animation(source, destination, upscaler, *, quality: int = 95,
     """Upscale every frame (or frames A to B-1) of ``source`` into ``destination``, written whole
     or not at all, keeping durations, disposal, blend, loop count and the ICC profile.
 
-    Frames stream from the reader through the model into the writer (``animwrite.py``): memory
+    Frames stream from the reader through the model into the writer (``imageio.animations``): memory
     holds a frame or two whatever the frame count, and ``check_fits`` (``--max-pixels``, or the
     memory available) is checked on the first frame, before any work."""
-    from .animwrite import target_mode, write_frames
+    from .imageio.animations import target_mode, write_frames
     from .atomic import atomic_file
     from .imageio import animation_format
     destination = Path(destination)

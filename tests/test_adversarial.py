@@ -848,7 +848,7 @@ def test_max_pixels_drives_the_decoders_limit(model, tmp_path, monkeypatch):
     from PIL import Image as PILImage
     from sr_cli import imageio
     monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 500)
-    monkeypatch.setattr(imageio, "_PILLOW_LIMIT", 500)
+    monkeypatch.setattr(imageio.stills, "_PILLOW_LIMIT", 500)
     image = png(tmp_path / "a.png", smooth_image(40, 40, 3))  # 1600 pixels: a "bomb" to Pillow now
     result = upscale(image, "-s", 2, "-m", model, "--max-pixels", "1e5", "--quiet")
     assert_clean(result, 0)

@@ -166,7 +166,7 @@ def test_upright_matches_pil_exif_transpose():
         im = pil_image(pixels)
         im.info["exif"] = exif_with(orientation)  # exif_transpose reads it via getexif()
         expected = np.asarray(ImageOps.exif_transpose(im))
-        np.testing.assert_array_equal(imageio._upright(pixels, orientation), expected, err_msg=str(orientation))
+        np.testing.assert_array_equal(imageio.stills._upright(pixels, orientation), expected, err_msg=str(orientation))
 
 
 @pytest.mark.parametrize("orientation,k", [(6, -1), (8, 1)])
@@ -240,7 +240,7 @@ def test_alpha_to_jpeg_fails_and_leaves_nothing(tmp_path):
 def test_failure_while_writing_removes_the_temporary(tmp_path, monkeypatch):
     def broken_replace(source, target):
         raise OSError("disk full")
-    monkeypatch.setattr(imageio.os, "replace", broken_replace)
+    monkeypatch.setattr(imageio.stills.os, "replace", broken_replace)
     with pytest.raises(OSError, match="disk full"):
         write_image(tmp_path / "out.png", ImageData(pixels=random_pixels(4, 4, 3)))
     assert os.listdir(tmp_path) == []

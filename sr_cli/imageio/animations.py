@@ -1,9 +1,14 @@
-"""Writing animations frame by frame, so memory does not grow with the number of frames.
+"""Animated images (GIF, APNG, animated WebP) and multi-page TIFF: read and written one frame at a time.
 
-Pillow's GIF and APNG writers take every frame at once (and keep a converted copy of each until
-the file is written), so a long animation upscaled x4 held gigabytes. Here frames are pulled
-from an iterator and written as they come; at most the frame being written and the one before
-it (to fold an identical frame into it, as Pillow does) are held:
+``read_animation`` opens a file and ``Animation.frames`` reads its frames one by one, each as
+shown (Pillow composes each frame over the ones before), with its duration and disposal (APNG:
+and blend), the loop count and the first frame's ICC profile.
+
+Writing, frame by frame so memory does not grow with the number of frames: Pillow's GIF and
+APNG writers take every frame at once (and keep a converted copy of each until the file is
+written), so a long animation upscaled x4 held gigabytes. Here frames are pulled from an iterator
+and written as they come; at most the frame being written and the one before it (to fold an
+identical frame into it, as Pillow does) are held:
 
 * GIF: each frame is encoded by Pillow as a one-frame GIF (its quantiser and LZW coder) and
   spliced in: the first keeps its header, global colour table, loop and comment; each later one
@@ -17,12 +22,122 @@ it (to fold an identical frame into it, as Pillow does) are held:
 from __future__ import annotations
 
 import io
+import os
 import struct
-from typing import Iterable, Iterator, Optional
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Optional, Union
 
 import numpy as np
+from PIL import Image
 
-from .png import SIGNATURE, chunk, encode_png
+from ..atomic import atomic_file
+from ..png import SIGNATURE, chunk, encode_png
+from .stills import ANIMATION_FORMATS, ImageReadError, _check_input_size, _eight_bits, _frames_in, _pixels_from_pil
+
+
+def frame_count(source: Union[str, os.PathLike]) -> int:
+    """How many frames (pages) an image file holds; 1 for stills and for what Pillow cannot open."""
+    try:
+        with Image.open(source) as im:
+            return _frames_in(im)
+    except Exception:
+        return 1
+
+
+@dataclass
+class Frame:
+    """One frame of an animation as shown (Pillow composes each frame over the ones before)."""
+
+    index: int
+    pixels: np.ndarray
+    duration: Optional[float] = None   # milliseconds
+    disposal: Optional[int] = None     # GIF: 0-3; APNG: 0-2
+    blend: Optional[int] = None        # APNG only: 0 source, 1 over
+
+
+class Animation:
+    """An open multi-frame file (GIF, APNG, animated WebP, multi-page TIFF): ``frames()`` reads
+    its frames one at a time, so only the frame being read is held."""
+
+    def __init__(self, source: Union[str, os.PathLike, bytes]):
+        self.name = "<bytes>" if isinstance(source, (bytes, bytearray)) else str(source)
+        try:
+            data = bytes(source) if isinstance(source, (bytes, bytearray)) else Path(source).read_bytes()
+            self._image = Image.open(io.BytesIO(data))
+            _check_input_size(*self._image.size)
+            self.count = _frames_in(self._image)
+        except Exception as exc:
+            reason = getattr(exc, "strerror", None) or " ".join(str(exc).split()) or type(exc).__name__
+            raise ImageReadError(f"{self.name}: cannot read image ({reason})") from exc
+        self.format = self._image.format
+        # A GIF without a loop extension plays once: None keeps it that way.
+        self.loop = self._image.info.get("loop", None if self.format == "GIF" else 0)
+        self.icc_profile = self._image.info.get("icc_profile") or None
+
+    def frames(self, start: int = 0, stop: Optional[int] = None):
+        stop = self.count if stop is None else min(stop, self.count)
+        for index in range(start, stop):
+            try:
+                self._image.seek(index)
+                pixels = np.require(_pixels_from_pil(self._image), requirements=["C", "W"])
+            except Exception as exc:
+                reason = " ".join(str(exc).split()) or type(exc).__name__
+                raise ImageReadError(f"{self.name}: cannot read frame {index} ({reason})") from exc
+            info = self._image.info
+            disposal = getattr(self._image, "disposal_method", None) if self.format == "GIF" else info.get("disposal")
+            yield Frame(index, pixels, info.get("duration"), disposal, info.get("blend"))
+
+    def close(self) -> None:
+        self._image.close()
+
+    def __enter__(self) -> "Animation":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def read_animation(source: Union[str, os.PathLike, bytes]) -> Animation:
+    """Open a multi-frame file; iterate ``.frames(start, stop)`` for its frames."""
+    return Animation(source)
+
+
+def write_animation(path: Union[str, os.PathLike], frames: list[Frame], *, format: Optional[str] = None,
+                    loop: Optional[int] = 0, icc_profile: Optional[bytes] = None, quality: int = 95,
+                    replace: bool = True, provenance: Optional[str] = None) -> None:
+    """Write ``frames`` as one animated (GIF, APNG, WebP) or multi-page (TIFF) file, atomically.
+
+    Every frame is written whole, with its duration and disposal (APNG: and blend). GIF, APNG
+    and WebP frames are converted to one mode (RGBA if any has alpha; grey stays grey where the
+    format has it) at 8 bits. TIFF pages stand alone and are written as still TIFFs are
+    (``tiff.write_tiff``), 16-bit kept; TIFF stores no durations. GIF and APNG fold a frame
+    identical to the one before into it (their durations add up), which shows the same. The
+    frames are written one by one (``imageio.animations``); ``upscale_animation`` streams them so.
+    ``format``: "GIF", "PNG", "WEBP", "TIFF" or None for the suffix's.
+    """
+    path = Path(path)
+    fmt = animation_format(path, format)
+    if not frames:
+        raise ValueError("an animation needs at least one frame")
+    mode = target_mode(fmt, (frame.pixels.shape[2] for frame in frames))
+    with atomic_file(path, replace=replace) as file:
+        write_frames(file, iter(frames), fmt=fmt, mode=mode, loop=loop, icc_profile=icc_profile, quality=quality,
+                     provenance=provenance, timed=any(frame.duration is not None for frame in frames),
+                     total_bytes=sum(frame.pixels.nbytes * 2 for frame in frames))
+
+
+def animation_format(path: Union[str, os.PathLike], format: Optional[str] = None) -> str:
+    """"GIF", "PNG", "WEBP" or "TIFF" for ``format`` or the suffix; ValueError for a one-frame format."""
+    path = Path(path)
+    fmt = (format or ANIMATION_FORMATS.get(path.suffix.lower(), "")).upper()
+    if fmt not in set(ANIMATION_FORMATS.values()):
+        raise ValueError(f"{path.suffix or format} holds one frame; write an animation as .gif, .png (APNG), "
+                         ".webp or .tif")
+    return fmt
+
+
+# ----------------------------------------------------------------------------- writing frame by frame
 
 MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
 _COLOUR_TYPES = {"L": 0, "LA": 4, "RGB": 2, "RGBA": 6}
@@ -39,12 +154,12 @@ def target_mode(fmt: str, channels: Iterable[int]) -> str:
 
 def write_frames(file, frames: Iterator, *, fmt: str, mode: str, loop: Optional[int], icc_profile: Optional[bytes],
                  quality: int, provenance: Optional[str], timed: bool, total_bytes: Optional[int] = None) -> int:
-    """Write ``frames`` (``imageio.Frame``, pixels in any mode) into the open, seekable ``file`` as
+    """Write ``frames`` (``Frame``, pixels in any mode) into the open, seekable ``file`` as
     ``fmt`` ("GIF", "PNG", "WEBP", "TIFF"); returns the number of frames written. ``timed``: some
     frame has a duration (the others then get 100 ms, as Pillow does). ``total_bytes`` (TIFF):
     the pixels' size, which decides BigTIFF before the first page."""
     if fmt == "TIFF":
-        from .tiff import write_tiff
+        from ..tiff import write_tiff
         count = 0
 
         def pages():
@@ -65,11 +180,9 @@ def write_frames(file, frames: Iterator, *, fmt: str, mode: str, loop: Optional[
 
 
 def _as_mode(frame, mode: str, timed: bool):
-    from .imageio import Frame, _eight_bits
     pixels = _eight_bits(frame.pixels)
     channels = pixels.shape[2]
     if MODES[channels] != mode:
-        from PIL import Image
         image = Image.fromarray(pixels[:, :, 0] if channels == 1 else pixels).convert(mode)
         pixels = np.asarray(image)
         pixels = pixels[:, :, None] if pixels.ndim == 2 else pixels
@@ -95,7 +208,6 @@ def _fold_identical(frames: Iterator) -> Iterator:
 
 
 def _pil(pixels: np.ndarray):
-    from PIL import Image
     return Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
 
 
@@ -180,7 +292,7 @@ def _write_apng(file, frames: Iterator, *, mode: str, loop: Optional[int], icc_p
             if icc_profile:
                 file.write(chunk(b"iCCP", b"ICC profile\x00\x00" + zlib.compress(icc_profile)))
             if provenance:
-                from .provenance import PNG_KEY
+                from ..provenance import PNG_KEY
                 file.write(chunk(b"tEXt", PNG_KEY.encode("latin-1") + b"\x00" + provenance.encode("latin-1")))
         delay = round(frame.duration) if frame.duration is not None else 0
         file.write(chunk(b"fcTL", struct.pack(">IIIIIHHBB", sequence, width, height, 0, 0, delay, 1000,
@@ -228,7 +340,7 @@ def _write_webp(file, frames: Iterator, *, loop: Optional[int], icc_profile: Opt
     encoder = _webp_encoder(image.size, loop or 0, lossless)
     xmp = b""
     if provenance:
-        from .provenance import xmp as provenance_xmp
+        from ..provenance import xmp as provenance_xmp
         xmp = provenance_xmp(provenance)
     if encoder is None:  # a Pillow whose libwebp binding differs: its writer, which holds the frames
         rest = [_pil(frame.pixels) for frame in frames]

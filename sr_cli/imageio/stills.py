@@ -1,8 +1,7 @@
-"""Image files <-> pixel arrays, keeping what makes an image look right.
+"""Still image files <-> pixel arrays, keeping what makes an image look right.
 
 Pixels are H x W x C numpy arrays, uint8 or uint16, C = 1 grey, 2 grey+alpha,
-3 RGB, 4 RGBA (always 3-D). This is the only module that knows about integer
-pixels and HWC; the core sees NCHW float in [0, 1] (``to_tensor``/``from_tensor``).
+3 RGB, 4 RGBA (always 3-D).
 
 Reading (``read_image``):
   * L, LA, RGB, RGBA stay as they are; "1" -> L; palette -> RGB, or RGBA when it
@@ -23,9 +22,8 @@ Reading (``read_image``):
   * Files Pillow cannot identify (e.g. float RGB TIFF) are decoded by OpenCV,
     without metadata.
 
-Writing (``write_image``/``encode_image``): png, jpg, webp, tiff, bmp; ``write_animation``:
-gif, png (APNG), webp and multi-page tiff, every frame with its duration, disposal (APNG:
-and blend), the loop count and the first frame's ICC profile.
+Writing (``write_image``/``encode_image``): png, jpg, webp, tiff, bmp (animations:
+``animations.write_animation``).
   * Atomic (``atomic.py``): the file is written to a temporary file beside the target and
     renamed over it, so a failure never leaves a partial output. PNG and TIFF
     are encoded while they are written (``png.py``; ``tiff.py``, through tifffile), so a
@@ -55,16 +53,10 @@ from typing import Any, Optional, Union
 import numpy as np
 from PIL import Image, ImageCms, UnidentifiedImageError
 
-from .atomic import atomic_file
-from .png import EXIF_PREFIX, PNG_LEVEL, encode_png
-from .png import damage as png_damage
-from .provenance import PNG_KEY, xmp as provenance_xmp
-
-__all__ = ["ImageData", "ImageReadError", "AnimatedImage", "read_image", "rgb8", "write_image", "encode_image",
-           "format_from_suffix", "format_suffix", "canonical_format",
-           "to_tensor", "from_tensor", "round_to_levels", "to_uint8", "pil_to_pixels", "pixels_to_pil",
-           "Animation", "read_animation", "write_animation", "frame_count",
-           "FORMAT_SUFFIXES", "ANIMATION_FORMATS", "STILL_SUFFIXES", "WRITABLE_SUFFIXES", "READABLE_SUFFIXES"]
+from ..atomic import atomic_file
+from ..png import EXIF_PREFIX, PNG_LEVEL, encode_png
+from ..png import damage as png_damage
+from ..provenance import PNG_KEY, xmp as provenance_xmp
 
 # Still-image formats written, and their suffixes: the first is the one an output gets.
 FORMAT_SUFFIXES = {"png": (".png",), "jpg": (".jpg", ".jpeg", ".jpe"), "webp": (".webp",),
@@ -117,6 +109,10 @@ def _check_input_size(width: int, height: int) -> None:
         limit, why = _INPUT_LIMIT
         raise ValueError(f"{width}x{height} input: {width * height:,} pixels, above the {limit:,} {why}; "
                          "refused before decoding (a decompression bomb, or raise --max-pixels)")
+
+
+def _frames_in(im: Image.Image) -> int:
+    return 1 if im.format == "MPO" else getattr(im, "n_frames", 1)
 
 
 class ImageReadError(ValueError):
@@ -415,7 +411,7 @@ def _write_encoded(file, image: ImageData, fmt: str, quality: int) -> None:
         for part in encode_png(image.pixels, icc_profile=image.icc_profile, exif=image.exif, text=text):
             file.write(part)
     elif fmt == "tiff":
-        from .tiff import write_tiff  # tifffile: imported for TIFF outputs only
+        from ..tiff import write_tiff  # tifffile: imported for TIFF outputs only
         write_tiff(file, [image.pixels], icc_profile=image.icc_profile, exif=image.exif,
                    provenance=image.provenance)
     else:
@@ -442,114 +438,6 @@ def _encode_with_pil(image: ImageData, *, fmt: str, quality: int) -> memoryview:
     return buffer.getbuffer()
 
 
-# ----------------------------------------------------------------------------- animations
-
-def _frames_in(im: Image.Image) -> int:
-    return 1 if im.format == "MPO" else getattr(im, "n_frames", 1)
-
-
-def frame_count(source: Union[str, os.PathLike]) -> int:
-    """How many frames (pages) an image file holds; 1 for stills and for what Pillow cannot open."""
-    try:
-        with Image.open(source) as im:
-            return _frames_in(im)
-    except Exception:
-        return 1
-
-
-@dataclass
-class Frame:
-    """One frame of an animation as shown (Pillow composes each frame over the ones before)."""
-
-    index: int
-    pixels: np.ndarray
-    duration: Optional[float] = None   # milliseconds
-    disposal: Optional[int] = None     # GIF: 0-3; APNG: 0-2
-    blend: Optional[int] = None        # APNG only: 0 source, 1 over
-
-
-class Animation:
-    """An open multi-frame file (GIF, APNG, animated WebP, multi-page TIFF): ``frames()`` reads
-    its frames one at a time, so only the frame being read is held."""
-
-    def __init__(self, source: Union[str, os.PathLike, bytes]):
-        self.name = "<bytes>" if isinstance(source, (bytes, bytearray)) else str(source)
-        try:
-            data = bytes(source) if isinstance(source, (bytes, bytearray)) else Path(source).read_bytes()
-            self._image = Image.open(io.BytesIO(data))
-            _check_input_size(*self._image.size)
-            self.count = _frames_in(self._image)
-        except Exception as exc:
-            reason = getattr(exc, "strerror", None) or " ".join(str(exc).split()) or type(exc).__name__
-            raise ImageReadError(f"{self.name}: cannot read image ({reason})") from exc
-        self.format = self._image.format
-        # A GIF without a loop extension plays once: None keeps it that way.
-        self.loop = self._image.info.get("loop", None if self.format == "GIF" else 0)
-        self.icc_profile = self._image.info.get("icc_profile") or None
-
-    def frames(self, start: int = 0, stop: Optional[int] = None):
-        stop = self.count if stop is None else min(stop, self.count)
-        for index in range(start, stop):
-            try:
-                self._image.seek(index)
-                pixels = np.require(_pixels_from_pil(self._image), requirements=["C", "W"])
-            except Exception as exc:
-                reason = " ".join(str(exc).split()) or type(exc).__name__
-                raise ImageReadError(f"{self.name}: cannot read frame {index} ({reason})") from exc
-            info = self._image.info
-            disposal = getattr(self._image, "disposal_method", None) if self.format == "GIF" else info.get("disposal")
-            yield Frame(index, pixels, info.get("duration"), disposal, info.get("blend"))
-
-    def close(self) -> None:
-        self._image.close()
-
-    def __enter__(self) -> "Animation":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-def read_animation(source: Union[str, os.PathLike, bytes]) -> Animation:
-    """Open a multi-frame file; iterate ``.frames(start, stop)`` for its frames."""
-    return Animation(source)
-
-
-def write_animation(path: Union[str, os.PathLike], frames: list[Frame], *, format: Optional[str] = None,
-                    loop: Optional[int] = 0, icc_profile: Optional[bytes] = None, quality: int = 95,
-                    replace: bool = True, provenance: Optional[str] = None) -> None:
-    """Write ``frames`` as one animated (GIF, APNG, WebP) or multi-page (TIFF) file, atomically.
-
-    Every frame is written whole, with its duration and disposal (APNG: and blend). GIF, APNG
-    and WebP frames are converted to one mode (RGBA if any has alpha; grey stays grey where the
-    format has it) at 8 bits. TIFF pages stand alone and are written as still TIFFs are
-    (``tiff.write_tiff``), 16-bit kept; TIFF stores no durations. GIF and APNG fold a frame
-    identical to the one before into it (their durations add up), which shows the same. The
-    frames are written one by one (``animwrite.py``); ``upscale_animation`` streams them so.
-    ``format``: "GIF", "PNG", "WEBP", "TIFF" or None for the suffix's.
-    """
-    path = Path(path)
-    fmt = animation_format(path, format)
-    if not frames:
-        raise ValueError("an animation needs at least one frame")
-    from .animwrite import target_mode, write_frames
-    mode = target_mode(fmt, (frame.pixels.shape[2] for frame in frames))
-    with atomic_file(path, replace=replace) as file:
-        write_frames(file, iter(frames), fmt=fmt, mode=mode, loop=loop, icc_profile=icc_profile, quality=quality,
-                     provenance=provenance, timed=any(frame.duration is not None for frame in frames),
-                     total_bytes=sum(frame.pixels.nbytes * 2 for frame in frames))
-
-
-def animation_format(path: Union[str, os.PathLike], format: Optional[str] = None) -> str:
-    """"GIF", "PNG", "WEBP" or "TIFF" for ``format`` or the suffix; ValueError for a one-frame format."""
-    path = Path(path)
-    fmt = (format or ANIMATION_FORMATS.get(path.suffix.lower(), "")).upper()
-    if fmt not in set(ANIMATION_FORMATS.values()):
-        raise ValueError(f"{path.suffix or format} holds one frame; write an animation as .gif, .png (APNG), "
-                         ".webp or .tif")
-    return fmt
-
-
 def _png_info(provenance: Optional[str]):
     if not provenance:
         return None
@@ -567,46 +455,7 @@ def _eight_bits(pixels: np.ndarray) -> np.ndarray:
     return _opencv().convertScaleAbs(pixels, alpha=1 / 257).reshape(pixels.shape)
 
 
-# ----------------------------------------------------------------------------- tensors and PIL
-
-def to_tensor(pixels: np.ndarray):
-    """H x W x C uint8/uint16 -> 1 x C x H x W float32 in [0, 1] (one float allocation)."""
-    import torch
-
-    if pixels.ndim == 2:
-        pixels = pixels[:, :, None]
-    maximum = 65535.0 if pixels.dtype == np.uint16 else 255.0
-    planes = np.empty((pixels.shape[2], pixels.shape[0], pixels.shape[1]), np.float32)
-    planes[...] = pixels.transpose(2, 0, 1)
-    planes /= maximum
-    return torch.from_numpy(planes)[None]
-
-
-def from_tensor(rows, dtype=np.uint8) -> np.ndarray:
-    """1 x C x h x W float in [0, 1] (any device; a whole image or a band of its rows) -> h x W x C
-    ``dtype`` (uint8/uint16), rounded and clipped."""
-    import torch
-
-    maximum, target = (65535.0, torch.uint16) if np.dtype(dtype) == np.uint16 else (255.0, torch.uint8)
-    # float32 first: fp16 cannot hold 65535 * x exactly (or at all near 1).
-    values = round_to_levels(rows[0].detach().to(torch.float32).mul(maximum), maximum).to(target)
-    return values.permute(1, 2, 0).contiguous().cpu().numpy()
-
-
-def round_to_levels(values, maximum: float = 255.0):
-    """Float pixel values on the 0..``maximum`` scale (a tensor, changed in place) -> the nearest
-    integer level, still float: NaN -> 0, halves to even, clipped. The rounding of the pixels
-    written out (``from_tensor``, ``to_uint8``); LR images and scored outputs round as MATLAB
-    does instead (``resize.matlab_uint8``), the literature's convention."""
-    return values.nan_to_num_(0.0).round_().clamp_(0.0, maximum)
-
-
-def to_uint8(img: np.ndarray) -> np.ndarray:
-    """A float array in [0, 1] (any shape) -> uint8 by ``round_to_levels``."""
-    import torch
-
-    return round_to_levels(torch.from_numpy(np.multiply(img, 255.0))).to(torch.uint8).numpy()
-
+# ----------------------------------------------------------------------------- PIL and 8-bit colour
 
 def rgb8(pixels: np.ndarray, *, keep_grey: bool = False) -> np.ndarray:
     """Pixels as the 8-bit colour that training and evaluation work on: H x W x 3 uint8 RGB (grey
