@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from sr_cli.batch import Job, run_jobs
+from sr_cli.batch import Job
+from sr_cli.runner import run_jobs
 from sr_cli.bench import synthetic_image
 from sr_cli.imageio import ImageData, read_image, write_image
 from sr_cli.upscale import Upscaler

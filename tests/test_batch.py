@@ -3,7 +3,8 @@ import torch
 from PIL import Image
 
 from conftest import smooth_image
-from sr_cli.batch import Job, ThreadChooser, run_jobs
+from sr_cli.batch import Job
+from sr_cli.runner import ThreadChooser, run_jobs
 
 
 def test_thread_chooser_tries_both_then_picks_by_measurement():

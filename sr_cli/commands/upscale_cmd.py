@@ -217,7 +217,8 @@ def _run_with_progress(jobs, upscaler, existing, quality, fail_fast, quiet, vide
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.text import Text
 
-    from ..batch import display, run_jobs
+    from ..batch import display
+    from ..runner import run_jobs
     console = Console(stderr=True)
     # Off a terminal the bar draws nothing: a plain line every few seconds shows life in logs and CI.
     import os
