@@ -73,7 +73,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     import torch
 
-    from sr_cli import registry
+    from sr_cli import registry, resolve
     from sr_cli.upscale import Upscaler
     from sr_cli.video import upscale_video
 
@@ -87,7 +87,7 @@ def main(argv=None) -> int:
                     upscaler = Upscaler.create(model, scale, device=args.device, precision=args.precision,
                                                engine=engine)
                     files = [registry.NAMED_MODELS.get(model, {}).get(s, "?")
-                             for s in registry.plan_passes(model, scale)]
+                             for s in resolve.plan_passes(model, scale)]
                     out = Path(folder) / f"out_{model}_x{scale}_{engine}.mp4"
                     stats = upscale_video(clip, out, upscaler)
                     stages = stats.stages

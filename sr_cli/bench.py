@@ -245,7 +245,7 @@ def _torch_model(engine, model_name: str) -> Optional[SRModel]:
         return engine.model
     if model_name.lower().endswith(".onnx"):
         return None
-    from .registry import resolve_model
+    from .resolve import resolve_model
     return resolve_model(model_name, engine.scale)
 
 

@@ -5,9 +5,9 @@ shapes, so their weights can be mixed: ``(1 - strength) * parent + strength * mo
 Strength 0 is the parent's output (fidelity), 1 the GAN's (texture), and values between
 move smoothly from one to the other at no cost beyond loading both files.
 
-The parent comes from ``--parent``, else from the model: our GAN files record it in their
-metadata (``parent``: a model name or a file beside them), catalogue entries in
-catalogue.toml. Any two weight files of one architecture and shapes mix the same way.
+The parent comes from ``--parent``, else from the model (``resolve.parent_of``): our GAN files
+record it in their metadata (``parent``: a model name or a file beside them), catalogue entries
+in catalogue.toml. Any two weight files of one architecture and shapes mix the same way.
 """
 from __future__ import annotations
 
@@ -42,27 +42,6 @@ def check_strength(strength: Optional[float]) -> None:
         raise ValueError(f"strength must be between 0 and 1, got {strength}")
 
 
-def parent_of(model: str, scale: int) -> str:
-    """The fidelity end of ``model``'s dial (a name or a file); ValueError when it names none."""
-    from .registry import NAMED_MODELS, WEIGHTS_DIR, _model_file, catalogue
-    listed = catalogue()
-    if model in listed and listed[model].parent:
-        return listed[model].parent
-    if model in NAMED_MODELS:
-        path = WEIGHTS_DIR / NAMED_MODELS[model].get(scale, "")
-    else:
-        path = _model_file(model)
-    parent = None
-    if path.suffix == ".safetensors" and path.is_file():
-        from .header import read_header
-        parent = read_header(path)[0].get("parent")
-    if not parent:
-        raise ValueError(f"{model} names no parent model to blend with: give one with --parent "
-                         "(a model of the same architecture, e.g. the PSNR-trained one it was fine-tuned from)")
-    beside = path.parent / parent
-    return str(beside) if beside.is_file() else parent
-
-
 def blend(model, parent, strength: float):
     """An SRModel whose weights are ``(1 - strength) * parent + strength * model``."""
     import torch
@@ -82,13 +61,3 @@ def blend(model, parent, strength: float):
     model.net.load_state_dict(mixed)
     model.name = f"{model.name or model.arch}@{strength:g}"
     return model
-
-
-def load_blended(model: str, scale: int, strength: float, parent: Optional[str] = None):
-    """Load ``model`` and its parent at native ``scale`` and mix them (torch)."""
-    from .registry import resolve_model
-    check_strength(strength)
-    parent = parent or parent_of(model, scale)
-    return blend(resolve_model(model, scale), resolve_model(parent, scale), strength)
-
-

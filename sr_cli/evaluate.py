@@ -160,7 +160,7 @@ def evaluate(datasets: Sequence[Union[str, Path]], *, scale: int, models: Sequen
     folders = [Path(d) for d in datasets]
     labels = _dataset_labels(folders)
     images = {label: _list_images(folder) for label, folder in zip(labels, folders)}
-    from .engines import open_engines
+    from .resolve import open_engines
     loaded = {name: open_engines(name, [scale], engine=engine, device=device, precision=precision)[0]
               for name in models}
 

@@ -24,6 +24,7 @@ they do not support half precision); otherwise one line names the formats we sup
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -96,39 +97,52 @@ def recognise(state: StateDict) -> Optional[Recognised]:
 # loading
 
 
+@dataclass
+class ForeignFile:
+    """A community model file read once: its state dict, the layout recognised in it (or why none
+    was), and its native scale; a file that only spandrel loads is loaded to learn its scale, and
+    kept."""
+
+    path: Path
+    state: StateDict
+    container: str
+    found: Optional[Recognised]
+    reason: str
+    scale: int
+    spandrel: Optional[SRModel] = None
+
+
+def read_foreign(path: str | Path) -> ForeignFile:
+    """Read and recognise a community model file; ValueError (one line) when nothing loads it."""
+    path = Path(path)
+    state, container = read_state_dict(path, supported=SUPPORTED)
+    found, reason = _recognise_file(state, path)
+    if found is not None:
+        return ForeignFile(path, state, container, found, reason, int(found.params["scale"]))
+    model = _spandrel_model(state, path, name=path.stem, metadata={"source": path.name, "container": container},
+                            reason=reason)
+    if model is None:
+        raise ValueError(_unrecognised(path, reason))
+    return ForeignFile(path, state, container, None, reason, model.scale, spandrel=model)
+
+
+def load_foreign(file: ForeignFile, *, name: str = "") -> SRModel:
+    """The SRModel of a file ``read_foreign`` read: built from its recognised layout, or spandrel's."""
+    if file.spandrel is not None:
+        file.spandrel.name = name or file.path.stem
+        return file.spandrel
+    metadata = {"source": file.path.name, "container": file.container, "source_format": file.found.layout}
+    return SRModel.from_net(build(file.found, file.path), file.found.arch, file.found.params,
+                            name=name or file.path.stem, metadata=metadata)
+
+
 def load_any(path: str | Path, *, name: str = "") -> SRModel:
     """Load any supported model file as an SRModel: ours, a recognised layout, or via spandrel."""
     path = Path(path)
     if is_ours(path):
         from .weights import load_model
         return load_model(path, name=name)
-    state, container = read_state_dict(path, supported=SUPPORTED)
-    found, reason = _recognise_file(state, path)
-    metadata = {"source": path.name, "container": container}
-    if found is not None:
-        metadata["source_format"] = found.layout
-        return SRModel.from_net(build(found, path), found.arch, found.params, name=name or path.stem,
-                                metadata=metadata)
-    model = _spandrel_model(state, path, name=name or path.stem, metadata=metadata, reason=reason)
-    if model is not None:
-        return model
-    raise ValueError(_unrecognised(path, reason))
-
-
-def native_scale(path: str | Path) -> int:
-    """The scale a model file runs at natively, read without building the network where possible."""
-    path = Path(path)
-    if is_ours(path):
-        from .weights import read_metadata
-        metadata = read_metadata(path)
-        if "scale" not in metadata:
-            raise ValueError(f"{path}: no 'scale' in its metadata")
-        return int(metadata["scale"])
-    state, _ = read_state_dict(path, supported=SUPPORTED)
-    found, _ = _recognise_file(state, path)
-    if found is not None:
-        return int(found.params["scale"])
-    return load_any(path).scale
+    return load_foreign(read_foreign(path), name=name)
 
 
 def _recognise_file(state: StateDict, path: Path) -> tuple[Optional[Recognised], str]:

@@ -127,7 +127,7 @@ def _url_filename(url: str) -> str:
     return name
 
 
-def _cached_file(name: str) -> Optional[Path]:
+def cached_file(name: str) -> Optional[Path]:
     """A file pulled from a URL outside the catalogue, by its name without suffix."""
     for suffix in MODEL_SUFFIXES:
         path = models_cache() / f"{name}{suffix}"
@@ -152,59 +152,6 @@ def list_models(include_missing: bool = False) -> list[ModelEntry]:
     return [e for e in entries if include_missing or e.available]
 
 
-def native_scales(model: str) -> list[int]:
-    """Scales a model name can run natively (a file path: the scale in its metadata)."""
-    from .blend import split_spec
-    model, _ = split_spec(model)
-    if model in BASELINES:
-        return list(BASELINE_SCALES)
-    if model in NAMED_MODELS:
-        scales = [s for s, f in NAMED_MODELS[model].items() if (WEIGHTS_DIR / f).is_file()]
-        if not scales:
-            raise ValueError(f"model {model!r} has no weights installed in {WEIGHTS_DIR}; "
-                             f"available: {', '.join(available_names())}")
-        return sorted(scales)
-    path = _model_file(model)
-    if path.suffix.lower() == ".onnx":
-        from .engines.onnx_engine import open_file
-        return [open_file(path).scale]
-    from .foreign import is_ours, native_scale
-    if not is_ours(path):  # .pth/.pt/.ckpt, or a .safetensors without our metadata: detected
-        return [native_scale(path)]
-    from .header import read_header
-    metadata, _ = read_header(path)
-    if "scale" not in metadata:
-        raise ValueError(f"{path}: no 'scale' in its metadata; not one of our weight files")
-    return [_stated_scale(path, metadata)]
-
-
-MAX_NATIVE_SCALE = 16
-
-
-def _stated_scale(path: Path, metadata: dict) -> int:
-    """The scale a weight file's metadata states, checked: a whole number from 2 to MAX_NATIVE_SCALE,
-    the same as its constructor parameters' (a damaged or hand-edited header is one clear line, not
-    a division by zero or "asked for x1000" later)."""
-    import json
-    text = metadata["scale"]
-    try:
-        scale = int(text)
-    except (TypeError, ValueError):
-        scale = None
-    if scale is None or str(scale) != str(text).strip() or not 2 <= scale <= MAX_NATIVE_SCALE:
-        raise ValueError(f"{path}: its metadata gives scale {str(text)[:20]!r}; a model's scale is a whole number "
-                         f"from 2 to {MAX_NATIVE_SCALE} (the file is damaged or was not written by sr)")
-    try:
-        params = json.loads(metadata.get("params") or "{}")
-    except ValueError:
-        params = {}
-    stated = params.get("scale") if isinstance(params, dict) else None
-    if stated is not None and stated != scale:
-        raise ValueError(f"{path}: its metadata gives scale {scale} but its parameters scale {stated!r}; "
-                         "the file is damaged or was edited")
-    return scale
-
-
 def onnx_form(model: str, scale: int) -> Optional[Path]:
     """The int8 ONNX file shipped beside a named model's weights for ``scale``, if there is one."""
     file = NAMED_MODELS.get(model, {}).get(scale)
@@ -214,97 +161,8 @@ def onnx_form(model: str, scale: int) -> Optional[Path]:
     return path if path.is_file() else None
 
 
-def _model_file(model: str) -> Path:
-    """The file behind a catalogue name, a name pulled from a URL, or a path; one clear line if none."""
-    if Path(model).suffix.lower() == ".onnx" and Path(model).is_file():
-        return Path(model)
-    listed = catalogue()
-    if model in listed:
-        entry = listed[model]
-        if not entry.path.is_file():
-            raise NotPulled(entry.not_pulled())
-        return entry.path
-    path = Path(model)
-    if path.is_file():
-        return path
-    cached = _cached_file(model) if path.name == model else None
-    if cached is not None:
-        return cached
-    raise ValueError(f"unknown model {model!r}: not a file, and not one of {', '.join(available_names())} "
-                     f"(`sr models` lists them; `sr models pull NAME|URL` adds one)")
-
-
-def check_model(model: str, parent: Optional[str] = None) -> None:
-    """ValueError (one line) unless ``model`` names a baseline, a shipped, catalogue or pulled
-    model, or an existing file (and, as 'NAME@S', one with a parent to blend with). Reads no weights."""
-    from .blend import parent_of, split_spec
-    model, strength = split_spec(model)
-    if strength is not None:
-        if model in BASELINES or Path(model).suffix.lower() == ".onnx":
-            raise ValueError(f"{model} has no weights to blend (--strength needs two weight files)")
-        check_model(model)
-        if parent is None:
-            scales = NAMED_MODELS.get(model, {})
-            parent = parent_of(model, min(scales) if scales else 0)
-        check_model(parent)
-        return
-    if model in BASELINES or model in NAMED_MODELS:
-        return
-    if Path(model).suffix.lower() == ".onnx":
-        if not Path(model).is_file():
-            raise ValueError(f"{model}: no such ONNX file")
-        return
-    _model_file(model)
-
-
 def available_names() -> list[str]:
     return sorted({e.name for e in list_models()})
-
-
-def plan_passes(model: str, target_scale: float) -> list[int]:
-    """Native scales to chain so their product reaches ``target_scale`` with the fewest passes.
-
-    The smallest native scale that reaches the target is used; beyond the largest
-    native scale, passes are chained (x8 = x4 then x2). The caller resizes the
-    result to the exact target size.
-    """
-    if target_scale <= 1:
-        raise ValueError(f"scale must be > 1, got {target_scale}")
-    scales = native_scales(model)
-    passes: list[int] = []
-    remaining = target_scale
-    while remaining > 1 + 1e-9:
-        fitting = [s for s in scales if s >= remaining - 1e-9]
-        step = min(fitting) if fitting else max(scales)
-        passes.append(step)
-        remaining /= step
-    return passes
-
-
-def resolve_model(model: str, scale: int, *, parent: Optional[str] = None) -> SRModel:
-    """Load a named model, a baseline, a pulled model, or a weights file, for native ``scale``.
-    'NAME@S' blends NAME with its parent (or ``parent``) at strength S (blend.py)."""
-    from .blend import load_blended, split_spec
-    base, strength = split_spec(model)
-    if strength is not None:
-        return load_blended(base, scale, strength, parent)
-    if model in BASELINES:
-        return baseline_model(model, scale)
-    if model in NAMED_MODELS:
-        file = NAMED_MODELS[model].get(scale)
-        if file is None or not (WEIGHTS_DIR / file).is_file():
-            have = ", ".join(f"x{s}" for s in native_scales(model))
-            raise ValueError(f"model {model!r} has no x{scale} weights (has {have})")
-        from .weights import load_model
-        return load_model(WEIGHTS_DIR / file, name=model)
-    path = _model_file(model)
-    from .foreign import is_ours, load_any
-    from .weights import load_model
-    name = model if path != Path(model) else ""
-    loaded = load_model(path, name=name) if is_ours(path) else load_any(path, name=name)
-    if loaded.scale != scale:
-        raise ValueError(f"{path} is a x{loaded.scale} model, asked for x{scale}")
-    return loaded
 
 
 _PULL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_+-]*(\.[A-Za-z0-9_+-]+)*")

@@ -45,13 +45,10 @@ class Upscaler:
                parent: Optional[str] = None) -> "Upscaler":
         """``model``: a name or file ('NAME@S', or ``strength``, blends it with its parent or
         ``parent``: blend.py)."""
-        from .blend import with_strength
-        from .engines import open_engines
-        from .registry import plan_passes
+        from .resolve import engines_for
         check_scale(scale)
-        model = with_strength(model, strength)
-        engines = open_engines(model, plan_passes(model, scale), engine=engine, device=device,
-                               precision=precision, threads=threads, parent=parent)
+        model, engines = engines_for(model, scale, strength=strength, engine=engine, device=device,
+                                     precision=precision, threads=threads, parent=parent)
         return cls(engines=engines, scale=float(scale), tile=tile, overlap=overlap, batch_size=batch_size,
                    max_pixels=max_pixels, model=model)
 

@@ -6,7 +6,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from conftest import random_net, smooth_image
-from sr_cli.blend import blend, parent_of, split_spec
+from sr_cli.blend import blend, split_spec
+from sr_cli.resolve import parent_of
 from sr_cli.cli import cli
 from sr_cli.model import SRModel
 from sr_cli.weights import load_model, save_model

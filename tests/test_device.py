@@ -10,7 +10,7 @@ from conftest import smooth_image, tiny_train_config, write_smooth_pngs
 
 from sr_cli import upscale_image
 from sr_cli.metrics import calculate_psnr
-from sr_cli.registry import resolve_model
+from sr_cli.resolve import resolve_model
 from sr_cli.training.trainer import train
 from sr_cli.upscale import upscale_tensor
 

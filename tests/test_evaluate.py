@@ -10,7 +10,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from sr_cli import registry
+from sr_cli import resolve
 from sr_cli.commands.eval_cmd import eval_command
 from sr_cli.evaluate import bicubic_downscale, evaluate, match_key
 from sr_cli.metrics import calculate_psnr, calculate_ssim
@@ -130,8 +130,10 @@ def fake_model(*, in_channels, scale, seen):
 @pytest.mark.parametrize("in_channels", [1, 3])
 def test_channel_handling(dataset, monkeypatch, in_channels):
     seen = []
-    monkeypatch.setattr(registry, "resolve_model",
-                        lambda name, scale, parent=None: fake_model(in_channels=in_channels, scale=scale, seen=seen))
+    monkeypatch.setattr(resolve, "locate", lambda model: resolve.Located(model, model, None, "fake", model,
+                                                                          files={2: Path(model)}))
+    monkeypatch.setattr(resolve, "resolve_model",
+                        lambda model, scale, parent=None: fake_model(in_channels=in_channels, scale=scale, seen=seen))
     report = evaluate([dataset], scale=2, models=["fake"], tile=8, overlap=2)
     assert all(shape[1] == in_channels for shape in seen)
     # Nearest neighbour gives the same scores however the channels were fed to it.

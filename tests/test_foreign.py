@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from safetensors.torch import save_file
 
 from conftest import random_net
-from sr_cli import foreign, registry
+from sr_cli import foreign, resolve
 from sr_cli.archs import ARCHS
 from sr_cli.archs.edsr import DIV2K_RGB_MEAN
 from sr_cli.cli import cli
@@ -44,8 +44,8 @@ def test_real_esrgan_rrdbnet_prefers_params_ema(tmp_path, scale):
     other = random_net("rrdbnet", scale=scale, **RRDB)
     path = tmp_path / f"RealESRGAN_x{scale}plus.pth"
     torch.save({"params": other.state_dict(), "params_ema": net.state_dict()}, path)
-    assert registry.native_scales(str(path)) == [scale]
-    loaded = registry.resolve_model(str(path), scale)
+    assert resolve.native_scales(str(path)) == [scale]
+    loaded = resolve.resolve_model(str(path), scale)
     assert loaded.arch == "rrdbnet" and loaded.scale == scale and loaded.size_multiple == net.size_multiple
     assert loaded.params == {"scale": scale, "in_channels": 3, "out_channels": 3, **RRDB}
     assert loaded.metadata["source_format"] == "Real-ESRGAN RRDBNet"
@@ -57,7 +57,7 @@ def test_real_esrgan_compact(tmp_path, scale, act):
     net = random_net("srvgg", scale=scale, num_feat=8, num_conv=3, act_type=act)
     path = tmp_path / "realesr-general-x4v3.pth"
     torch.save({"params": {f"module.{k}": v for k, v in net.state_dict().items()}}, path)
-    loaded = registry.resolve_model(str(path), scale)
+    loaded = resolve.resolve_model(str(path), scale)
     assert loaded.params == {"scale": scale, "in_channels": 3, "out_channels": 3, "num_feat": 8,
                              "num_conv": 3, "act_type": act}
     same_outputs(loaded, net)
@@ -85,7 +85,7 @@ def test_original_esrgan_layout(tmp_path, scale):
     assert "model.1.sub.0.RDB1.conv1.0.weight" in state and "model.1.sub.2.weight" in state and last in state
     path = tmp_path / "RRDB_ESRGAN_x4_old_arch.pth"
     torch.save(state, path)  # plain state dict: its "model.N" keys are not a container
-    loaded = registry.resolve_model(str(path), scale)
+    loaded = resolve.resolve_model(str(path), scale)
     assert loaded.metadata["source_format"] == "ESRGAN (original layout)"
     same_outputs(loaded, net)
 
@@ -103,7 +103,7 @@ def test_mmsr_esrgan_layout_in_a_lightning_style_checkpoint(tmp_path):
         state[f"netG.module.{key}"] = value
     path = tmp_path / "esrgan.ckpt"
     torch.save({"state_dict": state, "epoch": 3}, path)
-    loaded = registry.resolve_model(str(path), 4)
+    loaded = resolve.resolve_model(str(path), 4)
     same_outputs(loaded, net)
 
 
@@ -123,7 +123,7 @@ def test_edsr_official_layout(tmp_path, scale):
     assert "tail.0.0.weight" in net.state_dict() and "body.2.weight" in net.state_dict()
     path = tmp_path / f"edsr_baseline_x{scale}.pt"
     torch.save(edsr_official(net), path)
-    loaded = registry.resolve_model(str(path), scale)
+    loaded = resolve.resolve_model(str(path), scale)
     assert loaded.params == {"scale": scale, "in_channels": 3, "num_feat": 8, "num_blocks": 2, "res_scale": 1.0,
                              "mean_shift": True, "rgb_range": 255.0}
     same_outputs(loaded, net)
@@ -154,10 +154,10 @@ def test_safetensors_without_our_metadata_is_detected(tmp_path):
     net = random_net("rrdbnet", scale=4, **RRDB)
     path = tmp_path / "4x-community.safetensors"
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
-    assert registry.native_scales(str(path)) == [4]
-    same_outputs(registry.resolve_model(str(path), 4), net)
+    assert resolve.native_scales(str(path)) == [4]
+    same_outputs(resolve.resolve_model(str(path), 4), net)
     with pytest.raises(ValueError, match="x4 model, asked for x2"):
-        registry.resolve_model(str(path), 2)
+        resolve.resolve_model(str(path), 2)
 
 
 def test_upscale_cli_runs_a_pth(tmp_path):
@@ -201,10 +201,10 @@ def test_pickled_code_is_refused_and_never_runs(tmp_path, writer):
     # torch.save's zip names the global it needs; a raw pickle stops at its first unknown opcode.
     expected = "refused: it needs the Python object .*system" if writer == "torch" else "cannot be read as plain"
     with pytest.raises(ValueError, match=expected + ".*safetensors") as info:
-        registry.resolve_model(str(path), 2)
+        resolve.resolve_model(str(path), 2)
     assert "\n" not in str(info.value)
     with pytest.raises(ValueError, match=expected):
-        registry.native_scales(str(path))
+        resolve.native_scales(str(path))
     result = CliRunner().invoke(cli, ["convert", str(path), str(tmp_path / "out.safetensors")])
     assert result.exit_code == 1 and "safetensors" in result.output and "Traceback" not in result.output
     assert not marker.exists()
@@ -214,7 +214,7 @@ def test_unrecognised_state_dict_names_the_supported_formats(tmp_path):
     path = tmp_path / "mystery.pth"
     torch.save({"encoder.weight": torch.zeros(4, 3, 3, 3)}, path)
     with pytest.raises(ValueError, match="unrecognised model.*Real-ESRGAN.*ESRGAN.*EDSR") as info:
-        registry.resolve_model(str(path), 4)
+        resolve.resolve_model(str(path), 4)
     assert "\n" not in str(info.value)
 
 
@@ -225,7 +225,7 @@ def test_unreadable_files(tmp_path):
         path = tmp_path / name
         path.write_bytes(b"not a model")
         with pytest.raises(ValueError, match=match):
-            registry.resolve_model(str(path), 4)
+            resolve.resolve_model(str(path), 4)
 
 
 def test_legacy_torch_serialization_loads(tmp_path):
@@ -234,7 +234,7 @@ def test_legacy_torch_serialization_loads(tmp_path):
     path = tmp_path / "RRDB_ESRGAN_x4.pth"
     torch.save(esrgan_original_keys(net.state_dict(), RRDB["num_block"], 2), path,
                _use_new_zipfile_serialization=False)
-    same_outputs(registry.resolve_model(str(path), 4), net)
+    same_outputs(resolve.resolve_model(str(path), 4), net)
 
 
 def test_known_layout_we_cannot_map_says_why(tmp_path):
@@ -247,7 +247,7 @@ def test_known_layout_we_cannot_map_says_why(tmp_path):
     path = tmp_path / "1x_old.pth"
     torch.save(x1, path)
     with pytest.raises(ValueError, match="original-ESRGAN x1 file"):
-        registry.resolve_model(str(path), 1)
+        resolve.resolve_model(str(path), 1)
 
 
 # ---------------------------------------------------------------------------
@@ -335,8 +335,8 @@ def test_unknown_layouts_go_to_spandrel_when_installed(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "spandrel", _fake_spandrel(net))
     path = tmp_path / "4x_fancy.pth"
     torch.save({"fake.weight": torch.zeros(1)}, path)
-    assert registry.native_scales(str(path)) == [2]
-    loaded = registry.resolve_model(str(path), 2)
+    assert resolve.native_scales(str(path)) == [2]
+    loaded = resolve.resolve_model(str(path), 2)
     assert (loaded.arch, loaded.scale, loaded.size_multiple) == ("spandrel:Fake", 2, 4)
     x = torch.rand(1, 3, 9, 10)  # padded to 12 x 12 by SRModel, cropped back
     assert loaded(x).shape == (1, 3, 18, 20)
@@ -345,7 +345,7 @@ def test_unknown_layouts_go_to_spandrel_when_installed(tmp_path, monkeypatch):
     other = tmp_path / "other.pth"
     torch.save({"x.weight": torch.zeros(1)}, other)
     with pytest.raises(ValueError, match="unrecognised model"):
-        registry.resolve_model(str(other), 2)
+        resolve.resolve_model(str(other), 2)
 
 
 def _real_spandrel():
@@ -424,8 +424,8 @@ def test_spandrel_architectures_run_through_our_tiling(tmp_path, arch):
     net = _spandrel_net(arch)
     path = tmp_path / f"{scale}x_{arch}.pth"
     torch.save(net.state_dict(), path)
-    assert registry.native_scales(str(path)) == [scale]
-    loaded = registry.resolve_model(str(path), scale)
+    assert resolve.native_scales(str(path)) == [scale]
+    loaded = resolve.resolve_model(str(path), scale)
     assert (loaded.arch, loaded.scale, loaded.size_multiple) == (f"spandrel:{arch}", scale, multiple)
     assert loaded.net.size_minimum == minimum
     # Detection read our tiny configuration back from the tensors.
@@ -457,7 +457,7 @@ def test_spandrel_half_precision_follows_its_support(tmp_path, arch):
     path = tmp_path / f"{arch}.pth"
     torch.save(net.state_dict(), path)
     scale = SPANDREL_CASES[arch][3]
-    loaded = registry.resolve_model(str(path), scale)
+    loaded = resolve.resolve_model(str(path), scale)
     x = torch.rand(1, 3, *fits)
     full = loaded(x)
     loaded.to("cpu", torch.float16, channels_last=False)

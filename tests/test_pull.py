@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from conftest import random_net
-from sr_cli import registry
+from sr_cli import registry, resolve
 from sr_cli.cli import cli
 
 RRDB = {"scale": 4, "num_feat": 8, "num_block": 1, "num_grow_ch": 4}
@@ -130,11 +130,11 @@ def test_pull_then_use_by_name(setup, tmp_path):
     assert (cache / "tiny_rrdb.pth").read_bytes() == blobs["tiny_rrdb.pth"]
     assert cache_files(cache) == ["tiny_rrdb.pth"]  # no .part left behind
 
-    loaded = registry.resolve_model("tiny_rrdb", 4)
+    loaded = resolve.resolve_model("tiny_rrdb", 4)
     x = torch.rand(1, 3, 8, 12)
     with torch.no_grad():
         assert torch.equal(loaded.net(x), nets["tiny_rrdb"](x))
-    assert loaded.name == "tiny_rrdb" and registry.native_scales("tiny_rrdb") == [4]
+    assert loaded.name == "tiny_rrdb" and resolve.native_scales("tiny_rrdb") == [4]
 
     image = tmp_path / "in.png"
     Image.fromarray(np.full((6, 7, 3), 128, np.uint8)).save(image)
@@ -156,7 +156,7 @@ def test_pull_by_catalogue_url_and_compact_layout(setup):
     server, nets, _, cache, _ = setup
     result = pull(f"{server.url}/tiny_compact.pth")
     assert result.exit_code == 0, result.output
-    loaded = registry.resolve_model("tiny_compact", 2)
+    loaded = resolve.resolve_model("tiny_compact", 2)
     x = torch.rand(1, 3, 5, 9)
     with torch.no_grad():
         assert torch.equal(loaded.net(x), nets["tiny_compact"](x))
@@ -170,7 +170,7 @@ def test_wrong_hash_refused_and_removed(setup):
     assert "does not match its published hash" in result.output and "removed" in result.output
     assert cache_files(cache) == []
     with pytest.raises(ValueError, match="sr models pull tiny_rrdb"):
-        registry.resolve_model("tiny_rrdb", 4)
+        resolve.resolve_model("tiny_rrdb", 4)
 
 
 def test_wrong_size_refused(setup):
@@ -261,8 +261,8 @@ def test_url_outside_the_catalogue_needs_its_hash(setup):
     result = pull(url, "--sha256", hashlib.sha256(blobs["tiny_compact.pth"]).hexdigest())
     assert result.exit_code == 0, result.output
     assert "--model my-model" in result.output
-    assert registry.native_scales("my-model") == [2]
-    assert registry.resolve_model("my-model", 2).scale == 2
+    assert resolve.native_scales("my-model") == [2]
+    assert resolve.resolve_model("my-model", 2).scale == 2
     assert "my-model" in registry.available_names()
 
 

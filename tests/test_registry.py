@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from sr_cli import registry
+from sr_cli import registry, resolve
 from sr_cli.archs import build_arch
 from sr_cli.weights import save_model
 
@@ -19,29 +19,29 @@ def weights_dir(tmp_path, monkeypatch):
 @pytest.mark.parametrize("target, passes", [(2, [2]), (4, [4]), (1.5, [2]), (3, [4]), (3.5, [4]), (8, [4, 2]),
                                             (16, [4, 4]), (9, [4, 4])])
 def test_plan_passes(weights_dir, target, passes):
-    assert registry.plan_passes("default", target) == passes
+    assert resolve.plan_passes("default", target) == passes
 
 
 def test_baselines_cover_common_scales():
-    assert registry.plan_passes("bicubic", 3) == [3]
-    assert registry.plan_passes("lanczos", 8) == [8]
+    assert resolve.plan_passes("bicubic", 3) == [3]
+    assert resolve.plan_passes("lanczos", 8) == [8]
 
 
 def test_resolve_named_and_path(weights_dir):
-    model = registry.resolve_model("default", 4)
+    model = resolve.resolve_model("default", 4)
     assert model.scale == 4 and model.name == "default"
-    assert registry.resolve_model(str(weights_dir / "default_x2.safetensors"), 2).scale == 2
+    assert resolve.resolve_model(str(weights_dir / "default_x2.safetensors"), 2).scale == 2
     with pytest.raises(ValueError, match="no x3 weights"):
-        registry.resolve_model("default", 3)
+        resolve.resolve_model("default", 3)
     with pytest.raises(ValueError, match="unknown model"):
-        registry.resolve_model("no-such-model", 2)
+        resolve.resolve_model("no-such-model", 2)
 
 
 def test_scale_must_exceed_one(weights_dir):
     with pytest.raises(ValueError):
-        registry.plan_passes("default", 1.0)
+        resolve.plan_passes("default", 1.0)
 
 
 def test_lanczos_baseline_shape():
-    model = registry.resolve_model("lanczos", 3)
+    model = resolve.resolve_model("lanczos", 3)
     assert model(torch.rand(1, 3, 5, 6)).shape == (1, 3, 15, 18)

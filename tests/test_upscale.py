@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from sr_cli import registry
+from sr_cli import resolve
 from conftest import smooth_image
 from sr_cli.upscale import Upscaler, upscale_image, upscale_tensor
 
@@ -65,7 +65,7 @@ def test_tiled_pixels_equal_untiled(weights_dir):
 def test_bicubic_baseline_matches_matlab_resize(weights_dir):
     from sr_cli.resize import imresize
     x = torch.rand(1, 3, 9, 11)
-    out = upscale_tensor(registry.resolve_model("bicubic", 2), x, tile=None)
+    out = upscale_tensor(resolve.resolve_model("bicubic", 2), x, tile=None)
     assert torch.allclose(out, imresize(x, 2).clamp(0, 1), atol=1e-6)
 
 

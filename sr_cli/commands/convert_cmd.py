@@ -79,7 +79,7 @@ def export_command(output, model, scale, fmt, opset, check, strength, parent, in
     if not int8 and (calibration or check_set or calibration_degrade):
         raise click.UsageError("--calibration, --calibration-degrade and --check-set go with --int8")
     from ..blend import with_strength
-    from ..registry import native_scales, resolve_model
+    from ..resolve import native_scales, resolve_model
     model = with_strength(model, strength)
     scales = native_scales(model)
     if scale is None:

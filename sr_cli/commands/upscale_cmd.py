@@ -158,7 +158,8 @@ def check_model_option(model: str, scale: float, *, engine: str, device: str, pr
                        parent=None) -> None:
     """The model exists (name or file) and can run on the engine, device and precision asked for."""
     from ..engines import choose_engine
-    from ..registry import NAMED_MODELS, NotPulled, check_model, plan_passes
+    from ..registry import NAMED_MODELS, NotPulled
+    from ..resolve import check_model, plan_passes
     try:
         check_model(model, parent)
     except NotPulled as exc:  # a known name: one line saying which command fetches it (exit 1)

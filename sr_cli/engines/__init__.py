@@ -18,7 +18,7 @@ engine only through these members:
     threads / set_threads(n) intra-op threads (set_threads returns False if fixed)
 
 ``choose_engine`` decides, without importing torch or onnxruntime, which engine a model
-runs on; ``open_engines`` loads one engine per native pass of a scale.
+runs on; ``resolve.open_engines`` loads one engine per native pass of a scale.
 """
 from __future__ import annotations
 
@@ -38,22 +38,29 @@ def choose_engine(model: str, *, engine: str = "auto", device: str = "auto", pre
                   scales: Optional[list[int]] = None) -> str:
     """'torch' or 'onnx' for ``model`` (a name or a file) at native ``scales``; ValueError naming
     the conflict when the options cannot be met. Imports neither engine's library."""
-    from ..device import PRECISIONS, check_device_spec, gpu_present
+    from ..blend import split_spec
     from ..registry import onnx_form
+    return engine_kind(model, engine=engine, device=device, precision=precision,
+                       blended=split_spec(model)[1] is not None, onnx_file=is_onnx_file(model),
+                       has_int8=bool(scales) and all(onnx_form(model, s) is not None for s in scales))
+
+
+def engine_kind(model: str, *, engine: str, device: str, precision: str, blended: bool, onnx_file: bool,
+                has_int8: bool) -> str:
+    """``choose_engine`` from what is known of the model (named ``model`` in the messages): whether it
+    is blended ('NAME@S'), an ONNX file, or has an int8 form at every scale it runs."""
+    from ..device import PRECISIONS, check_device_spec, gpu_present
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r} ({', '.join(ENGINES)})")
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r} ({', '.join(PRECISIONS)})")
     check_device_spec(device)
-    from ..blend import split_spec
-    if split_spec(model)[1] is not None:  # blended weights exist only once torch has mixed them
+    if blended:  # blended weights exist only once torch has mixed them
         if engine == "onnx":
             raise ValueError("blended weights (--strength, NAME@S) run on torch: use --engine torch or auto")
         if precision == "int8":
             raise ValueError("blended weights (--strength, NAME@S) run on torch, in float")
         return "torch"
-    onnx_file = is_onnx_file(model)
-    has_int8 = bool(scales) and all(onnx_form(model, s) is not None for s in scales)
     kind = engine
     if engine == "auto":
         gpu = device not in ("auto", "cpu") or (device == "auto" and gpu_present())
@@ -80,26 +87,3 @@ def choose_engine(model: str, *, engine: str = "auto", device: str = "auto", pre
         raise ValueError(f"{model!r} has no ONNX form: use --engine torch, or make one with "
                          "`sr export --int8` and give the .onnx file to --model")
     return "onnx"
-
-
-def open_engines(model: str, passes: list[int], *, engine: str = "auto", device: str = "auto",
-                 precision: str = "auto", threads: Optional[int] = None, parent: Optional[str] = None) -> list:
-    """One loaded engine per pass (native scales, in order), each distinct scale loaded once."""
-    kind = choose_engine(model, engine=engine, device=device, precision=precision, scales=sorted(set(passes)))
-    loaded = {}
-    for scale in sorted(set(passes)):
-        if kind == "onnx":
-            from .onnx_engine import OnnxEngine, open_file
-            from ..registry import onnx_form
-            if is_onnx_file(model) and threads is None:
-                loaded[scale] = open_file(model)  # the session native_scales already made and probed
-            else:
-                path = Path(model) if is_onnx_file(model) else onnx_form(model, scale)
-                loaded[scale] = OnnxEngine(path, name=path.name if is_onnx_file(model) else model, threads=threads)
-            path = loaded[scale].path
-            if loaded[scale].scale != scale:
-                raise ValueError(f"{path} is a x{loaded[scale].scale} model, asked for x{scale}")
-        else:
-            from .torch_engine import TorchEngine
-            loaded[scale] = TorchEngine.load(model, scale, device=device, precision=precision, parent=parent)
-    return [loaded[s] for s in passes]

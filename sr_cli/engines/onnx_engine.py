@@ -158,7 +158,7 @@ def _static_channels(shape) -> int:
 
 def open_file(path: str | Path) -> OnnxEngine:
     """An ``OnnxEngine`` for a ``--model FILE.onnx``, made once per file version: finding a community
-    file's native scale (registry.native_scales) loads and probes it, and the engine that then runs
+    file's native scale (resolve.locate) loads and probes it, and the engine that then runs
     it is the same one, not a second session."""
     path = Path(path)
     stat = path.stat()

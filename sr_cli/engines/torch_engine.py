@@ -7,7 +7,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..device import available_memory, pick_device, pick_dtype
+from ..device import available_memory
 from ..model import SRModel
 from ..tiling import CPU_TILE_CAP, auto_tile
 
@@ -27,16 +27,8 @@ class TorchEngine:
         self.size_multiple = model.size_multiple
         self.precision = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[dtype]
         self.label = model.name or model.arch
-
-    @classmethod
-    def load(cls, model: str, scale: int, *, device: str = "auto", precision: str = "auto",
-             parent: Optional[str] = None) -> "TorchEngine":
-        from ..registry import resolve_model
-        torch_device = pick_device(device)
-        dtype = pick_dtype(precision, torch_device)
-        if torch_device.type == "cuda":
+        if device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # tiles repeat a few shapes: tuned kernels pay off
-        return cls(resolve_model(model, scale, parent=parent).to(torch_device, dtype), torch_device, dtype)
 
     @property
     def device(self) -> str:
