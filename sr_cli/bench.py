@@ -19,6 +19,7 @@ import torch.nn as nn
 
 from .archs import set_fused_inference
 from .device import current_rss
+from .imageio import from_tensor, to_tensor
 from .model import SRModel
 
 
@@ -163,7 +164,7 @@ def reference_tile_loop(model: SRModel, pixels: np.ndarray, *, tile: int, tile_p
     if isinstance(net, nn.Module):
         net = copy.deepcopy(net).to(memory_format=torch.contiguous_format)
         set_fused_inference(net, False)  # the stock forward, as upstream runs it
-    img = torch.from_numpy(pixels).permute(2, 0, 1).unsqueeze(0).float().div(255).to(device, dtype)
+    img = to_tensor(pixels).to(device, dtype)
     _, channels, height, width = img.shape
     scale = model.scale
     output = img.new_zeros((1, channels, height * scale, width * scale))
@@ -178,9 +179,7 @@ def reference_tile_loop(model: SRModel, pixels: np.ndarray, *, tile: int, tile_p
             ox0, oy0 = (x0 - px0) * scale, (y0 - py0) * scale
             output[:, :, y0 * scale:y1 * scale, x0 * scale:x1 * scale] = \
                 out_tile[:, :, oy0:oy0 + (y1 - y0) * scale, ox0:ox0 + (x1 - x0) * scale]
-    out = output.squeeze(0).float().clamp_(0, 1).cpu().numpy()
-    out = np.transpose(out, (1, 2, 0))
-    return (out * 255.0).round().astype(np.uint8)
+    return from_tensor(output.float().clamp_(0, 1))
 
 
 def _sync(device: torch.device) -> None:

@@ -32,10 +32,10 @@ from typing import Callable, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from .imageio import ImageData, STILL_SUFFIXES, read_image, rgb8, to_tensor, write_image
+from .imageio import ImageData, STILL_SUFFIXES, from_tensor, read_image, rgb8, to_tensor, write_image
 from .metrics import CONVENTIONS, blockiness, calculate_psnr, calculate_ssim
 from .niqe import niqe as niqe_score
-from .resize import matlab_lr, matlab_uint8, modcrop
+from .resize import matlab_lr, modcrop
 
 IMAGE_SUFFIXES = tuple(sorted(STILL_SUFFIXES))  # the still formats imageio reads and writes
 DEFAULT_OVERLAP = 16
@@ -276,8 +276,9 @@ def match_key(stem: str) -> str:
 
 
 def _uint8_like(x: torch.Tensor, like: np.ndarray) -> np.ndarray:
-    """1xCxHxW float in [0, 1] -> uint8 by ``resize.matlab_uint8``, HWC, or HW if ``like`` is HW."""
-    hwc = matlab_uint8(x.double() * 255.0)[0].permute(1, 2, 0).numpy()
+    """1xCxHxW float in [0, 1] -> uint8 rounded as scores are (``imageio.from_tensor``), HWC, or HW
+    if ``like`` is HW."""
+    hwc = from_tensor(x, scored=True)
     return hwc[..., 0] if like.ndim == 2 else hwc
 
 

@@ -57,17 +57,12 @@ def matlab_lr(hr: torch.Tensor, scale: float) -> torch.Tensor:
 
 def imresize_uint8(x: torch.Tensor, scale: float) -> torch.Tensor:
     """``imresize`` as MATLAB runs it on a uint8 image: resized on the 0..255 levels in float64,
-    then ``matlab_uint8``. ``x`` is float in [0, 1] on the uint8 levels (as every image read is),
-    any layout ``imresize`` takes; the result is in ``x``'s dtype, on the uint8 levels in [0, 1]."""
+    then rounded as its uint8() (``imageio.round_half_up``). ``x`` is float in [0, 1] on the uint8
+    levels (as every image read is), any layout ``imresize`` takes; the result is in ``x``'s dtype,
+    on the uint8 levels in [0, 1]."""
+    from .imageio import round_half_up
     levels = x.double().mul(255.0).round_()  # the exact levels back from float32 [0, 1]
-    return matlab_uint8(imresize(levels, scale)).to(x.dtype).div_(255.0)
-
-
-def matlab_uint8(x: torch.Tensor) -> torch.Tensor:
-    """Float values on the 0..255 scale -> uint8 as MATLAB's ``uint8()``: halves rounded up (not to
-    even), clipped. The rounding of the PSNR/SSIM literature, so used for LR images and for the
-    outputs that are scored (``sr eval``, training's validation)."""
-    return torch.floor(x.double() + 0.5).clamp_(0, 255).to(torch.uint8)
+    return round_half_up(imresize(levels, scale)).to(x.dtype).div_(255.0)
 
 
 def output_length(length: int, scale: float) -> int:

@@ -27,8 +27,8 @@ from ..archs import build_arch
 from ..archs.discriminators import build_discriminator
 from ..data import HRPatchDataset, SampleRange, load_validation, worker_init
 from ..lock import hold
+from ..imageio import from_tensor
 from ..metrics import calculate_psnr
-from ..resize import matlab_uint8
 from ..weights import read_metadata, save_model
 from .checkpoint import (CHECKPOINT_STATE, load_checkpoint, load_init_weights, load_pretrained,
                          read_checkpoint_state, save_checkpoint, write_json)
@@ -323,8 +323,7 @@ class Trainer:
         model.channels_last = self.channels_last
         scores = {}
         for item in self.val_images:
-            sr = model(item.lr.to(self.device))[0]
-            sr = matlab_uint8(sr.cpu().double() * 255.0).permute(1, 2, 0).numpy()  # as sr eval scores
+            sr = from_tensor(model(item.lr.to(self.device)), scored=True)  # rounded as sr eval scores
             scores[item.name] = float(calculate_psnr(sr, item.hr, crop_border=self.config.scale,
                                                      test_y_channel=True))
         export_net.train(was_training)
