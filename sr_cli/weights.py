@@ -135,7 +135,8 @@ def read_state_dict(path: str | Path, *, supported: str = "") -> tuple[dict[str,
                                  "unpickling it could run code; convert it to .safetensors where you trust "
                                  "the file") from None
             detail = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", str(exc))
-            raise ValueError(f"{path}: cannot be read as plain weights ({detail[1] if detail else first_line(exc, 200)}: "
+            reason = detail[1] if detail else first_line(exc, 200)
+            raise ValueError(f"{path}: cannot be read as plain weights ({reason}: "
                              "a raw pickle, or a damaged file); if you trust it, convert it to "
                              ".safetensors") from None
         except Exception as exc:

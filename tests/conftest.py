@@ -7,21 +7,24 @@ import pytest
 import torch
 
 from sr_cli import registry
-from sr_cli.archs import build_arch
+from sr_cli.archs import ARCHS, build_arch
 from sr_cli.weights import save_model
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
-TINY_LITESR = {"num_feat": 8, "num_blocks": 1}
+# Each architecture's tiny hyperparameters, as its descriptor declares them (``ArchDescriptor.tiny``).
+TINY_PARAMS = {name: dict(arch.tiny) for name, arch in ARCHS.items()}
+TINY_LITESR = TINY_PARAMS["litesr"]
 
 
-def random_net(arch, **params):
-    """Our ``arch`` built with ``params``, random (non-trivial) weights, in eval mode: the network
-    behind a synthetic community weights file (its state dict renamed and wrapped as released)."""
+def random_net(arch, *, std=0.05, **params):
+    """Our ``arch`` built with ``params``, random (non-trivial) weights of deviation ``std``, in eval
+    mode: a model whose outputs depend on every weight, or the network behind a synthetic community
+    weights file (its state dict renamed and wrapped as released)."""
     net = build_arch(arch, **params)
     with torch.no_grad():
         for p in net.parameters():
-            p.normal_(0, 0.05)
+            p.normal_(0, std)
     return net.eval()
 
 
@@ -83,12 +86,9 @@ def weights_dir(tmp_path, monkeypatch):
     folder.mkdir()
     monkeypatch.setattr(registry, "WEIGHTS_DIR", folder)
     for scale in (2, 3, 4):
-        params = {"scale": scale, "num_feat": 8, "num_blocks": 1}
-        net = build_arch("litesr", **params)
-        with torch.no_grad():
-            for p in net.parameters():
-                p.normal_(0, 0.05)
-        save_model(net, folder / f"default_x{scale}.safetensors", arch="litesr", params=params)
+        params = {"scale": scale, **TINY_LITESR}
+        save_model(random_net("litesr", **params), folder / f"default_x{scale}.safetensors", arch="litesr",
+                   params=params)
     return folder
 
 

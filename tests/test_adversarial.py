@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import smooth_image
+from conftest import TINY_LITESR, random_net, smooth_image
 from PIL import Image
 from safetensors.torch import save_file
 
@@ -35,7 +35,7 @@ from sr_cli.batch import display
 from sr_cli.cli import cli
 from sr_cli.weights import save_model
 
-TINY = {"scale": 2, "num_feat": 8, "num_blocks": 1}
+TINY = {"scale": 2, **TINY_LITESR}
 ROOT = os.geteuid() == 0 if hasattr(os, "geteuid") else False
 
 
@@ -44,11 +44,7 @@ ROOT = os.geteuid() == 0 if hasattr(os, "geteuid") else False
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
-    net = build_arch("litesr", **TINY)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.normal_(0, 0.05)
-    save_model(net, path, arch="litesr", params=TINY)
+    save_model(random_net("litesr", **TINY), path, arch="litesr", params=TINY)
     return path
 
 
@@ -306,6 +302,7 @@ def test_destination_that_cannot_be_written(model, tmp_path):
     assert not leftovers(tmp_path)
 
 
+@pytest.mark.subprocess
 def test_full_destination_ulimit(model, tmp_path):
     src, out = tmp_path / "in", tmp_path / "out"
     png(src / "big.png", noise(160, 160))  # ~300 KB as a PNG output: over the limit
@@ -338,6 +335,7 @@ def test_stdout_happy_path_and_refusals(model, tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.subprocess
 def test_stdout_closed_early_is_an_error(model, tmp_path):
     source = png(tmp_path / "in.png", noise(128, 128))  # output ~200 KB: more than a pipe holds
     with open(source, "rb") as stdin:
@@ -351,6 +349,7 @@ def test_stdout_closed_early_is_an_error(model, tmp_path):
     assert len(lines) == 1 and "reader closed" in lines[0] and "cut short" in lines[0]
 
 
+@pytest.mark.subprocess
 def test_stdout_short_write_is_an_error_and_leaves_no_partial_image(model, tmp_path):
     source = png(tmp_path / "in.png", noise(128, 128))
     target = tmp_path / "out.png"
@@ -374,6 +373,7 @@ def slow_batch(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGKILL, -9)])
 def test_signal_mid_batch_then_skip_existing_completes(model, slow_batch, tmp_path, signum, code):
     src = tmp_path / "in"
@@ -401,6 +401,7 @@ def test_signal_mid_batch_then_skip_existing_completes(model, slow_batch, tmp_pa
     assert checksums(src) == before
 
 
+@pytest.mark.subprocess
 def test_stale_temporaries_of_dead_runs_are_removed_live_ones_kept(model, tmp_path):
     from sr_cli import atomic
     src = png(tmp_path / "a.png", smooth_image(6, 6, 3))
@@ -529,11 +530,7 @@ def test_export_checks_before_it_writes(tmp_path, monkeypatch):
     from sr_cli import export
     from sr_cli.weights import load_model
     params = {"scale": 2, "num_feat": 8, "num_blocks": 1, "base": "nearest"}  # the layout "fast" ships
-    net = build_arch("litesr", **params)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.normal_(0, 0.05)
-    save_model(net, tmp_path / "m.safetensors", arch="litesr", params=params)
+    save_model(random_net("litesr", **params), tmp_path / "m.safetensors", arch="litesr", params=params)
     model = load_model(tmp_path / "m.safetensors")
     summary = export.export_model(model, tmp_path / "m.onnx", fmt="onnx")
     assert summary["max_abs_diff"] < export.ONNX_TOLERANCE
@@ -715,6 +712,7 @@ def test_a_failed_training_start_leaves_no_run_folder(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("args, code", [(["bench", "--size", "16x16", "-m", "bicubic"], 1), (["models"], 1),
                                         (["upscale", "{image}", "-s", "2", "-m", "bicubic"], 0)])
 def test_a_closed_stdout_is_one_clear_line(tmp_path, args, code):

@@ -38,6 +38,7 @@ def test_every_command_is_attached_and_reports_errors_in_one_place():
     assert [" ".join(path) for path, command in all_commands() if not reports_errors(command)] == []
 
 
+@pytest.mark.subprocess
 def test_help_imports_no_torch():
     code = ("import sys; from sr_cli.cli import cli\n"
             "for args in ([], ['upscale'], ['models'], ['models', 'pull'], ['eval'], ['train'], ['bench'],"

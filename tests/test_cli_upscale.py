@@ -149,6 +149,7 @@ def test_usage_errors_are_one_line(weights_dir, tmp_path):
     assert result.exit_code == 1 and "folder" in result.output
 
 
+@pytest.mark.subprocess
 def test_python_dash_m_entry_point():
     result = subprocess.run([sys.executable, "-m", "sr_cli", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "upscale" in result.stdout

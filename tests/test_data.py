@@ -85,7 +85,8 @@ def test_scale_augmentation_adds_shrunk_copies(tmp_path):
     assert np.array_equal(ds.images[0], plain.images[0])
     original = cv2.imread(str(plain.paths[1]))[:, :, ::-1]
     # MATLAB's imresize on uint8: resized in float64, halves rounded up
-    expected = torch.floor(imresize(torch.from_numpy(original.copy()).permute(2, 0, 1).double(), 0.5) + 0.5).clamp(0, 255).to(torch.uint8).permute(1, 2, 0)
+    resized = imresize(torch.from_numpy(original.copy()).permute(2, 0, 1).double(), 0.5)
+    expected = torch.floor(resized + 0.5).clamp(0, 255).to(torch.uint8).permute(1, 2, 0)
     assert np.array_equal(ds.images[5], expected.numpy())
     lr, hr = ds[1]  # items come from the copies too, with the copies' own LR
     assert lr.shape == (3, 8, 8) and hr.shape == (3, 16, 16)

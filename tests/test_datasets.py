@@ -273,6 +273,7 @@ def test_shipped_catalogue_matches_sources_json():
             [(f["name"], f["url"], f["sha256"], f["size"]) for f in entry["files"]]
 
 
+@pytest.mark.subprocess
 def test_data_list_imports_no_torch():
     import subprocess
     import sys

@@ -31,6 +31,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.subprocess
 def test_two_processes_train_one_model(tmp_path):
     images = write_smooth_pngs(tmp_path / "hr")
     out = tmp_path / "run"

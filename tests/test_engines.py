@@ -122,6 +122,7 @@ def run_sr(args, weights):
     return done, json.loads(done.stderr.strip().splitlines()[-1])
 
 
+@pytest.mark.subprocess
 def test_the_onnx_path_never_imports_torch(tmp_path, onnx_pair):
     weights = shipped_folder(tmp_path / "weights", onnx_pair[1])
     src = tmp_path / "in.png"
@@ -138,6 +139,7 @@ def test_the_onnx_path_never_imports_torch(tmp_path, onnx_pair):
     assert Image.open(tmp_path / "t.png").size == (60, 40)
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("args,message", [
     (["-m", "nosuch"], "unknown model"), (["--device", "tpu"], "unknown device"), (["-s", "0.5"], "greater than 1"),
     (["--engine", "onnx", "-m", "bicubic"], "no ONNX form"), (["--tile", "x"], "number of pixels"),

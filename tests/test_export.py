@@ -5,8 +5,8 @@ import sys
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import random_net
 
-from sr_cli.archs import build_arch
 from sr_cli.cli import cli
 from sr_cli.export import export_model
 from sr_cli.weights import load_model, save_model
@@ -17,12 +17,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
 
 
 def saved(tmp_path, arch, **params):
-    net = build_arch(arch, **params)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.normal_(0, 0.05)
     path = tmp_path / f"{arch}_x{params['scale']}.safetensors"
-    save_model(net, path, arch=arch, params=params)
+    save_model(random_net(arch, **params), path, arch=arch, params=params)
     return path
 
 

@@ -4,7 +4,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
+from conftest import random_net
 
 from sr_cli.archs import build_arch
 from sr_cli.weights import load_model, read_metadata, save_model
@@ -12,12 +14,11 @@ from sr_cli.weights import load_model, read_metadata, save_model
 GROW = Path(__file__).resolve().parents[1] / "weights" / "grow.py"
 
 
+@pytest.mark.subprocess
 def test_grown_net_computes_the_same_and_its_new_weights_learn(tmp_path):
     torch.manual_seed(1)
     params = {"scale": 2, "num_feat": 8, "num_blocks": 2}
-    small = build_arch("litesr", **params)
-    for p in small.parameters():  # the tail starts at zero; make every path count
-        torch.nn.init.normal_(p, std=0.1)
+    small = random_net("litesr", std=0.1, **params)  # the tail starts at zero; make every path count
     save_model(small, tmp_path / "small.safetensors", arch="litesr", params=params)
 
     subprocess.run([sys.executable, str(GROW), str(tmp_path / "small.safetensors"),
@@ -37,6 +38,7 @@ def test_grown_net_computes_the_same_and_its_new_weights_learn(tmp_path):
     assert net.body[2].conv2.weight.grad.abs().sum() > 0
 
 
+@pytest.mark.subprocess
 def test_grow_refuses_to_shrink(tmp_path):
     params = {"scale": 2, "num_feat": 8, "num_blocks": 1}
     save_model(build_arch("litesr", **params), tmp_path / "small.safetensors", arch="litesr", params=params)

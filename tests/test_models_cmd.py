@@ -53,6 +53,7 @@ def test_models_json_from_headers(weights_dir, tmp_path, monkeypatch):
     assert table.exit_code == 0 and "RealESRGAN_x4plus_anime_6B" in table.output and "not pulled" in table.output
 
 
+@pytest.mark.subprocess
 def test_models_imports_no_torch(tmp_path):
     code = ("import sys, json; from sr_cli.cli import cli; cli.main(['models', '--json'], standalone_mode=False); "
             "assert 'torch' not in sys.modules, 'sr models imported torch'")

@@ -1,26 +1,20 @@
 import pytest
 import numpy as np
 import torch
+from conftest import random_net
 from hypothesis import given, settings, strategies as st
 
 from sr_cli.archs import build_arch
 from sr_cli.tiling import blend_weights, plan_axis, tiled_apply
 
 
-def random_net(arch: str, scale: int, **params):
-    net = build_arch(arch, scale=scale, **params).eval()
-    with torch.no_grad():
-        for p in net.parameters():
-            p.normal_(0, 0.2)  # non-trivial weights, so any seam would show
-    return net
-
-
+# Weights of deviation 0.2: non-trivial, so any seam would show.
 NETS = {
-    "srvgg": lambda s: random_net("srvgg", s, num_feat=8, num_conv=2),
-    "litesr": lambda s: random_net("litesr", s, num_feat=8, num_blocks=1),
-    "litesr-nearest": lambda s: random_net("litesr", s, num_feat=8, num_blocks=1, base="nearest"),
-    "espcn": lambda s: random_net("espcn", s),
-    "edsr": lambda s: random_net("edsr", s, num_feat=8, num_blocks=1),
+    "srvgg": lambda s: random_net("srvgg", scale=s, std=0.2, num_feat=8, num_conv=2),
+    "litesr": lambda s: random_net("litesr", scale=s, std=0.2, num_feat=8, num_blocks=1),
+    "litesr-nearest": lambda s: random_net("litesr", scale=s, std=0.2, num_feat=8, num_blocks=1, base="nearest"),
+    "espcn": lambda s: random_net("espcn", scale=s, std=0.2),
+    "edsr": lambda s: random_net("edsr", scale=s, std=0.2, num_feat=8, num_blocks=1),
 }
 
 

@@ -2,6 +2,7 @@ import json
 
 import pytest
 import torch
+from conftest import random_net
 from safetensors.torch import save_file
 
 from sr_cli.archs import build_arch
@@ -11,10 +12,7 @@ from sr_cli.weights import load_model, read_metadata, save_model
 
 def test_save_load_round_trip(tmp_path):
     params = {"scale": 3, "num_feat": 8, "num_blocks": 2}
-    net = build_arch("litesr", **params)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.normal_(0, 0.1)
+    net = random_net("litesr", std=0.1, **params)
     path = tmp_path / "m.safetensors"
     save_model(net, path, arch="litesr", params=params, extra={"psnr": {"Set5": 30.0}, "note": "test"})
     meta = read_metadata(path)

@@ -142,5 +142,5 @@ def _up2(c_in: int, c_out: int, mode: str) -> nn.Module:
     return nn.Sequential(nn.ConvTranspose2d(c_in, c_out, 4, 2, 1), _act())
 
 
-AUTOENCODER_ARCH = ArchDescriptor("autoencoder", AutoencoderSR)
-VAE_ARCH = ArchDescriptor("vae", VAESR)
+AUTOENCODER_ARCH = ArchDescriptor("autoencoder", AutoencoderSR, tiny={"num_feat": 8, "num_down": 1, "num_blocks": 1})
+VAE_ARCH = ArchDescriptor("vae", VAESR, tiny={"num_feat": 8, "num_down": 1, "num_blocks": 1, "latent_channels": 4})

@@ -69,4 +69,5 @@ def _real_esrgan_compact(state: StateDict) -> Optional[Recognised]:
     return Recognised("srvgg", params, state, "Real-ESRGAN SRVGGNetCompact")
 
 
-SRVGG_ARCH = ArchDescriptor("srvgg", SRVGGNetCompact, layouts=(_real_esrgan_compact,))
+SRVGG_ARCH = ArchDescriptor("srvgg", SRVGGNetCompact, layouts=(_real_esrgan_compact,),
+                            tiny={"num_feat": 8, "num_conv": 2})

@@ -15,8 +15,8 @@ layout tests for keys no other layout has, so which is tried first does not matt
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Optional
 
 import torch
 import torch.nn as nn
@@ -44,12 +44,15 @@ Layout = Callable[[StateDict], Optional[Recognised]]
 @dataclass(frozen=True)
 class ArchDescriptor:
     """One architecture: ``name`` (the key in ``ARCHS`` and in our files' metadata),
-    ``constructor`` (keyword-only hyperparameters, always including ``scale``) and ``layouts`` (the
-    foreign key layouts that map onto it, tried in order)."""
+    ``constructor`` (keyword-only hyperparameters, always including ``scale``), ``layouts`` (the
+    foreign key layouts that map onto it, tried in order) and ``tiny`` (the smallest hyperparameters
+    that still exercise every part of it: what the tests build, shapes and a few training steps,
+    never a model to use)."""
 
     name: str
     constructor: Callable[..., nn.Module]
     layouts: tuple[Layout, ...] = ()
+    tiny: Mapping[str, Any] = field(default_factory=dict)
 
     def detect(self, state: StateDict) -> Optional[Recognised]:
         """The first of ``layouts`` that claims ``state``; None when none does (Unmappable passes through)."""

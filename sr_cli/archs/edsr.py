@@ -164,5 +164,5 @@ def _edsr_pytorch(state: StateDict) -> Optional[Recognised]:
     return Recognised("edsr", params, renamed, "EDSR (EDSR-PyTorch layout)")
 
 
-SRRESNET_ARCH = ArchDescriptor("srresnet", SRResNet)
-EDSR_ARCH = ArchDescriptor("edsr", EDSR, layouts=(_edsr_pytorch,))
+SRRESNET_ARCH = ArchDescriptor("srresnet", SRResNet, tiny={"num_feat": 8, "num_blocks": 1})
+EDSR_ARCH = ArchDescriptor("edsr", EDSR, layouts=(_edsr_pytorch,), tiny={"num_feat": 8, "num_blocks": 1})

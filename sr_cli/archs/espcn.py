@@ -37,4 +37,4 @@ class ESPCN(nn.Module):
         return self.shuffle(self.body(x))
 
 
-ESPCN_ARCH = ArchDescriptor("espcn", ESPCN)
+ESPCN_ARCH = ArchDescriptor("espcn", ESPCN, tiny={"num_feat": 8, "num_feat2": 4})

@@ -61,4 +61,4 @@ class LiteSR(nn.Module):
         return base.add_(self.shuffle(detail))
 
 
-LITESR_ARCH = ArchDescriptor("litesr", LiteSR)
+LITESR_ARCH = ArchDescriptor("litesr", LiteSR, tiny={"num_feat": 8, "num_blocks": 1})

@@ -253,4 +253,5 @@ def _esrgan_mmsr(state: StateDict) -> Optional[Recognised]:
     return _rrdb_params(renamed, "ESRGAN (mmsr layout)", scale=8 if "conv_up3.weight" in renamed else 4)
 
 
-RRDBNET_ARCH = ArchDescriptor("rrdbnet", RRDBNet, layouts=(_real_esrgan_rrdb, _esrgan_original, _esrgan_mmsr))
+RRDBNET_ARCH = ArchDescriptor("rrdbnet", RRDBNet, layouts=(_real_esrgan_rrdb, _esrgan_original, _esrgan_mmsr),
+                              tiny={"num_feat": 8, "num_block": 1, "num_grow_ch": 4})
