@@ -32,6 +32,7 @@ from typing import Callable, Optional, Sequence, Union
 import numpy as np
 import torch
 
+from .errors import first_line
 from .imageio import ImageData, STILL_SUFFIXES, from_tensor, read_image, rgb8, to_tensor, write_image
 from .metrics import CONVENTIONS, blockiness, calculate_psnr, calculate_ssim
 from .niqe import niqe as niqe_score
@@ -179,7 +180,7 @@ def evaluate(datasets: Sequence[Union[str, Path]], *, scale: int, models: Sequen
             except (ValueError, OSError) as exc:  # this file cannot be scored: named, left out, the rest go on
                 if not skip_unscorable:
                     raise
-                skipped.append((str(path), " ".join(str(exc).split()) or type(exc).__name__))
+                skipped.append((str(path), first_line(exc)))
                 done += len(loaded)
                 continue
             for name, score in image_scores.items():

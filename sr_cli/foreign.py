@@ -34,6 +34,7 @@ import torch.nn as nn
 from .archs import ARCHS, build_arch
 from .archs.descriptor import Recognised, StateDict, Unmappable
 from .download import file_sha256
+from .errors import first_line
 from .model import SRModel
 from .weights import read_state_dict
 
@@ -56,7 +57,7 @@ def build(found: Recognised, source: str | Path = "") -> nn.Module:
     try:
         net.load_state_dict(found.state_dict, strict=True)
     except RuntimeError as exc:
-        detail = " ".join(str(exc).split())[:300]
+        detail = first_line(exc, 300)
         raise ValueError(f"{source}: looks like {found.layout}, but its tensors do not fit: {detail}") from None
     return net.eval()
 
@@ -227,7 +228,7 @@ def _spandrel_model(state: StateDict, path: Path, *, name: str, metadata: dict[s
     except spandrel.UnsupportedModelError:
         return None
     except Exception as exc:
-        detail = " ".join(str(exc).split())[:300] or type(exc).__name__
+        detail = first_line(exc, 300)
         ours = f"{reason}; " if reason else ""
         raise ValueError(f"{path}: {ours}spandrel recognised the file but could not load it ({detail})") from None
     if not isinstance(descriptor, spandrel.ImageModelDescriptor):

@@ -69,7 +69,7 @@ def xmp(text: str) -> bytes:
 def read(path: Union[str, os.PathLike]) -> Optional[dict]:
     """The tag of an image, animation or video file; None when it has none (or cannot be read)."""
     path = Path(path)
-    from .video import is_video
+    from .video.common import is_video
     if is_video(path):
         return _read_video(path)
     try:
@@ -92,7 +92,7 @@ def read(path: Union[str, os.PathLike]) -> Optional[dict]:
 
 def _read_video(path: Path) -> Optional[dict]:
     try:
-        from .video import load_av
+        from .video.common import load_av
         av = load_av()
         with av.open(str(path)) as container:
             for key, value in container.metadata.items():

@@ -10,14 +10,12 @@ that influence one output pixel).
 """
 from __future__ import annotations
 
-from typing import Callable
-
 import torch.nn as nn
 
 from .autoencoder import AUTOENCODER_ARCH, VAE_ARCH
 from .compact import SRVGG_ARCH
-from .descriptor import ArchDescriptor
-from .discriminators import UNetDiscriminatorSN, VGGDiscriminator
+from .descriptor import ArchDescriptor, build_from
+from .discriminators import DISCRIMINATORS  # noqa: F401 (re-exported: GAN training's, by name)
 from .edsr import EDSR_ARCH, SRRESNET_ARCH
 from .espcn import ESPCN_ARCH
 from .litesr import LITESR_ARCH
@@ -27,11 +25,6 @@ ARCHS: dict[str, ArchDescriptor] = {arch.name: arch for arch in (
     SRVGG_ARCH, LITESR_ARCH, ESPCN_ARCH, SRRESNET_ARCH, EDSR_ARCH, RRDBNET_ARCH, AUTOENCODER_ARCH, VAE_ARCH,
 )}
 
-# Discriminators for GAN training (no ``scale``); forward(x, return_features=False).
-DISCRIMINATORS: dict[str, Callable[..., nn.Module]] = {
-    "vgg": VGGDiscriminator,
-    "unet": UNetDiscriminatorSN,
-}
 
 
 def set_fused_inference(net: nn.Module, enabled: bool) -> dict[nn.Module, bool]:
@@ -48,15 +41,3 @@ def set_fused_inference(net: nn.Module, enabled: bool) -> dict[nn.Module, bool]:
 def build_arch(name: str, **params) -> nn.Module:
     """Build a registered generator; unknown names and parameters raise."""
     return build_from({n: arch.constructor for n, arch in ARCHS.items()}, "architecture", name, params)
-
-
-def build_from(registry: dict, kind: str, name: str, params: dict) -> nn.Module:
-    """Build ``registry[name](**params)``; a typo in a name or a parameter must fail, not vanish."""
-    try:
-        constructor = registry[name]
-    except KeyError:
-        raise ValueError(f"unknown {kind} {name!r}; known: {', '.join(sorted(registry))}") from None
-    try:
-        return constructor(**params)
-    except TypeError as exc:
-        raise ValueError(f"bad parameters for {name}: {exc}") from None

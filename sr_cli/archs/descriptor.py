@@ -67,3 +67,15 @@ def key_indices(state: StateDict, pattern: str) -> list[int]:
     """Sorted distinct integers captured by ``pattern`` (one group) over the keys."""
     regex = re.compile(pattern)
     return sorted({int(m.group(1)) for k in state if (m := regex.fullmatch(k))})
+
+
+def build_from(registry: dict, kind: str, name: str, params: dict) -> nn.Module:
+    """Build ``registry[name](**params)``; a typo in a name or a parameter must fail, not vanish."""
+    try:
+        constructor = registry[name]
+    except KeyError:
+        raise ValueError(f"unknown {kind} {name!r}; known: {', '.join(sorted(registry))}") from None
+    try:
+        return constructor(**params)
+    except TypeError as exc:
+        raise ValueError(f"bad parameters for {name}: {exc}") from None

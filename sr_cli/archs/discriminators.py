@@ -18,10 +18,14 @@ feature-matching loss.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils import spectral_norm
+
+from .descriptor import build_from
 
 
 class VGGDiscriminator(nn.Module):
@@ -107,8 +111,13 @@ def _up(x: torch.Tensor) -> torch.Tensor:
     return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
 
 
-def build_discriminator(name: str, **params) -> nn.Module:
-    """Build a discriminator registered in ``sr_cli.archs.DISCRIMINATORS``; unknown names/params raise."""
-    from . import DISCRIMINATORS, build_from
+# Discriminators for GAN training (no ``scale``), by name; forward(x, return_features=False).
+DISCRIMINATORS: dict[str, Callable[..., nn.Module]] = {
+    "vgg": VGGDiscriminator,
+    "unet": UNetDiscriminatorSN,
+}
 
+
+def build_discriminator(name: str, **params) -> nn.Module:
+    """Build a discriminator of ``DISCRIMINATORS``; unknown names/params raise."""
     return build_from(DISCRIMINATORS, "discriminator", name, params)

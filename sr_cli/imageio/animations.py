@@ -32,6 +32,7 @@ import numpy as np
 from PIL import Image
 
 from ..atomic import atomic_file
+from ..errors import first_line
 from ..png import SIGNATURE, chunk, encode_png
 from .stills import ANIMATION_FORMATS, ImageReadError, _check_input_size, _eight_bits, _frames_in, _pixels_from_pil
 
@@ -68,7 +69,7 @@ class Animation:
             _check_input_size(*self._image.size)
             self.count = _frames_in(self._image)
         except Exception as exc:
-            reason = getattr(exc, "strerror", None) or " ".join(str(exc).split()) or type(exc).__name__
+            reason = getattr(exc, "strerror", None) or first_line(exc)
             raise ImageReadError(f"{self.name}: cannot read image ({reason})") from exc
         self.format = self._image.format
         # A GIF without a loop extension plays once: None keeps it that way.
@@ -82,7 +83,7 @@ class Animation:
                 self._image.seek(index)
                 pixels = np.require(_pixels_from_pil(self._image), requirements=["C", "W"])
             except Exception as exc:
-                reason = " ".join(str(exc).split()) or type(exc).__name__
+                reason = first_line(exc)
                 raise ImageReadError(f"{self.name}: cannot read frame {index} ({reason})") from exc
             info = self._image.info
             disposal = getattr(self._image, "disposal_method", None) if self.format == "GIF" else info.get("disposal")

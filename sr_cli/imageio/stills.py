@@ -54,6 +54,7 @@ import numpy as np
 from PIL import Image, ImageCms, UnidentifiedImageError
 
 from ..atomic import atomic_file
+from ..errors import first_line
 from ..png import EXIF_PREFIX, PNG_LEVEL, encode_png
 from ..png import damage as png_damage
 from ..provenance import PNG_KEY, xmp as provenance_xmp
@@ -191,7 +192,7 @@ def read_image(source: Union[str, os.PathLike, bytes], *, first_frame: bool = Fa
     except MemoryError:
         raise ImageReadError(f"{name}: cannot read image (out of memory while decoding)") from None
     except Exception as exc:  # any decoder failure on an untrusted file is "unreadable"
-        reason = " ".join(str(exc).split()) or type(exc).__name__
+        reason = first_line(exc)
         raise ImageReadError(f"{name}: cannot read image ({reason})") from exc
 
 
