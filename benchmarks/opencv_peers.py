@@ -47,7 +47,7 @@ def load_peer(peers_dir: Path, label: str, scale: int):
 
 
 def load_ours(models: list[str], scale: int, missing: dict[tuple[str, str], list[int]]) -> dict:
-    from sr_cli.registry import plan_passes
+    from sr_cli.resolve import plan_passes
     from sr_cli.upscale import Upscaler
     loaded = {}
     for name in models:
