@@ -3,8 +3,8 @@
 ``HRPatchDataset`` decodes every HR image once and keeps it in memory as uint8
 (the 291-image set is ~110 MB). Each item is a random HR crop of ``patch * scale``
 pixels, randomly flipped / transposed (the 8 dihedral transforms), with its LR made
-on the fly by MATLAB bicubic (``resize.imresize``) and quantised to uint8 levels, as
-real LR files are.
+on the fly by ``resize.matlab_lr`` (MATLAB bicubic, quantised to uint8 levels as real LR
+files are): the LR that ``sr eval`` scores with, and training's validation too.
 
 The LR patch equals the same pixels of the LR image made from the whole
 (modcropped) HR image: crops start on the scale grid and are resized with a margin
