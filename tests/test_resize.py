@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from sr_cli.resize import cubic, imresize, modcrop, weight_matrix
+from sr_cli.resize import cubic, imresize, matlab_lr, modcrop, weight_matrix
 
 
 def reference_cubic(d):
@@ -150,3 +150,15 @@ def test_modcrop_numpy_and_tensor():
     assert modcrop(np.zeros((10, 7)), 3).shape == (9, 6)
     assert modcrop(torch.zeros(2, 3, 10, 7), 4).shape == (2, 3, 8, 4)
     assert modcrop(np.zeros((12, 12, 3)), 4).shape == (12, 12, 3)
+
+
+def test_matlab_lr_rounds_halves_up_as_matlab():
+    # Columns alternating 100 and 101: MATLAB's symmetric x2 kernel puts half its weight on each,
+    # so every LR pixel away from the mirrored borders is exactly 100.5, which MATLAB's uint8() (and
+    # so the literature) makes 101; rounding half to even would give 100.
+    levels = torch.tensor([100.0, 101.0], dtype=torch.float64).repeat(8, 12)[None]  # 1 x 8 x 24
+    assert torch.equal(imresize(levels, 0.5)[..., 2:-2], torch.full((1, 4, 8), 100.5, dtype=torch.float64))
+    lr = matlab_lr((levels / 255).float(), 2) * 255
+    assert lr.dtype == torch.float32 and lr.shape == (1, 4, 12)
+    assert torch.equal(lr[..., 2:-2].round(), torch.full((1, 4, 8), 101.0))
+

@@ -43,11 +43,16 @@ def test_loss_goes_down_and_model_exports(images, tmp_path):
 
 def test_validation_psnr_equals_sr_eval(images, tmp_path):
     # Training's validation and `sr eval` make the LR by the same matlab_lr and round the output the
-    # same way, so a run's Set5 figure is the one `sr eval` gives for its exported weights.
+    # same way, so a run's Set5 figure is the one `sr eval` gives for its exported weights. The
+    # striped image's LR is all exact halves (test_resize), where the two roundings used to differ.
+    from PIL import Image
     from sr_cli.evaluate import evaluate
-    run = train(config(images, tmp_path / "run", iters=4, val=str(images), val_every=4), on_log=lambda r: None)
+    val = write_smooth_pngs(tmp_path / "val", count=2)
+    stripes = np.tile(np.array([100, 101], np.uint8), (48, 24))
+    Image.fromarray(np.stack([stripes, stripes[::-1], stripes.T], axis=2)).save(val / "stripes.png")
+    run = train(config(images, tmp_path / "run", iters=4, val=str(val), val_every=4), on_log=lambda r: None)
     logged = [r for r in read_log(run) if "val_psnr" in r][-1]
-    report = evaluate([images], scale=2, models=[str(run / "model.safetensors")], engine="torch", device="cpu")
+    report = evaluate([val], scale=2, models=[str(run / "model.safetensors")], engine="torch", device="cpu")
     score = next(iter(report.scores.values()))[report.datasets[0]]
     assert {i.name.rsplit(".", 1)[0]: i.psnr for i in score.images} == logged["val"]
     assert score.psnr == logged["val_psnr"]
