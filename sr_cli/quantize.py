@@ -68,7 +68,7 @@ class Int8Check:
                 and self.blockiness_change <= max_blockiness_change)
 
     def describe(self) -> str:
-        return (f"{self.psnr_loss:.3f} dB / {self.ssim_loss:.4f} SSIM below fp32, blockiness "
+        return (f"{self.psnr_loss:+.3f} dB / {self.ssim_loss:+.4f} SSIM below fp32, blockiness "
                 f"{self.int8_blockiness:.3f} vs {self.fp32_blockiness:.3f} on {self.images} images"
                 + (f" ({self.degrade})" if self.degrade else ""))
 

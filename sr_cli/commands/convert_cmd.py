@@ -108,8 +108,8 @@ def export_command(output, model, scale, fmt, opset, check, strength, parent, in
                              overwrite=overwrite, progress=lambda text: click.echo(text, err=True))
         click.echo(f"{model} x{scale} -> {output} (int8 ONNX, {result['bytes'] / 1e6:.2f} MB); against fp32: "
                    + "; ".join(f"{c.images} images{f' {c.degrade}' if c.degrade else ''} PSNR {c.int8_psnr:.3f} "
-                               f"vs {c.fp32_psnr:.3f} dB (-{c.psnr_loss:.3f}), SSIM {c.int8_ssim:.4f} vs "
-                               f"{c.fp32_ssim:.4f} (-{c.ssim_loss:.4f}), blockiness {c.int8_blockiness:.3f} vs "
+                               f"vs {c.fp32_psnr:.3f} dB ({-c.psnr_loss:+.3f}), SSIM {c.int8_ssim:.4f} vs "
+                               f"{c.fp32_ssim:.4f} ({-c.ssim_loss:+.4f}), blockiness {c.int8_blockiness:.3f} vs "
                                f"{c.fp32_blockiness:.3f}" for c in result["checks"]))
         return
     from ..export import export_model
