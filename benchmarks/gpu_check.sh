@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Every GPU check in one prepared run, for a lent GPU machine (device tool): the device tests, then
-# `sr bench` of the default x4 model and RRDBNet (23 blocks, random weights) on 2048x2048 inputs in
-# fp16, bf16 and fp32. Needs torch, click, rich, safetensors, pillow, opencv and pytest in $PY (the
-# device image has them); nothing is installed. Writes tests.txt and bench_<precision>.json to $OUT.
+# Every GPU check in one run, on a CUDA machine: the device tests, then `sr bench` of the default x4
+# model and RRDBNet (23 blocks, random weights) on 2048x2048 inputs in fp16, bf16 and fp32. Needs
+# torch, click, rich, safetensors, pillow, opencv and pytest in $PY; nothing is installed. Writes
+# tests.txt and bench_<precision>.json to $OUT (default: gpu_check_out).
 #
-#   run: bash benchmarks/gpu_check.sh                        (on the device machine, OUT is set there)
-#   dry run here: OUT=/tmp/gpu PY=.venv/bin/python DEVICE=cpu PRECISIONS=fp32 SIZE=64x64 bash benchmarks/gpu_check.sh
+#   on a CUDA machine: OUT=DIR bash benchmarks/gpu_check.sh
+#   dry run on a CPU:  OUT=/tmp/gpu PY=.venv/bin/python DEVICE=cpu PRECISIONS=fp32 SIZE=64x64 bash benchmarks/gpu_check.sh
 set -u
 OUT=${OUT:-gpu_check_out}
 PY=${PY:-python3}
@@ -22,7 +22,7 @@ SR_TEST_DEVICE=$DEVICE "$PY" -m pytest -q -rs -p no:cacheprovider \
     tests/test_device.py tests/test_upscale.py tests/test_tiling.py 2>&1 | tee "$OUT/tests.txt"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
-weights=$(mktemp -d)  # 67 MB of random RRDBNet weights: kept out of $OUT, which comes back
+weights=$(mktemp -d)  # 67 MB of random RRDBNet weights: kept out of $OUT, which holds the results only
 trap 'rm -rf "$weights"' EXIT
 rrdbnet=$("$PY" -c "import sys, pathlib; sys.path.insert(0, 'benchmarks'); from reference_loop import build
 print(build('rrdbnet', pathlib.Path('$weights'), 4))") || exit 1

@@ -1,4 +1,4 @@
-"""`sr bench --compare-reference` on the two architectures the bench issue names, and the tiling overhead.
+"""`sr bench --compare-reference` on Real-ESRGAN's two architectures, and the tiling overhead.
 
     .venv/bin/python benchmarks/reference_loop.py                          # SRVGGNetCompact and RRDBNet, x4
     .venv/bin/python benchmarks/reference_loop.py --arch srvgg --size 256x256 --repeat 5

@@ -1,6 +1,6 @@
 """Frames per second of `sr upscale clip.mp4`: a 480p clip with sound, x2 and x4, per model.
 
-    python benchmarks/video_fps.py                        # fast and default, x2 and x4, 8 frames, this CPU
+    python benchmarks/video_fps.py                        # fast and default, x2 and x4, 8 frames, on the CPU
     python benchmarks/video_fps.py --device cuda --frames 48
     python benchmarks/video_fps.py --engine torch --engine onnx --model default --scale 4
 

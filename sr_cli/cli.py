@@ -39,16 +39,22 @@ def cli():
     guard_standard_streams()  # `sr ... >&-`: a closed stdout is one clear error where output is lost
 
 
-cli.add_command(upscale_command)
-cli.add_command(models_command)
-cli.add_command(eval_command)
-cli.add_command(train_command)
-cli.add_command(bench_command)
-cli.add_command(convert_command)
-cli.add_command(export_command)
-cli.add_command(data_command)
-cli.add_command(compare_command)
-cli.add_command(info_command)
+# One line each in `sr --help`: Click would cut each command's first sentence at the terminal's width.
+SUMMARIES = {
+    upscale_command: "Upscale images, folders, animations, videos or stdin.",
+    models_command: "List the models; pull community ones.",
+    eval_command: "Score models on benchmark sets: PSNR, SSIM, NIQE.",
+    train_command: "Train a network (PSNR or GAN), on one or many GPUs.",
+    bench_command: "Measure upscaling speed and memory.",
+    convert_command: "Rewrite a community model file as our safetensors.",
+    export_command: "Export a model to ONNX (fp32 or int8) or TorchScript.",
+    data_command: "List and download the standard image sets.",
+    compare_command: "Show models side by side in one picture.",
+    info_command: "Show which model and source made an output.",
+}
+for command, summary in SUMMARIES.items():
+    command.short_help = summary
+    cli.add_command(command)
 
 
 def main() -> None:

@@ -212,8 +212,7 @@ def _score_one(path: Path, label: str, *, lr_files, lr_folder, scale: int, spec,
         hr = modcrop(hr, scale)
         lr = bicubic_downscale(hr, scale)
         if spec is not None:
-            rng = np.random.default_rng([int(seed), zlib.crc32(f"{label}/{path.name}".encode())])
-            lr = spec.apply(hr, lr, scale=scale, rng=rng)
+            lr = degraded_lr(spec, hr, lr, scale=scale, seed=seed, label=label, name=path.name)
             if save_dir is not None:
                 _save(lr, Path(save_dir) / "lr" / _safe_name(label) / f"{path.stem}.png")
     else:
@@ -236,6 +235,13 @@ def _score_one(path: Path, label: str, *, lr_files, lr_folder, scale: int, spec,
 def bicubic_downscale(hr: np.ndarray, scale: int) -> np.ndarray:
     """uint8 HR (HW or HWC, sides multiples of ``scale``) -> uint8 LR by ``resize.matlab_lr``."""
     return _uint8_like(matlab_lr(to_tensor(hr), scale), hr)
+
+
+def degraded_lr(spec, hr: np.ndarray, lr: np.ndarray, *, scale: int, seed: int, label: str, name: str) -> np.ndarray:
+    """``lr`` degraded by ``spec`` with a generator seeded by ``seed`` and the image's dataset label and
+    file name: the same LR whatever the models, their order or the other images."""
+    rng = np.random.default_rng([int(seed), zlib.crc32(f"{label}/{name}".encode())])
+    return spec.apply(hr, lr, scale=scale, rng=rng)
 
 
 def run_model(engine, lr: np.ndarray, *, tile: Optional[int], overlap: int) -> np.ndarray:

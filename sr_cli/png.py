@@ -2,9 +2,9 @@
 
 A 16384 x 16384 RGB output is 805 MB; Pillow's encoder first copies it into its
 own 4-bytes-a-pixel image (1.07 GB) and OpenCV's needs a BGR copy, so either
-would more than double the peak memory of a large upscale. Here rows are
-filtered a few at a time and deflated in blocks on a few threads, so the only
-full-size buffer is the caller's array.
+would more than double the peak memory of a large upscale. Here blocks of rows
+are filtered and deflated on a few threads, so the only full-size buffer is the
+caller's array.
 
 Filters are chosen per row as libpng and Pillow do: each of the five PNG filters
 is tried and the one whose residuals have the smallest sum of absolute values
@@ -60,34 +60,36 @@ def encode_png(pixels: np.ndarray, *, icc_profile: Optional[bytes] = None, exif:
     starts = range(0, height, block)
 
     filter_block = max(1, _FILTER_BYTES // row_bytes)
+    last = len(starts) - 1
 
-    def filtered_blocks() -> Iterator[bytes]:
-        above = np.zeros(row_bytes, np.uint8)
-        for top in starts:
-            parts = []
-            for part_top in range(top, min(top + block, height), filter_block):
-                rows = pixels[part_top: min(part_top + filter_block, top + block)]
-                raw = (rows.astype(">u2") if depth == 16 else np.ascontiguousarray(rows)).view(np.uint8)
-                raw = raw.reshape(len(rows), row_bytes)
-                parts.append(filter_rows(raw, above, bytes_per_pixel))
-                above = raw[-1].copy()
-            yield b"".join(parts)
+    def raw_rows(top: int, bottom: int) -> np.ndarray:
+        rows = pixels[top:bottom]
+        raw = (rows.astype(">u2") if depth == 16 else np.ascontiguousarray(rows)).view(np.uint8)
+        return raw.reshape(len(rows), row_bytes)
+
+    def filter_and_deflate(index: int) -> tuple[bytes, bytes]:
+        # Every block filters from the original bytes (the row above it is read from ``pixels``),
+        # so blocks are independent: filtering (numpy) and deflating (zlib) both release the GIL
+        # and run on the pool's threads.
+        top = starts[index]
+        bottom = min(top + block, height)
+        above = raw_rows(top - 1, top)[0] if top else np.zeros(row_bytes, np.uint8)
+        parts = []
+        for part_top in range(top, bottom, filter_block):
+            raw = raw_rows(part_top, min(part_top + filter_block, bottom))
+            parts.append(filter_rows(raw, above, bytes_per_pixel))
+            above = raw[-1]
+        data = b"".join(parts)
+        return data, _deflate(data, index == last, level)
 
     # Blocks are deflated independently on threads (map_in_order), each ending byte-aligned
     # (sync flush), so their concatenation is one valid stream, as pigz does; the zlib
-    # header and the Adler-32 of all the data wrap it.
-    last = len(starts) - 1
+    # header and the Adler-32 of all the data (taken here, in order) wrap it.
     checksum = zlib.adler32(b"")
-
-    def checksummed_blocks() -> Iterator[tuple[bytes, bool]]:
-        nonlocal checksum
-        for index, data in enumerate(filtered_blocks()):
-            checksum = zlib.adler32(data, checksum)
-            yield data, index == last
-
     pending: list[bytes] = [b"\x78\x9c"]  # zlib header: deflate, 32K window
     pending_size = 0
-    for compressed in map_in_order(lambda block: _deflate(*block, level), checksummed_blocks()):
+    for data, compressed in map_in_order(filter_and_deflate, range(len(starts))):
+        checksum = zlib.adler32(data, checksum)
         pending.append(compressed)
         pending_size += len(compressed)
         if pending_size >= _IDAT_BYTES:

@@ -50,6 +50,14 @@ def test_help_imports_no_torch():
     assert "Upscale images" in done.stdout and "Score models" in done.stdout
 
 
+def test_main_help_lists_every_command_in_one_uncut_line():
+    from click.testing import CliRunner
+    from sr_cli.cli import cli
+    lines = CliRunner().invoke(cli, ["--help"], terminal_width=80).output.split("Commands:")[1].strip().splitlines()
+    assert sorted(line.split()[0] for line in lines) == sorted(cli.commands)
+    assert not [line for line in lines if line.rstrip().endswith("...")]
+
+
 def test_upscale_option_parsers():
     assert [parse_tile(v) for v in ("auto", "0", "128")] == ["auto", None, 128]
     assert [parse_max_pixels(v) for v in ("auto", "4e9")] == [None, 4_000_000_000]

@@ -291,4 +291,16 @@ def test_export_int8_from_the_command_line(tmp_path):
     assert result.output.count("PSNR") == 2 and OnnxEngine(out).precision == "int8"  # one line per check set
     again = CliRunner().invoke(cli, args)
     assert again.exit_code != 0 and "exists" in again.output
+    # With --check-degrade every set is also checked on degraded LR, blockiness included; a blockiness
+    # limit of 0 cannot be met by any rounding, so the file is refused and the old one kept.
+    degraded = args + ["--overwrite", "--check-degrade", "jpeg:30-50"]
+    result = CliRunner().invoke(cli, degraded)
+    assert result.exit_code == 0, result.output
+    assert result.output.count("PSNR") == 4 and result.output.count("jpeg:30-50 PSNR") == 2
+    assert json.loads(OnnxEngine(out).metadata["int8_recipe"])["check_degrade"] == "jpeg:30-50"
+    before = out.read_bytes()
+    refused = CliRunner().invoke(cli, degraded + ["--max-blockiness-change", "0"])
+    assert refused.exit_code != 0 and "blockiness" in refused.output and "not written" in refused.output
+    assert out.read_bytes() == before
+    assert CliRunner().invoke(cli, degraded + ["--check-degrade", "jpeg:nope"]).exit_code == 2
     assert CliRunner().invoke(cli, ["export", str(tmp_path / "x.onnx"), "--int8"]).exit_code == 2  # no --calibration

@@ -1,10 +1,21 @@
-"""The script that trained the first shipped weights (before `sr train` existed).
+"""Step 1 of the classic files' recipes (weights/README.md): a small LiteSR trained on a time budget.
 
-Kept so those weights can be reproduced exactly; new models should use `sr train`.
+Kept because those recipes start from it; new models should use `sr train`.
 PSNR-oriented: L1 loss, Adam, cosine schedule, EMA weights exported, LR made
 with the same MATLAB-compatible bicubic `sr eval` uses, Set5 validation.
 
     python weights/bootstrap_train.py --scale 4 --out runs/boot_x4 --minutes 50
+
+The schedule is set in wall-clock time. `--minutes` bounds the run; `--steps-per-second` only
+plans the step total (minutes x 60 x rate). The cosine's progress at each step is the larger of
+steps done over that total and time spent over `--minutes`, and the run stops at whichever ends
+first. The patches (`--seed`), the initial weights and the arithmetic (one thread by default) are
+the same on every run, so a run that stays ahead of the planned rate from start to end follows the
+step count alone and repeats exactly (on the same software). A run that falls behind gets learning
+rates and a step count that depend on the machine's speed, and cannot be repeated exactly. The
+bootstraps of the shipped classic files fell behind (9,293-10,028 of 12,960 planned steps in their
+second legs): they cannot be reproduced bit for bit. log.jsonl records the step, learning rate and
+elapsed time at every validation.
 """
 from __future__ import annotations
 
@@ -71,8 +82,10 @@ def main() -> None:
     parser.add_argument("--params", default='{"num_feat": 32, "num_blocks": 6}')
     parser.add_argument("--data", default="../shared/data/train")
     parser.add_argument("--val", default="../shared/data/benchmark/Set5")
-    parser.add_argument("--minutes", type=float, default=50)
-    parser.add_argument("--steps-per-second", type=float, default=2.0, help="Planned speed: sets total steps.")
+    parser.add_argument("--minutes", type=float, default=50,
+                        help="Wall-clock budget; drives the schedule whenever the run is behind the planned speed.")
+    parser.add_argument("--steps-per-second", type=float, default=2.0,
+                        help="Planned speed: sets total steps (minutes x 60 x this).")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--patch", type=int, default=32, help="LR patch size.")
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -102,8 +115,9 @@ def main() -> None:
     log = open(out / "log.jsonl", "a")
     step = 0
     while step < total_steps and time.time() - start < args.minutes * 60:
-        # The schedule follows whichever runs out first, steps or wall time: on a shared CPU
-        # the step rate is unknown in advance, and the cosine must still reach its end.
+        # Progress is the larger of steps/total and time/--minutes, so the cosine reaches its end
+        # whichever runs out first: ahead of the planned rate this is the step count alone
+        # (repeatable), behind it the wall clock (not repeatable).
         progress = min(1.0, max(step / total_steps, (time.time() - start) / (args.minutes * 60)))
         lr_now = 1e-6 + 0.5 * (args.lr - 1e-6) * (1 + math.cos(math.pi * progress))
         for group in optimiser.param_groups:

@@ -54,14 +54,20 @@ def convert_command(source, output, overwrite):
               help="--int8: HR images to compare int8 with fp32 on, a folder (repeat for several: each must "
                    "be within the limits). Default: the first 10 calibration images; held-out sets such as "
                    "Set5 and Set14 give honest figures.")
+@click.option("--check-degrade", metavar="SPEC", default=None,
+              help="--int8: also compare on each check set's LR degraded by this (a --degrade spec of sr eval, "
+                   "seed 0, e.g. jpeg:25-55), where blockiness must stay within --max-blockiness-change too.")
 @click.option("--max-loss", type=click.FloatRange(0), default=0.05, show_default=True,
               help="--int8: refuse to write the file if it loses more PSNR (dB, Y) than this against fp32.")
 @click.option("--max-ssim-loss", type=click.FloatRange(0), default=0.002, show_default=True,
               help="--int8: the same for SSIM.")
+@click.option("--max-blockiness-change", type=click.FloatRange(0), default=0.01, show_default=True,
+              help="--int8: refuse it if its blockiness (sr eval's) differs from fp32's by more than this.")
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
 @friendly_errors
 def export_command(output, model, scale, fmt, opset, check, strength, parent, int8, calibration,
-                   calibration_degrade, check_set, max_loss, max_ssim_loss, overwrite):
+                   calibration_degrade, check_set, check_degrade, max_loss, max_ssim_loss, max_blockiness_change,
+                   overwrite):
     """Export a model to OUTPUT as ONNX (dynamic height and width) or TorchScript.
 
     The exported graph maps NCHW float [0, 1] of any size to scale x the size, padding to the
@@ -76,8 +82,15 @@ def export_command(output, model, scale, fmt, opset, check, strength, parent, in
         raise click.UsageError("--int8 writes ONNX: give OUTPUT a .onnx name")
     if int8 and not calibration:
         raise click.UsageError("--int8 needs --calibration DIR: a folder of images (e.g. `sr data pull General100`)")
-    if not int8 and (calibration or check_set or calibration_degrade):
-        raise click.UsageError("--calibration, --calibration-degrade and --check-set go with --int8")
+    if not int8 and (calibration or check_set or calibration_degrade or check_degrade):
+        raise click.UsageError("--calibration, --calibration-degrade, --check-set and --check-degrade go with --int8")
+    for option, spec in (("--calibration-degrade", calibration_degrade), ("--check-degrade", check_degrade)):
+        if spec:
+            from ..degrade import parse_degrade_spec
+            try:
+                parse_degrade_spec(spec)
+            except ValueError as exc:
+                raise click.BadParameter(str(exc), param_hint=option) from None
     from ..blend import with_strength
     from ..resolve import native_scales, resolve_model
     model = with_strength(model, strength)
@@ -90,12 +103,14 @@ def export_command(output, model, scale, fmt, opset, check, strength, parent, in
         from ..quantize import export_int8
         result = export_int8(resolve_model(model, scale, parent=parent), output, calibration=calibration,
                              check_set=check_set or None,
-                             degrade=calibration_degrade, max_psnr_loss=max_loss, max_ssim_loss=max_ssim_loss,
+                             degrade=calibration_degrade, check_degrade=check_degrade, max_psnr_loss=max_loss,
+                             max_ssim_loss=max_ssim_loss, max_blockiness_change=max_blockiness_change,
                              overwrite=overwrite, progress=lambda text: click.echo(text, err=True))
         click.echo(f"{model} x{scale} -> {output} (int8 ONNX, {result['bytes'] / 1e6:.2f} MB); against fp32: "
-                   + "; ".join(f"{c.images} images PSNR {c.int8_psnr:.3f} vs {c.fp32_psnr:.3f} dB "
-                               f"(-{c.psnr_loss:.3f}), SSIM {c.int8_ssim:.4f} vs {c.fp32_ssim:.4f} "
-                               f"(-{c.ssim_loss:.4f})" for c in result["checks"]))
+                   + "; ".join(f"{c.images} images{f' {c.degrade}' if c.degrade else ''} PSNR {c.int8_psnr:.3f} "
+                               f"vs {c.fp32_psnr:.3f} dB ({-c.psnr_loss:+.3f}), SSIM {c.int8_ssim:.4f} vs "
+                               f"{c.fp32_ssim:.4f} ({-c.ssim_loss:+.4f}), blockiness {c.int8_blockiness:.3f} vs "
+                               f"{c.fp32_blockiness:.3f}" for c in result["checks"]))
         return
     from ..export import export_model
     result = export_model(resolve_model(model, scale, parent=parent), output, fmt=fmt, opset=opset, check=check,
