@@ -6,7 +6,7 @@ TORCH_SPEC ?= torch>=2.3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.sr-installed
 
-.PHONY: install demo test test-all test-wheel test-community clean
+.PHONY: install demo test test-quick test-wheel test-community clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -24,13 +24,14 @@ demo: install
 	$(VENV)/bin/sr upscale docs/sample.png --scale 4 -o out/sample_x4.png --overwrite
 	@echo "Upscaled docs/sample.png -> out/sample_x4.png"
 
-# The wheel check runs first so that pytest's summary stays the last line of the output. The tests
-# that start processes (marked subprocess: signals, torchrun, fresh interpreters) run in test-all.
+# The wheel check runs first so that pytest's summary stays the last line of the output. CI runs
+# `make test`: everything. test-quick leaves out the tests that start processes (marked subprocess:
+# signals, torchrun, fresh interpreters), for the edit-test loop.
 test: install test-wheel
-	$(PY) -m pytest -m "not subprocess"
-
-test-all: install test-wheel
 	$(PY) -m pytest
+
+test-quick: install
+	$(PY) -m pytest -m "not subprocess"
 
 # Build the wheel, install it into a fresh venv outside the checkout, run `sr models` and
 # `sr upscale` with every shipped model from there (tests/wheel_smoke.sh).
