@@ -269,6 +269,34 @@ def test_gan_resume_is_exact(images, tmp_path):
         train(config(images, tmp_path / "b", resume=True, **{**settings, "gan": "lsgan"}), on_log=lambda r: None)
 
 
+def test_gan_stage_goes_on_from_a_runs_generator_and_discriminator(images, tmp_path):
+    # A GAN stage continued with other loss weights: the new run starts from the old run's generator
+    # (its model file) and discriminator (its checkpoint's disc.* tensors), exactly.
+    settings = dict(GAN_CASES["unet-lsgan"], gan="vanilla", iters=3, ema=0.0)
+    first = train(config(images, tmp_path / "first", **settings), on_log=lambda r: None)
+    logs = []
+    second = train(config(images, tmp_path / "second", **{**settings, "loss": {"l1": 0.5}, "iters": 1, "lr": 0.0,
+                                                             "d_lr": 0.0},
+                          pretrained_g=str(first / "model.safetensors"),
+                          pretrained_d=str(first / "checkpoint.safetensors")), on_log=logs.append)
+    assert any("discriminator: " in r.get("message", "") for r in logs)
+    before, after = read_checkpoint(first, "disc."), read_checkpoint(second, "disc.")
+    # With learning rates 0 the weights stay as loaded (spectral norm's power-iteration vectors move).
+    weights = [k for k in before if not k.endswith(("weight_u", "weight_v"))]
+    assert before.keys() == after.keys() and weights and all(torch.equal(before[k], after[k]) for k in weights)
+    # A discriminator's own tensors work too; one of another size is one clear error.
+    from safetensors.torch import save_file
+    save_file(before, str(tmp_path / "disc.safetensors"))
+    train(config(images, tmp_path / "third", **{**settings, "iters": 1}, pretrained_d=str(tmp_path / "disc.safetensors")),
+          on_log=lambda r: None)
+    wider = {**settings, "disc_params": {**settings.get("disc_params", {}), "num_feat": 8}, "iters": 1}
+    with pytest.raises(ValueError, match="does not fit this discriminator"):
+        train(config(images, tmp_path / "fourth", **wider, pretrained_d=str(tmp_path / "disc.safetensors")),
+              on_log=lambda r: None)
+    with pytest.raises(ValueError, match="needs GAN training"):
+        TrainConfig(arch="litesr", scale=2, data=["x"], out="y", pretrained_d=str(tmp_path / "disc.safetensors"))
+
+
 def test_gan_config_checks(images, tmp_path):
     base = dict(arch="litesr", scale=2, data=["x"], out="y")
     assert TrainConfig(**base, gan="ragan").loss == {"l1": 1.0, "gan": 0.1}

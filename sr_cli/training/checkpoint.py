@@ -224,3 +224,20 @@ def load_pretrained(net: nn.Module, config: TrainConfig) -> str:
         shown = {k: v for k, v in params.items() if k != "scale"}
         raise ValueError(f"{path} does not fit this {arch} ({detail}); its hyperparameters: {shown}") from None
     return f"generator: {len(state)} tensors from {path}"
+
+
+def load_pretrained_disc(disc: nn.Module, path: str) -> str:
+    """Load a discriminator from ``path``: a run's checkpoint (its ``disc.*`` tensors) or a file of the
+    discriminator's own tensors; every tensor must fit (ValueError). Returns the log line."""
+    from safetensors.torch import load_file
+    try:
+        tensors = load_file(path)
+    except Exception as exc:  # safetensors' own error types: not a safetensors file, or damaged
+        raise ValueError(f"{path}: cannot read it as safetensors ({first_line(exc, 200)})") from None
+    state = {k[len("disc."):]: v for k, v in tensors.items() if k.startswith("disc.")} or tensors
+    try:
+        disc.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ValueError(f"{path} does not fit this discriminator ({first_line(exc, 200)}); give the "
+                         f"--disc and --disc-opt it was trained with") from None
+    return f"discriminator: {len(state)} tensors from {path}"

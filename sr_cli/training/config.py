@@ -173,6 +173,11 @@ class TrainConfig:
         None, help="Start the generator from this weights file (e.g. a PSNR run's model.safetensors, or a "
                    "Real-ESRGAN/ESRGAN/EDSR .pth); --arch, --arch-opt and --scale default to the file's.",
         type="path", path="existing_file")
+    pretrained_d: Optional[str] = option(
+        None, help="Start the discriminator from this file: a GAN run's checkpoint.safetensors (its disc.* "
+                   "tensors) or a discriminator's own weights; same --disc and --disc-opt. With "
+                   "--pretrained-g from the same run, a GAN stage goes on with other losses or weights.",
+        type="path", path="existing_file")
     vgg_weights: Optional[str] = option(
         None, help="torchvision VGG19 state dict (.pth or .safetensors) for the perceptual loss; nothing is "
                    "downloaded.", type="path", path="existing_file")
@@ -209,7 +214,7 @@ class TrainConfig:
             self.data = [self.data]
         self.data = [str(d) for d in self.data]
         self.out = str(self.out)
-        for name in ("val", "init", "pretrained_g", "vgg_weights"):
+        for name in ("val", "init", "pretrained_g", "pretrained_d", "vgg_weights"):
             value = getattr(self, name)
             setattr(self, name, str(value) if value else None)
         self.betas = tuple(float(b) for b in self.betas)
@@ -230,6 +235,8 @@ class TrainConfig:
             raise ValueError(f"ema decay must be in [0, 1), got {self.ema}")
         if self.init and self.pretrained_g:
             raise ValueError("give either init (matching tensors) or pretrained_g (the whole generator), not both")
+        if self.pretrained_d and not self.gan:
+            raise ValueError("pretrained_d starts a discriminator: it needs GAN training (gan: vanilla, lsgan or ragan)")
         unknown = [k for k in self.loss if k not in LOSS_NAMES]
         if unknown:
             raise ValueError(f"unknown loss {', '.join(unknown)}; known: {', '.join(LOSS_NAMES)}")

@@ -30,7 +30,7 @@ from ..lock import hold
 from ..imageio import from_tensor
 from ..metrics import calculate_psnr
 from ..weights import read_metadata, save_model
-from .checkpoint import (CHECKPOINT_STATE, load_checkpoint, load_init_weights, load_pretrained,
+from .checkpoint import (CHECKPOINT_STATE, load_checkpoint, load_init_weights, load_pretrained, load_pretrained_disc,
                          read_checkpoint_state, save_checkpoint, write_json)
 from .config import TrainConfig, check_resumable
 from .distributed import Distributed, check_ranks_agree, mean_over_ranks, process_group
@@ -172,6 +172,8 @@ class Trainer:
         if config.gan:
             self.disc = build_discriminator(config.disc, **config.disc_params).to(device).to(
                 memory_format=self.memory_format)
+            if start_weights and config.pretrained_d:
+                self.on_log({"message": load_pretrained_disc(self.disc, config.pretrained_d)})
             self.disc.train()
             d_multiple = int(getattr(self.disc, "size_multiple", 1))
             if (config.patch * config.scale) % d_multiple:
