@@ -57,6 +57,12 @@ import json, sys
 rows = json.load(sys.stdin)
 assert len(rows) == 8 and sum(r["images"] for r in rows) == 718 and not any(r["pulled"] for r in rows), rows
 print("wheel: sr data list: %d sets, %d files" % (len(rows), sum(r["images"] for r in rows)))'
+# NIQE's pristine model (package data) ships: `sr eval --niqe` works from the wheel.
+"$work/venv/bin/python" -c '
+from sr_cli.niqe import pristine_model
+mu, cov, window = pristine_model()
+assert mu.shape == (36,) and cov.shape == (36, 36) and window.shape == (7, 7)
+print("wheel: NIQE pristine model present")'
 "$work/venv/bin/python" -c '
 import json
 rows = [r for r in json.load(open("models.json")) if r["source"] == "shipped"]
