@@ -155,11 +155,9 @@ def _static_channels(shape) -> int:
     return 3
 
 
-
 def open_file(path: str | Path) -> OnnxEngine:
-    """An ``OnnxEngine`` for a ``--model FILE.onnx``, made once per file version: finding a community
-    file's native scale (resolve.locate) loads and probes it, and the engine that then runs
-    it is the same one, not a second session."""
+    """The ``OnnxEngine`` of a ``--model FILE.onnx``, one per file version (path, mtime, size):
+    resolve.locate probes it for the file's native scale and the same session then runs it."""
     path = Path(path)
     stat = path.stat()
     return _open_cached(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
