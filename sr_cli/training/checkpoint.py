@@ -228,12 +228,9 @@ def load_pretrained(net: nn.Module, config: TrainConfig) -> str:
 
 def load_pretrained_disc(disc: nn.Module, path: str) -> str:
     """Load a discriminator from ``path``: a run's checkpoint (its ``disc.*`` tensors) or a file of the
-    discriminator's own tensors; every tensor must fit (ValueError). Returns the log line."""
-    from safetensors.torch import load_file
-    try:
-        tensors = load_file(path)
-    except Exception as exc:  # safetensors' own error types: not a safetensors file, or damaged
-        raise ValueError(f"{path}: cannot read it as safetensors ({first_line(exc, 200)})") from None
+    discriminator's own tensors (.safetensors, or .pth as ``weights.read_state_dict`` reads them);
+    every tensor must fit (ValueError). Returns the log line."""
+    tensors, _ = read_state_dict(path)
     state = {k[len("disc."):]: v for k, v in tensors.items() if k.startswith("disc.")} or tensors
     try:
         disc.load_state_dict(state, strict=True)
