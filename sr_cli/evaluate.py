@@ -173,10 +173,10 @@ def evaluate(datasets: Sequence[Union[str, Path]], *, scale: int, models: Sequen
         lr_files = _index_lr_files(lr_folder) if lr_folder is not None else None
         for path in images[label]:
             try:
-                image_scores = _score_one(path, label, lr_files=lr_files, lr_folder=lr_folder, scale=scale,
-                                          spec=spec, seed=seed, save_dir=save_dir, loaded=loaded, tile=tile,
-                                          overlap=overlap, crop_border=crop_border, rgb=rgb, convention=convention,
-                                          with_niqe=niqe)
+                image_scores = score_image(path, label, lr_files=lr_files, lr_folder=lr_folder, scale=scale,
+                                           spec=spec, seed=seed, save_dir=save_dir, loaded=loaded, tile=tile,
+                                           overlap=overlap, crop_border=crop_border, rgb=rgb, convention=convention,
+                                           with_niqe=niqe)
             except (ValueError, OSError) as exc:  # this file cannot be scored: named, left out, the rest go on
                 if not skip_unscorable:
                     raise
@@ -198,11 +198,12 @@ def evaluate(datasets: Sequence[Union[str, Path]], *, scale: int, models: Sequen
                       niqe=niqe)
 
 
-def _score_one(path: Path, label: str, *, lr_files, lr_folder, scale: int, spec, seed: int, save_dir, loaded: dict,
-               tile, overlap: int, crop_border: int, rgb: bool, convention: str,
-               with_niqe: bool = False) -> dict[str, ImageScore]:
-    """Every model's score on one HR image; ValueError/OSError when it cannot be scored (too small for
-    the scale, unreadable, no LR partner...)."""
+def score_image(path: Path, label: str, *, scale: int, loaded: dict, crop_border: int, spec=None, seed: int = 0,
+                lr_files=None, lr_folder=None, save_dir=None, tile=None, overlap: int = DEFAULT_OVERLAP,
+                rgb: bool = False, convention: str = "matlab", with_niqe: bool = False) -> dict[str, ImageScore]:
+    """Every model's (``loaded``: name -> engine) score on one HR image of the dataset ``label``, as
+    ``evaluate`` scores it; ValueError/OSError when it cannot be scored (too small for the scale,
+    unreadable, no LR partner...)."""
     hr = _read_image(path)
     small = min(hr.shape[:2]) // scale * scale - 2 * crop_border
     if small < 11:  # SSIM's window, after the mod-crop and the border

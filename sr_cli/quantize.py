@@ -242,26 +242,20 @@ def check_int8(fp32: Path, int8: Path, files: list[Path], scale: int, *, degrade
     --seed SEED]`` scores them (mod-crop, MATLAB-bicubic LR, degraded per image as eval does, grey
     kept grey, Y channel, border = scale, MATLAB convention)."""
     from .engines.onnx_engine import OnnxEngine
-    from .evaluate import _read_image, bicubic_downscale, degraded_lr, run_model
-    from .metrics import blockiness, calculate_psnr, calculate_ssim
-    from .resize import modcrop
+    from .evaluate import score_image
     spec = None
     if degrade:
         from .degrade import parse_degrade_spec
         spec = parse_degrade_spec(degrade)
     engines = {"fp32": OnnxEngine(fp32), "int8": OnnxEngine(int8)}
     scores = {name: ([], [], []) for name in engines}
-    kwargs = dict(crop_border=scale, test_y_channel=True, convention="matlab")
-    for path in files:
-        hr = modcrop(_read_image(path), scale)
-        lr = bicubic_downscale(hr, scale)
-        if spec is not None:
-            lr = degraded_lr(spec, hr, lr, scale=scale, seed=seed, label=path.parent.name, name=path.name)
-        for name, engine in engines.items():
-            sr = run_model(engine, lr, tile=None, overlap=16)
-            scores[name][0].append(calculate_psnr(sr, hr, **kwargs))
-            scores[name][1].append(calculate_ssim(sr, hr, **kwargs))
-            scores[name][2].append(blockiness(sr, scale=scale))
+    for path in files:  # labelled by folder, so the degraded LR is sr eval's for that set
+        found = score_image(path, path.parent.name, scale=scale, loaded=engines, crop_border=scale, spec=spec,
+                            seed=seed, tile=None)
+        for name, score in found.items():
+            scores[name][0].append(score.psnr)
+            scores[name][1].append(score.ssim)
+            scores[name][2].append(score.blockiness)
     mean = {name: [float(np.mean(v)) for v in values] for name, values in scores.items()}
     return Int8Check(images=len(files), fp32_psnr=mean["fp32"][0], int8_psnr=mean["int8"][0],
                      fp32_ssim=mean["fp32"][1], int8_ssim=mean["int8"][1], fp32_blockiness=mean["fp32"][2],
