@@ -6,8 +6,8 @@ import torch
 from safetensors.torch import save_file
 
 from sr_cli.training.losses import (
-    GAN_KINDS, VGG19_LAYER_NAMES, PerceptualLoss, VGG19Features, build_pixel_loss, charbonnier_loss,
-    feature_matching_loss, gan_loss, parse_loss_spec,
+    GAN_KINDS, VGG19_LAYER_NAMES, PerceptualLoss, VGG19Features, artifact_loss, build_pixel_loss,
+    charbonnier_loss, feature_matching_loss, gan_loss, local_variance, parse_loss_spec,
 )
 
 LN2 = math.log(2.0)
@@ -30,6 +30,32 @@ def test_pixel_losses_known_values():
     assert build_pixel_loss("gradient")(a, b).item() == pytest.approx(2.0 + 1.0)
     with pytest.raises(ValueError, match="unknown pixel loss"):
         build_pixel_loss("l3")
+
+
+def test_local_variance_is_the_unbiased_variance_of_each_reflect_padded_window():
+    x = torch.rand(2, 1, 12, 10, generator=torch.Generator().manual_seed(0))
+    padded = torch.nn.functional.pad(x, (3, 3, 3, 3), mode="reflect")
+    windows = padded.unfold(2, 7, 1).unfold(3, 7, 1)  # as LDL's get_local_weights
+    expected = windows.var(dim=(-1, -2), unbiased=True)
+    assert torch.allclose(local_variance(x, 7), expected, atol=1e-6)
+
+
+def test_artifact_loss_weighs_noise_like_errors_and_spares_what_the_ema_also_misses():
+    gen = torch.Generator().manual_seed(0)
+    target = torch.rand(1, 3, 32, 32, generator=gen)
+    dots = ((torch.arange(32).view(-1, 1) + torch.arange(32).view(1, -1)) % 2).float()
+    dotted = target + 0.1 * dots  # every other pixel off: an error whose size jumps pixel to pixel
+    offset = target + 0.05  # a smooth error of the same mean size
+    perfect_ema = target
+    assert (dotted - target).abs().mean() == pytest.approx((offset - target).abs().mean().item(), rel=1e-5)
+    assert artifact_loss(dotted, target, perfect_ema) > 100 * artifact_loss(offset, target, perfect_ema)
+    # where the EMA is further from HR than the output, the output is not penalised
+    worse_ema = target + 0.2
+    assert artifact_loss(dotted, target, worse_ema).item() == 0.0
+    # the weight map is a constant: the gradient is that of a weighted L1 of the output only
+    pred = dotted.clone().requires_grad_(True)
+    artifact_loss(pred, target, perfect_ema).backward()
+    assert pred.grad.abs().sum() > 0
 
 
 def test_gradient_loss_ignores_offsets_and_sees_block_edges():

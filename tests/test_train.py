@@ -58,6 +58,21 @@ def test_validation_psnr_equals_sr_eval(images, tmp_path):
     assert score.psnr == logged["val_psnr"]
 
 
+def test_artifact_loss_trains_a_gan_against_its_ema_and_needs_one(images, tmp_path):
+    settings = dict(gan="vanilla", disc="unet", disc_params={"num_feat": 4},
+                    loss={"l1": 1.0, "artifact": 1.0, "feature_matching": 1.0})
+    run = train(config(images, tmp_path / "ldl", iters=4, lr=1e-3, ema=0.9, log_every=1, **settings),
+                on_log=lambda r: None)
+    logged = [r for r in read_log(run) if "loss" in r]
+    assert len(logged) == 4 and all(r["losses"]["artifact"] >= 0 for r in logged)
+    assert any(r["losses"]["artifact"] > 0 for r in logged)
+    loss_sum = [r["losses"]["l1"] + r["losses"]["artifact"] + r["losses"]["feature_matching"]
+                + 0.1 * r["losses"]["gan"] for r in logged]
+    assert [r["loss"] for r in logged] == pytest.approx(loss_sum, rel=1e-4)
+    with pytest.raises(ValueError, match="artifact loss .* ema"):
+        config(images, tmp_path / "no_ema", ema=0.0, **settings)
+
+
 def test_block_edge_loss_trains_on_block_aligned_jpeg_patches(images, tmp_path):
     run = train(config(images, tmp_path / "run", iters=3, patch=16, degradation="robust_jpeg",
                        loss={"l1": 1.0, "block_edge": 2.0}), on_log=lambda r: None)

@@ -34,7 +34,7 @@ SCHEDULES = ("cosine", "step")
 AMP_CHOICES = ("bf16", "fp16")
 PIXEL_LOSS_NAMES = ("l1", "mse", "charbonnier", "gradient", "ssim", "block_edge")
 GAN_ONLY_LOSSES = ("gan", "feature_matching")
-LOSS_NAMES = (*PIXEL_LOSS_NAMES, "perceptual", *GAN_ONLY_LOSSES, "kl")  # losses.parse_loss_spec reads it
+LOSS_NAMES = (*PIXEL_LOSS_NAMES, "artifact", "perceptual", *GAN_ONLY_LOSSES, "kl")  # losses.parse_loss_spec reads it
 # VGG19's feature layers (channels, "M" for a pooling), which losses.VGG19Features builds; their
 # names are the choices of perceptual_layers (index i = torchvision's features[i]).
 VGG19_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",
@@ -135,6 +135,8 @@ class TrainConfig:
                           "block_edge (gradient on the lines of the LR's 8x8 JPEG grid only, for degradations "
                           "that compress at the LR size: robust, robust_jpeg, robust_video, compressed; patch a multiple "
                           "of 8), "
+                          "artifact (LDL: L1 where the output's error looks like a GAN artifact, "
+                          "judged against the EMA's output; needs --ema), "
                           "perceptual (needs --vgg-weights), kl (vae), "
                           "and with --gan: gan (= --gan-weight), feature_matching; repeat or comma-separate.",
         form="losses", multiple=True, fixed=True)
@@ -240,6 +242,8 @@ class TrainConfig:
         unknown = [k for k in self.loss if k not in LOSS_NAMES]
         if unknown:
             raise ValueError(f"unknown loss {', '.join(unknown)}; known: {', '.join(LOSS_NAMES)}")
+        if "artifact" in self.loss and not self.ema:
+            raise ValueError("the artifact loss compares the output with the EMA generator's: it needs ema > 0")
         if "block_edge" in self.loss and (self.patch % JPEG_BLOCK or self.patch < 2 * JPEG_BLOCK):
             raise ValueError(f"the block_edge loss needs a patch that is a multiple of {JPEG_BLOCK} (the JPEG "
                              f"block) and at least {2 * JPEG_BLOCK}, got {self.patch}")

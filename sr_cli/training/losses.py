@@ -131,6 +131,37 @@ def build_pixel_loss(name: str, *, eps: float = 1e-3,
         raise ValueError(f"unknown pixel loss {name!r}; known: {', '.join(known)}") from None
 
 
+def local_variance(x: torch.Tensor, size: int = 7) -> torch.Tensor:
+    """Each pixel's variance over the ``size`` x ``size`` window around it (reflect padding,
+    unbiased, as LDL's pixel-level weight)."""
+    pad = size // 2
+    padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+    mean = F.avg_pool2d(padded, size, stride=1)
+    mean_sq = F.avg_pool2d(padded * padded, size, stride=1)
+    n = size * size
+    return ((mean_sq - mean * mean) * (n / (n - 1))).clamp_min(0)
+
+
+def artifact_loss(pred: torch.Tensor, target: torch.Tensor, ema_pred: torch.Tensor,
+                  window: int = 7) -> torch.Tensor:
+    """LDL's artifact loss (Liang et al., CVPR 2022, "Details or Artifacts"): L1 of the output
+    against HR, weighted by a map of where the output looks like a GAN artifact.
+
+    The map is high where the residual |HR - SR| varies a lot locally (noise-like, high-frequency
+    error: the dotted and checkerboard patterns a GAN draws) scaled by the patch's residual
+    variance to the 1/5; it is zero where the EMA generator (a steadier estimate of the same
+    network) is further from HR than the output, since there the output is a real detail the EMA
+    has not caught up with. The map is a weight: no gradient flows through it.
+    """
+    with torch.no_grad():
+        residual = (target - pred).abs().sum(1, keepdim=True)
+        residual_ema = (target - ema_pred).abs().sum(1, keepdim=True)
+        patch_weight = residual.var(dim=(1, 2, 3), keepdim=True) ** 0.2
+        weight = patch_weight * local_variance(residual, window)
+        weight = torch.where(residual < residual_ema, torch.zeros_like(weight), weight)
+    return F.l1_loss(weight * pred, weight * target)
+
+
 # ---------------------------------------------------------------------------
 # adversarial losses
 

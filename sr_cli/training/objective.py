@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 
 from .config import PIXEL_LOSS_NAMES, TrainConfig
-from .losses import PerceptualLoss, build_pixel_loss, feature_matching_loss, gan_loss
+from .losses import PerceptualLoss, artifact_loss, build_pixel_loss, feature_matching_loss, gan_loss
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -50,8 +50,9 @@ class GeneratorObjective:
     """The generator's weighted loss: pixel terms, perceptual, KL (VAE), and in GAN mode the
     adversarial and feature-matching terms against a discriminator.
 
-    ``__call__(sr, hr, net=..., disc=...)`` returns each term and their weighted sum
-    under 'total'. ``disc`` is used frozen (its parameters get no gradient).
+    ``__call__(sr, hr, net=..., disc=..., ema_sr=...)`` returns each term and their weighted sum
+    under 'total'. ``disc`` is used frozen (its parameters get no gradient); ``ema_sr``, the EMA
+    generator's output on the same batch, is what the artifact term needs.
     """
 
     def __init__(self, config: TrainConfig, *, device: torch.device):
@@ -64,13 +65,19 @@ class GeneratorObjective:
                                              allow_random_init=config.vgg_random_init).to(device)
         self.gan = config.gan
         self.feature_matching = "feature_matching" in self.weights
+        self.needs_ema_output = "artifact" in self.weights
 
     def __call__(self, sr: torch.Tensor, hr: torch.Tensor, *, net: nn.Module,
-                 disc: Optional[nn.Module] = None) -> dict[str, torch.Tensor]:
+                 disc: Optional[nn.Module] = None,
+                 ema_sr: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
         terms: dict[str, torch.Tensor] = {}
         sr32 = sr.float()
         for name, fn in self.pixel.items():
             terms[name] = fn(sr32, hr)
+        if self.needs_ema_output:
+            if ema_sr is None:
+                raise ValueError("the artifact loss needs the EMA generator's output")
+            terms["artifact"] = artifact_loss(sr32, hr, ema_sr.float())
         if self.perceptual is not None:
             terms["perceptual"] = self.perceptual(sr32, hr)
         if "kl" in self.weights:
@@ -128,8 +135,12 @@ class TrainStep:
         if self.disc is not None:
             self.disc.requires_grad_(False)
         with self.autocast():
+            ema_sr = None
+            if self.objective.needs_ema_output:
+                with torch.no_grad():
+                    ema_sr = self.ema.net(lr_img)
             sr_img = self.g_model(lr_img)
-            losses = self.objective(sr_img, hr_img, net=self.net, disc=self.disc)
+            losses = self.objective(sr_img, hr_img, net=self.net, disc=self.disc, ema_sr=ema_sr)
         self.optimizer.zero_grad(set_to_none=True)
         scaler.scale(losses["total"]).backward()
         grad_norm = None
