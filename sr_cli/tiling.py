@@ -243,8 +243,10 @@ def tiled_apply(fn: TileFn, x: Array, *, scale: int, tile: Union[int, tuple[int,
             if ops.shares_memory(y, x):
                 part = ops.clone(part)
             with ops.inference():
-                part *= col_weights[j][lo:hi]
-                part *= row_w
+                if col.fade_before or col.fade_after:  # otherwise its weights here are all 1
+                    part *= col_weights[j][lo:hi]
+                if row.fade_before or row.fade_after:
+                    part *= row_w
                 start = left
                 if seam is not None:  # it already holds the strip above for its columns
                     part[:, :, :, : seam.shape[3]] += seam

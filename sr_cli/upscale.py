@@ -213,7 +213,7 @@ def _run_native(upscaler: Upscaler, engine, colour: np.ndarray) -> np.ndarray:
     out = np.empty((height * engine.scale, width * engine.scale, channels), dtype=colour.dtype)
 
     def write_rect(top: int, left: int, rect) -> None:
-        out[top:top + rect.shape[2], left:left + rect.shape[3]] = engine.to_pixels(rect, out.dtype, grey)
+        engine.to_pixels(rect, out[top:top + rect.shape[2], left:left + rect.shape[3]], grey)
 
     # Integer pixels go in as they are; tiles are converted to float one at a time.
     run_tiled(engine, engine.as_input(colour, grey), tile=upscaler.tile, overlap=upscaler.overlap,

@@ -72,6 +72,26 @@ def test_both_engines_give_the_same_pixels(onnx_pair, channels, dtype):
         assert np.abs(out.astype(int) - first.astype(int)).max() <= 1, key
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+@pytest.mark.parametrize("grey", [False, True])
+def test_both_engines_round_a_rectangle_to_the_same_pixels(onnx_pair, dtype, grey):
+    model, path = onnx_pair
+    maximum = np.iinfo(dtype).max
+    rng = np.random.default_rng(1)
+    rect = rng.random((1, 3, 6, 7), dtype=np.float32) * 1.4 - 0.2  # beyond [0, 1] both ways
+    rect[0, :, 0, :4] = [np.nan, np.inf, -np.inf, 0.5 / maximum]  # and NaN, infinities, a half
+    rect[0, :, 1, :2] = [2.5 / maximum, 3.5 / maximum]  # halves go to even
+    outputs = []
+    for engine, block in ((OnnxEngine(path), rect.copy()),
+                          (TorchEngine(model, torch.device("cpu")), torch.from_numpy(rect.copy()))):
+        out = np.full((6, 7, 1 if grey else 3), 7, dtype=dtype)
+        engine.to_pixels(block, out, grey)
+        outputs.append(out)
+    assert np.array_equal(outputs[0], outputs[1])
+    if not grey:
+        assert list(outputs[0][0, :4, 0]) == [0, maximum, 0, 0] and list(outputs[0][1, :2, 0]) == [2, 4]
+
+
 def test_engine_choice(weights_dir, onnx_pair, monkeypatch):
     import sr_cli.device
     _, path = onnx_pair

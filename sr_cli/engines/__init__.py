@@ -12,7 +12,9 @@ engine only through these members:
                              (grey: expanded to 3 channels for an RGB model)
     run(batch, input_max)    an NCHW tile (integer values up to input_max, or float) -> NCHW
                              float32 in [0, 1] at ``scale`` times the size
-    to_pixels(rect, dtype, grey)  a finished NCHW float rectangle -> h x w x C integer pixels
+    to_pixels(rect, out, grey)  a finished NCHW float rectangle -> the h x w x C integer array
+                             ``out`` (rounded as imageio.round_to_levels; ``rect`` may be used as
+                             scratch space, its values are not kept)
     auto_tile(height, width) the tile side that fits in memory, or None for one tile
     is_out_of_memory(exc)    whether halving the tile may help
     threads / set_threads(n) intra-op threads (set_threads returns False if fixed)

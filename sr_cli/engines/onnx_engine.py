@@ -123,15 +123,19 @@ class OnnxEngine:
         y = y[..., : height * self.scale, : width * self.scale].astype(np.float32, copy=False)
         return np.clip(y, 0.0, 1.0, out=y if y.flags.writeable else None)
 
-    def to_pixels(self, rect: np.ndarray, dtype, grey: bool = False) -> np.ndarray:
-        maximum = 65535.0 if np.dtype(dtype) == np.uint16 else 255.0
-        block = rect[0].mean(axis=0, keepdims=True) if grey else rect[0]
-        values = np.multiply(block, np.float32(maximum), dtype=np.float32)
-        # The rounding of imageio.round_to_levels: NaN -> 0, halves to even, clipped.
-        np.nan_to_num(values, copy=False, nan=0.0)
+    def to_pixels(self, rect: np.ndarray, out: np.ndarray, grey: bool = False) -> None:
+        maximum = 65535.0 if out.dtype == np.uint16 else 255.0
+        values = rect[0].mean(axis=0, keepdims=True) if grey else rect[0]
+        if values.dtype != np.float32 or not values.flags.writeable:
+            values = values.astype(np.float32)
+        # In place on the rectangle (scratch space by contract), in as few passes as numpy allows:
+        # this runs over every output pixel. The rounding of imageio.round_to_levels: fmax/fmin
+        # take NaN to 0 and clip, rint rounds halves to even.
+        np.multiply(values, np.float32(maximum), out=values)
+        np.fmax(values, np.float32(0.0), out=values)
+        np.fmin(values, np.float32(maximum), out=values)
         np.rint(values, out=values)
-        np.clip(values, 0.0, maximum, out=values)
-        return values.transpose(1, 2, 0).astype(dtype)
+        np.copyto(out, values.transpose(1, 2, 0), casting="unsafe")
 
     def auto_tile(self, height: int, width: int) -> Optional[int]:
         budget = available_memory() * 0.25

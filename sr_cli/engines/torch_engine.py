@@ -68,15 +68,13 @@ class TorchEngine:
             batch = batch.div_(input_max)
         return self.model(batch).float()
 
-    def to_pixels(self, rect: torch.Tensor, dtype, grey: bool = False) -> np.ndarray:
+    def to_pixels(self, rect: torch.Tensor, out: np.ndarray, grey: bool = False) -> None:
         from ..imageio import from_tensor
-        out = np.empty((rect.shape[2], rect.shape[3], 1 if grey else rect.shape[1]), dtype=dtype)
         # A few rows at a time, so the float temporaries stay small next to the output.
         for offset in range(0, rect.shape[2], 64):
             block = rect[0, :, offset:offset + 64]
             block = block.mean(dim=0, keepdim=True) if grey else block
-            out[offset:offset + block.shape[1]] = from_tensor(block[None], dtype)
-        return out
+            out[offset:offset + block.shape[1]] = from_tensor(block[None], out.dtype)
 
     def auto_tile(self, height: int, width: int) -> Optional[int]:
         cuda = self.torch_device.type == "cuda"
