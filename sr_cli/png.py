@@ -6,9 +6,12 @@ would more than double the peak memory of a large upscale. Here blocks of rows
 are filtered and deflated on a few threads, so the only full-size buffer is the
 caller's array.
 
-Filters are chosen per row as libpng and Pillow do: each of the five PNG filters
-is tried and the one whose residuals have the smallest sum of absolute values
-(as signed bytes) is kept. Every filter predicts from the original bytes, so the
+Filters are chosen per row by libpng's and Pillow's rule, the smallest sum of absolute
+residuals (as signed bytes), among Sub, Up and Average: the three whose residuals are
+one uint8 pass each. Leaving out None and Paeth (Paeth's predictor needs a dozen int16
+passes) makes filtering 5-7x faster, and it had taken as long as the deflating, for
+files within 1% of the five-filter choice's on photos and their upscales
+(docs/benchmarks.md, "PNG"). Every filter predicts from the original bytes, so the
 whole choice vectorises over a block of rows.
 """
 from __future__ import annotations
@@ -25,7 +28,7 @@ SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _COLOUR_TYPES = {1: 0, 2: 4, 3: 2, 4: 6}  # channels -> grey, grey+alpha, RGB, RGBA
 EXIF_PREFIX = b"Exif\x00\x00"  # how Pillow and JPEG APP1 start EXIF; PNG eXIf omits it
 _ROWS_BYTES = 2 << 20  # raw bytes deflated at a time
-_FILTER_BYTES = 256 << 10  # raw bytes filtered at a time: filtering's int16 temporaries are ~40x this
+_FILTER_BYTES = 256 << 10  # raw bytes filtered at a time: filtering's temporaries are ~7x this
 _IDAT_BYTES = 1 << 20  # compressed bytes per IDAT chunk (any size is valid)
 # zlib level 4: on x4 outputs of Set5/Set14 photos it wrote 1.2-2.4x faster than level 6 for 0.4-5.6%
 # more bytes (benchmarks/png_level.py; docs/benchmarks.md). Levels 1-3 were no faster and larger.
@@ -109,22 +112,21 @@ def filter_rows(raw: np.ndarray, above: np.ndarray, bytes_per_pixel: int) -> byt
     """PNG-filter rows (R x row_bytes uint8; ``above`` is the row before them, zeros for the
     first): each output row is its filter type byte followed by the residuals."""
     count, row_bytes = raw.shape
-    x = raw.astype(np.int16)
-    up = np.empty_like(x)
+    up = np.empty_like(raw)
     up[0] = above
-    up[1:] = x[:-1]
-    left = np.zeros_like(x)
-    left[:, bytes_per_pixel:] = x[:, :-bytes_per_pixel]
-    up_left = np.zeros_like(x)
-    up_left[:, bytes_per_pixel:] = up[:, :-bytes_per_pixel]
-    # Paeth: the neighbour (left, up, up-left) closest to left + up - up-left; ties in that order.
-    p_left, p_up, p_up_left = np.abs(up - up_left), np.abs(left - up_left), np.abs(left + up - 2 * up_left)
-    paeth = np.where((p_left <= p_up) & (p_left <= p_up_left), left, np.where(p_up <= p_up_left, up, up_left))
-    candidates = np.stack([x, x - left, x - up, x - ((left + up) >> 1), x - paeth]).astype(np.uint8)
-    cost = np.abs(candidates.view(np.int8).astype(np.int16)).sum(axis=2, dtype=np.int64)
+    up[1:] = raw[:-1]
+    left = np.zeros_like(raw)
+    left[:, bytes_per_pixel:] = raw[:, :-bytes_per_pixel]
+    candidates = np.empty((3, count, row_bytes), np.uint8)  # types 1-3; uint8 arithmetic wraps as PNG's
+    np.subtract(raw, left, out=candidates[0])  # Sub
+    np.subtract(raw, up, out=candidates[1])  # Up
+    average = (left >> 1) + (up >> 1) + (left & up & 1)  # floor((left + up) / 2) without overflow
+    np.subtract(raw, average, out=candidates[2])  # Average
+    # |residual| as a signed byte: abs() of int8 -128 wraps to -128, which read as uint8 is 128.
+    cost = np.abs(candidates.view(np.int8)).view(np.uint8).sum(axis=2, dtype=np.uint32)
     best = cost.argmin(axis=0)
     out = np.empty((count, row_bytes + 1), np.uint8)
-    out[:, 0] = best
+    out[:, 0] = best + 1
     out[:, 1:] = candidates[best, np.arange(count)]
     return out.tobytes()
 
