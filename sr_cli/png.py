@@ -9,10 +9,10 @@ caller's array.
 Filters are chosen per row by libpng's and Pillow's rule, the smallest sum of absolute
 residuals (as signed bytes), among Sub, Up and Average: the three whose residuals are
 one uint8 pass each. Leaving out None and Paeth (Paeth's predictor needs a dozen int16
-passes) makes filtering 5-7x faster, and it had taken as long as the deflating, for
-files within 1% of the five-filter choice's on photos and their upscales
-(docs/benchmarks.md, "PNG"). Every filter predicts from the original bytes, so the
-whole choice vectorises over a block of rows.
+passes) makes filtering 7x faster, for files of the same size as the five-filter
+choice's on photos and their upscales (docs/benchmarks.md, "PNG level and filters").
+Every filter predicts from the original bytes, so the whole choice vectorises over a
+block of rows.
 """
 from __future__ import annotations
 
@@ -30,8 +30,9 @@ EXIF_PREFIX = b"Exif\x00\x00"  # how Pillow and JPEG APP1 start EXIF; PNG eXIf o
 _ROWS_BYTES = 2 << 20  # raw bytes deflated at a time
 _FILTER_BYTES = 256 << 10  # raw bytes filtered at a time: filtering's temporaries are ~7x this
 _IDAT_BYTES = 1 << 20  # compressed bytes per IDAT chunk (any size is valid)
-# zlib level 4: on x4 outputs of Set5/Set14 photos it wrote 1.2-2.4x faster than level 6 for 0.4-5.6%
-# more bytes (benchmarks/png_level.py; docs/benchmarks.md). Levels 1-3 were no faster and larger.
+# zlib level 4: on x4 outputs of Set5/Set14 photos it writes 1.2-3.3x faster than level 6 for 0.4-7%
+# more bytes; levels 1-2 are up to 1.7x faster again for up to 14% more (benchmarks/png_level.py;
+# docs/benchmarks.md).
 PNG_LEVEL = 4
 
 
