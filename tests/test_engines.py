@@ -92,6 +92,16 @@ def test_both_engines_round_a_rectangle_to_the_same_pixels(onnx_pair, dtype, gre
         assert list(outputs[0][0, :4, 0]) == [0, maximum, 0, 0] and list(outputs[0][1, :2, 0]) == [2, 4]
 
 
+def test_onnx_runs_a_480p_frame_whole_and_tiles_larger_or_when_memory_is_short(onnx_pair, monkeypatch):
+    from sr_cli.engines import onnx_engine
+    engine = OnnxEngine(onnx_pair[1])
+    monkeypatch.setattr(onnx_engine, "available_memory", lambda: 16 << 30)
+    assert engine.auto_tile(480, 854) is None and engine.auto_tile(512, 512) is None
+    assert engine.auto_tile(720, 1280) == 256 and engine.auto_tile(100, 5000) == 256
+    monkeypatch.setattr(onnx_engine, "available_memory", lambda: 1 << 30)
+    assert engine.auto_tile(480, 854) is not None  # its working memory would not fit
+
+
 def test_engine_choice(weights_dir, onnx_pair, monkeypatch):
     import sr_cli.device
     _, path = onnx_pair

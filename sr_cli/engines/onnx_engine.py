@@ -10,6 +10,7 @@ library is ever registered, so a file can only use ONNX Runtime's own operators.
 from __future__ import annotations
 
 import functools
+import math
 import os
 from pathlib import Path
 from typing import Optional
@@ -20,10 +21,12 @@ from ..device import available_memory
 from ..errors import first_line
 from ..tiling import CPU_TILE_CAP, auto_tile
 
-# An input up to 512 pixels a side runs as one tile: 8% faster than in 256-pixel tiles (docs/benchmarks.md,
-# "Engines"). Larger inputs are tiled at 256 as on torch: ONNX Runtime's arena keeps the largest tile's
-# buffers, and 512-pixel tiles of a 4096x4096 x4 job peaked 615 MB above the output against torch's 530.
-ONNX_WHOLE_CAP = 512
+# An input of up to 864x480 pixels (a 480p video frame, a 512x512 image) runs as one tile: a 512x512 x4
+# with default 8% faster than in 256-pixel tiles, an 854x480 frame 1.2x (docs/benchmarks.md, "Engines"),
+# as no overlap is run twice. Larger inputs are tiled at 256 as on torch: ONNX Runtime's arena keeps the
+# largest tile's buffers, and 512-pixel tiles of a 4096x4096 x4 job peaked 615 MB above the output
+# against torch's 530.
+ONNX_WHOLE_PIXELS = 864 * 480
 PROBE_SIDES = ((13, 11), (48, 32))  # an odd size first; models that need multiples get the second
 PROBE_MULTIPLE = 16
 
@@ -139,7 +142,8 @@ class OnnxEngine:
 
     def auto_tile(self, height: int, width: int) -> Optional[int]:
         budget = available_memory() * 0.25
-        if auto_tile(self.scale, height, width, budget=budget, cap=ONNX_WHOLE_CAP) is None:
+        side = math.ceil(math.sqrt(height * width))  # one tile's memory taken as a square's of its area
+        if height * width <= ONNX_WHOLE_PIXELS and auto_tile(self.scale, side, side, budget=budget, cap=side) is None:
             return None  # one tile
         return auto_tile(self.scale, height, width, budget=budget, cap=CPU_TILE_CAP)
 
