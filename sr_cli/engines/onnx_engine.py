@@ -19,6 +19,7 @@ import numpy as np
 
 from ..device import available_memory
 from ..errors import first_line
+from ..parallel import map_in_order
 from ..tiling import CPU_TILE_CAP, auto_tile
 
 # An input of up to 864x480 pixels (a 480p video frame, a 512x512 image) runs as one tile: a 512x512 x4
@@ -27,6 +28,7 @@ from ..tiling import CPU_TILE_CAP, auto_tile
 # largest tile's buffers, and 512-pixel tiles of a 4096x4096 x4 job peaked 615 MB above the output
 # against torch's 530.
 ONNX_WHOLE_PIXELS = 864 * 480
+PIXEL_ROWS = 128  # output rows converted to pixels at a time
 PROBE_SIDES = ((13, 11), (48, 32))  # an odd size first; models that need multiples get the second
 PROBE_MULTIPLE = 16
 
@@ -127,18 +129,26 @@ class OnnxEngine:
         return np.clip(y, 0.0, 1.0, out=y if y.flags.writeable else None)
 
     def to_pixels(self, rect: np.ndarray, out: np.ndarray, grey: bool = False) -> None:
-        maximum = 65535.0 if out.dtype == np.uint16 else 255.0
+        maximum = np.float32(65535.0 if out.dtype == np.uint16 else 255.0)
         values = rect[0].mean(axis=0, keepdims=True) if grey else rect[0]
         if values.dtype != np.float32 or not values.flags.writeable:
             values = values.astype(np.float32)
-        # In place on the rectangle (scratch space by contract), in as few passes as numpy allows:
-        # this runs over every output pixel. The rounding of imageio.round_to_levels: fmax/fmin
-        # take NaN to 0 and clip, rint rounds halves to even.
-        np.multiply(values, np.float32(maximum), out=values)
-        np.fmax(values, np.float32(0.0), out=values)
-        np.fmin(values, np.float32(maximum), out=values)
-        np.rint(values, out=values)
-        np.copyto(out, values.transpose(1, 2, 0), casting="unsafe")
+
+        def convert(top: int) -> None:
+            # In place on the rectangle (scratch space by contract), in as few passes as numpy
+            # allows. The rounding of imageio.round_to_levels: fmax/fmin take NaN to 0 and clip,
+            # rint rounds halves to even.
+            block = values[:, top:top + PIXEL_ROWS]
+            np.multiply(block, maximum, out=block)
+            np.fmax(block, np.float32(0.0), out=block)
+            np.fmin(block, maximum, out=block)
+            np.rint(block, out=block)
+            np.copyto(out[top:top + PIXEL_ROWS], block.transpose(1, 2, 0), casting="unsafe")
+
+        # Every output pixel passes through here: blocks of rows on the session's threads (numpy
+        # releases the GIL), as torch's engine converts on its intra-op threads.
+        for _ in map_in_order(convert, range(0, values.shape[1], PIXEL_ROWS), threads=self.threads):
+            pass
 
     def auto_tile(self, height: int, width: int) -> Optional[int]:
         budget = available_memory() * 0.25
