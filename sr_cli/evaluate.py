@@ -125,7 +125,8 @@ def evaluate(datasets: Sequence[Union[str, Path]], *, scale: int, models: Sequen
              device: str = "cpu", engine: str = "torch", precision: str = "auto",
              tile: Optional[int] = None, overlap: int = DEFAULT_OVERLAP,
              degrade: Optional[str] = None, seed: int = 0, niqe: bool = False,
-             progress: Optional[ProgressFn] = None, skip_unscorable: bool = False) -> EvalReport:
+             progress: Optional[ProgressFn] = None, skip_unscorable: bool = False,
+             parent: Optional[str] = None) -> EvalReport:
     """Score ``models`` on each dataset (a folder of HR images, or one image) at ``scale``.
 
     ``crop_border`` defaults to ``scale``; ``rgb`` scores all channels instead of Y;
@@ -138,7 +139,8 @@ def evaluate(datasets: Sequence[Union[str, Path]], *, scale: int, models: Sequen
     (``sr_cli.niqe``: no reference, lower is more natural; the same border left out). With
     ``skip_unscorable`` an image that cannot be
     scored (unreadable, too small for the scale, no LR partner) is listed in ``report.skipped`` and
-    left out of the means instead of stopping the run (ValueError/OSError).
+    left out of the means instead of stopping the run (ValueError/OSError). ``parent`` is the
+    other end of any 'NAME@S' model's blend (default: the parent the model records).
     """
     from .degrade import parse_degrade_spec
 
@@ -162,7 +164,7 @@ def evaluate(datasets: Sequence[Union[str, Path]], *, scale: int, models: Sequen
     labels = _dataset_labels(folders)
     images = {label: _list_images(folder) for label, folder in zip(labels, folders)}
     from .resolve import open_engines
-    loaded = {name: open_engines(name, [scale], engine=engine, device=device, precision=precision)[0]
+    loaded = {name: open_engines(name, [scale], engine=engine, device=device, precision=precision, parent=parent)[0]
               for name in models}
 
     scores = {m: {d: DatasetScore(model=m, dataset=d) for d in labels} for m in models}

@@ -263,3 +263,29 @@ def test_degrade_with_a_video_codec(dataset):
     assert coded["psnr"] < clean.psnr and coded["blockiness"] > 0
     result = runner.invoke(eval_command, [str(dataset), "-s", "2", "--degrade", "h264:10-60"])
     assert result.exit_code == 2 and "0 <= LO <= HI <= 51" in result.output  # checked when parsed
+
+
+def test_a_blend_of_a_file_without_a_recorded_parent_takes_parent(tmp_path):
+    from conftest import TINY_LITESR, random_net
+    from sr_cli.weights import save_model
+    params = {"scale": 2, **TINY_LITESR}
+    for name, seed in (("gan", 1), ("psnr", 2)):
+        torch.manual_seed(seed)
+        save_model(random_net("litesr", **params), tmp_path / f"{name}.safetensors", arch="litesr", params=params)
+    hr = tmp_path / "hr"
+    hr.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (24, 20, 3), dtype=np.uint8)).save(hr / "a.png")
+    gan, psnr = str(tmp_path / "gan.safetensors"), str(tmp_path / "psnr.safetensors")
+
+    def scores(*args):
+        result = CliRunner().invoke(eval_command, [str(hr), "-s", "2", "--engine", "torch", "--json", *args])
+        assert result.exit_code == 0, result.output
+        return {m: s["hr"] for m, s in json.loads(result.output)["results"].items()}
+
+    ends = scores("-m", f"{gan}@0", "-m", f"{gan}@1", "-m", psnr, "-m", gan, "--parent", psnr)
+    assert ends[f"{gan}@0"] == ends[psnr] and ends[f"{gan}@1"] == ends[gan]
+    middle = scores("-m", f"{gan}@0.5", "--parent", psnr)[f"{gan}@0.5"]
+    assert middle != ends[gan] and middle != ends[psnr]
+    refused = CliRunner().invoke(eval_command, [str(hr), "-s", "2", "-m", f"{gan}@0.5"])
+    assert refused.exit_code != 0 and "--parent" in refused.output and "Traceback" not in refused.output

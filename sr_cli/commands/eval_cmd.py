@@ -35,6 +35,9 @@ def _degrade_spec(ctx, param, value):
 @click.option("-m", "--model", "models", multiple=True, default=["bicubic"], show_default=True,
               help="Model name, baseline (bicubic, lanczos) or weights file; repeat to compare. NAME@S blends a "
                    "GAN model with its parent at strength S (photo@0.5; see `sr upscale --strength`).")
+@click.option("--parent", metavar="MODEL", default=None,
+              help="The other end of NAME@S (default: the parent the model records, e.g. photo's is "
+                   "default); for a GAN run's file, the PSNR model it was fine-tuned from.")
 @click.option("--lr-dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="Read LR inputs from here instead of making them by MATLAB bicubic. Files are matched "
                    "to HR files by stem, ignoring tags such as x4, _LR, _HR; with several datasets, "
@@ -66,7 +69,7 @@ def _degrade_spec(ctx, param, value):
                    "computes it. About 0.1 s per 0.25 MP image.")
 @inference_options(tile="0")
 @friendly_errors
-def eval_command(datasets, scale, models, lr_dir, save_dir, as_json, as_csv, per_image, convention, rgb,
+def eval_command(datasets, scale, models, parent, lr_dir, save_dir, as_json, as_csv, per_image, convention, rgb,
                  crop_border, degrade, seed, niqe, engine, device, precision, tile, tile_overlap):
     """Score models on HR image folders, or datasets by name (Set5 Set14 BSD100: `sr data pull`): PSNR and SSIM.
 
@@ -87,7 +90,7 @@ def eval_command(datasets, scale, models, lr_dir, save_dir, as_json, as_csv, per
     if tile == "auto":
         raise click.BadParameter("give a number of LR pixels, or 0 for whole images", param_hint="--tile")
     for model in models:
-        check_model_option(model, scale, engine=engine, device=device, precision=precision)
+        check_model_option(model, scale, engine=engine, device=device, precision=precision, parent=parent)
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -105,7 +108,7 @@ def eval_command(datasets, scale, models, lr_dir, save_dir, as_json, as_csv, per
         report = evaluate(list(datasets), scale=scale, models=list(models), lr_dir=lr_dir, save_dir=save_dir,
                           convention=convention, crop_border=crop_border, rgb=rgb, device=device,
                           engine=engine, precision=precision, tile=tile, overlap=tile_overlap, degrade=degrade,
-                          seed=seed, niqe=niqe, progress=progress, skip_unscorable=True)
+                          seed=seed, niqe=niqe, progress=progress, skip_unscorable=True, parent=parent)
 
     if as_json:
         click.echo(json.dumps(report.to_dict(per_image=per_image), indent=2))
