@@ -32,6 +32,25 @@ def test_pixel_losses_known_values():
         build_pixel_loss("l3")
 
 
+def test_grid_contrast_loss_sees_a_grid_but_not_texture_or_the_targets_own_edges():
+    from sr_cli.metrics import blockiness
+    grid_contrast = build_pixel_loss("grid_contrast", scale=4)
+    target = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 0.2 + 0.4
+    steps = torch.zeros(64)
+    steps[32:] = 0.1  # a step across column and row line 32: the 8 x 4 pixel grid
+    grid = target + steps.view(1, 1, 1, -1) + steps.view(1, 1, -1, 1)
+    assert grid_contrast(target, target).item() == 0.0
+    assert grid_contrast(grid, target).item() > 0.05
+    as_uint8 = lambda x: (x[0].permute(1, 2, 0).clamp(0, 1) * 255).round().byte().numpy()
+    assert blockiness(as_uint8(grid), scale=4) > blockiness(as_uint8(target), scale=4)  # the metric agrees
+    # noise everywhere (texture) or the target's own grid step: no loss
+    noise = torch.rand(target.shape, generator=torch.Generator().manual_seed(1)) * 0.1
+    assert grid_contrast(target + noise, target).item() < 0.005
+    assert grid_contrast(grid, grid).item() == 0.0
+    with pytest.raises(ValueError, match="no line"):
+        grid_contrast(target[..., :32, :32], target[..., :32, :32])
+
+
 def test_local_variance_is_the_unbiased_variance_of_each_reflect_padded_window():
     x = torch.rand(2, 1, 12, 10, generator=torch.Generator().manual_seed(0))
     padded = torch.nn.functional.pad(x, (3, 3, 3, 3), mode="reflect")

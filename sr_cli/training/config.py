@@ -32,7 +32,7 @@ DISCRIMINATORS = ("vgg", "unet")
 DEGRADATIONS = ("bicubic", *PRESETS)
 SCHEDULES = ("cosine", "step")
 AMP_CHOICES = ("bf16", "fp16")
-PIXEL_LOSS_NAMES = ("l1", "mse", "charbonnier", "gradient", "ssim", "block_edge")
+PIXEL_LOSS_NAMES = ("l1", "mse", "charbonnier", "gradient", "ssim", "block_edge", "grid_contrast")
 GAN_ONLY_LOSSES = ("gan", "feature_matching")
 LOSS_NAMES = (*PIXEL_LOSS_NAMES, "artifact", "perceptual", *GAN_ONLY_LOSSES, "kl")  # losses.parse_loss_spec reads it
 # VGG19's feature layers (channels, "M" for a pooling), which losses.VGG19Features builds; their
@@ -135,6 +135,8 @@ class TrainConfig:
                           "block_edge (gradient on the lines of the LR's 8x8 JPEG grid only, for degradations "
                           "that compress at the LR size: robust, robust_jpeg, robust_video, compressed; patch a multiple "
                           "of 8), "
+                          "grid_contrast (how much more the JPEG grid's lines stand out than in HR: "
+                          "blockiness as a loss; patch as block_edge), "
                           "artifact (LDL: L1 where the output's error looks like a GAN artifact, "
                           "judged against the EMA's output; needs --ema), "
                           "perceptual (needs --vgg-weights), kl (vae), "
@@ -244,8 +246,9 @@ class TrainConfig:
             raise ValueError(f"unknown loss {', '.join(unknown)}; known: {', '.join(LOSS_NAMES)}")
         if "artifact" in self.loss and not self.ema:
             raise ValueError("the artifact loss compares the output with the EMA generator's: it needs ema > 0")
-        if "block_edge" in self.loss and (self.patch % JPEG_BLOCK or self.patch < 2 * JPEG_BLOCK):
-            raise ValueError(f"the block_edge loss needs a patch that is a multiple of {JPEG_BLOCK} (the JPEG "
+        grid_losses = [k for k in ("block_edge", "grid_contrast") if k in self.loss]
+        if grid_losses and (self.patch % JPEG_BLOCK or self.patch < 2 * JPEG_BLOCK):
+            raise ValueError(f"the {grid_losses[0]} loss needs a patch that is a multiple of {JPEG_BLOCK} (the JPEG "
                              f"block) and at least {2 * JPEG_BLOCK}, got {self.patch}")
         if self.gan is None:
             gan_terms = [k for k in GAN_ONLY_LOSSES if k in self.loss] + (["gan_weight"] if self.gan_weight else [])

@@ -83,6 +83,39 @@ def block_edge_loss(pred: torch.Tensor, target: torch.Tensor, *, scale: int,
     return sum(terms)
 
 
+def grid_contrast_loss(pred: torch.Tensor, target: torch.Tensor, *, scale: int,
+                       block: int = JPEG_BLOCK) -> torch.Tensor:
+    """How much more the JPEG grid's lines stand out in pred than in target, per patch: the
+    differentiable form of ``metrics.blockiness``.
+
+    For each image, the mean absolute step across the (block x scale)-pixel grid's lines minus the
+    mean absolute step across the other LR pixel edges; the loss is how far pred's exceeds the
+    target's (zero when the grid stands out no more than in HR). Unlike ``block_edge`` it does not
+    ask each step to match HR's, only that the grid's steps be no larger than their neighbours': a
+    GAN may draw texture across the lines, not a grid.
+    """
+    period = block * scale
+
+    def contrast(x: torch.Tensor) -> torch.Tensor:
+        terms = []
+        for dim in (-1, -2):
+            n = x.shape[dim]
+            edges = torch.arange(scale, n, scale, device=x.device)  # steps between pixels e - 1 and e
+            if not len(edges):
+                continue
+            steps = (x.index_select(dim, edges) - x.index_select(dim, edges - 1)).abs()
+            on_grid = edges % period == 0
+            if on_grid.all() or not on_grid.any():
+                continue
+            along = steps.movedim(dim, -1).flatten(1, -2)  # N x (everything else) x edges
+            terms.append(along[..., on_grid].mean(dim=(1, 2)) - along[..., ~on_grid].mean(dim=(1, 2)))
+        if not terms:
+            raise ValueError(f"patch {tuple(x.shape[-2:])} holds no line of the {period}-pixel block grid")
+        return sum(terms)
+
+    return torch.relu(contrast(pred) - contrast(target)).mean()
+
+
 def ssim_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """1 - SSIM of the BT.601 luma, as `sr eval` scores it (Y in 16..235, 11x11 Gaussian window of
     sigma 1.5, the valid region only), without its rounding of Y to integers; RGB NCHW inputs.
@@ -112,7 +145,7 @@ PIXEL_LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = 
     "ssim": ssim_loss,
 }
 # Pixel losses that also need the scale.
-SCALED_PIXEL_LOSSES = {"block_edge": block_edge_loss}
+SCALED_PIXEL_LOSSES = {"block_edge": block_edge_loss, "grid_contrast": grid_contrast_loss}
 
 
 def build_pixel_loss(name: str, *, eps: float = 1e-3,

@@ -195,7 +195,7 @@ class Trainer:
         config, dist_info, device = self.config, self.dist_info, self.device
         self.dataset = HRPatchDataset(config.data, scale=config.scale, patch=config.patch, seed=config.seed,
                                       epoch_length=config.epoch_length, degradation=config.degradation,
-                                      scale_aug=config.scale_aug, block_aligned="block_edge" in config.loss)
+                                      scale_aug=config.scale_aug, block_aligned=any(k in config.loss for k in ("block_edge", "grid_contrast")))
         dataset = self.dataset
         if dataset.skipped:
             self.on_log({"message": f"data: skipped {len(dataset.skipped)} images smaller than the "
