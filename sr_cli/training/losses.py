@@ -150,8 +150,8 @@ SCALED_PIXEL_LOSSES = {"block_edge": block_edge_loss, "grid_contrast": grid_cont
 
 def build_pixel_loss(name: str, *, eps: float = 1e-3,
                      scale: int = 1) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """The pixel loss called ``name`` (l1, mse, charbonnier, gradient, ssim, block_edge); ``eps`` is
-    Charbonnier's, ``scale`` the model's (block_edge's grid is 8 x scale HR pixels)."""
+    """The pixel loss called ``name`` (l1, mse, charbonnier, gradient, ssim, block_edge, grid_contrast);
+    ``eps`` is Charbonnier's, ``scale`` the model's (the JPEG grid is 8 x scale HR pixels)."""
     if name == "charbonnier":
         return lambda pred, target: charbonnier_loss(pred, target, eps=eps)
     if name in SCALED_PIXEL_LOSSES:
@@ -366,7 +366,8 @@ class PerceptualLoss(nn.Module):
 def parse_loss_spec(items: Iterable[str] | str) -> dict[str, float]:
     """Parse ``["l1=1", "perceptual=0.01"]`` (or ``"l1=1,perceptual=0.01"``) into weights.
 
-    Names: l1, mse, charbonnier, gradient, ssim, block_edge, perceptual, gan, feature_matching, kl.
+    Names: l1, mse, charbonnier, gradient, ssim, block_edge, grid_contrast, artifact, perceptual, gan,
+    feature_matching, kl.
     Weights are non-negative floats; unknown names, duplicates and malformed items raise ValueError.
     """
     if isinstance(items, str):
