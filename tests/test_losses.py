@@ -32,7 +32,7 @@ def test_pixel_losses_known_values():
         build_pixel_loss("l3")
 
 
-def test_grid_contrast_loss_sees_a_grid_but_not_texture_or_the_targets_own_edges():
+def test_grid_contrast_loss_sees_a_grid_either_way_but_not_texture_or_the_targets_own_edges():
     from sr_cli.metrics import blockiness
     grid_contrast = build_pixel_loss("grid_contrast", scale=4)
     target = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 0.2 + 0.4
@@ -47,6 +47,8 @@ def test_grid_contrast_loss_sees_a_grid_but_not_texture_or_the_targets_own_edges
     noise = torch.rand(target.shape, generator=torch.Generator().manual_seed(1)) * 0.1
     assert grid_contrast(target + noise, target).item() < 0.005
     assert grid_contrast(grid, grid).item() == 0.0
+    # lines smoother than their neighbours (an inverted grid) are scored too
+    assert grid_contrast(target, grid).item() > 0.05
     with pytest.raises(ValueError, match="no line"):
         grid_contrast(target[..., :32, :32], target[..., :32, :32])
 

@@ -85,14 +85,15 @@ def block_edge_loss(pred: torch.Tensor, target: torch.Tensor, *, scale: int,
 
 def grid_contrast_loss(pred: torch.Tensor, target: torch.Tensor, *, scale: int,
                        block: int = JPEG_BLOCK) -> torch.Tensor:
-    """How much more the JPEG grid's lines stand out in pred than in target, per patch: the
+    """How differently the JPEG grid's lines stand out in pred than in target, per patch: the
     differentiable form of ``metrics.blockiness``.
 
     For each image, the mean absolute step across the (block x scale)-pixel grid's lines minus the
-    mean absolute step across the other LR pixel edges; the loss is how far pred's exceeds the
-    target's (zero when the grid stands out no more than in HR). Unlike ``block_edge`` it does not
-    ask each step to match HR's, only that the grid's steps be no larger than their neighbours': a
-    GAN may draw texture across the lines, not a grid.
+    mean absolute step across the other LR pixel edges; the loss is the distance of pred's from the
+    target's. Both ways: a one-sided form (only pred's excess) pushes the lines below their
+    neighbours, a grid of soft lines (blockiness 0.80 on BSD100 in 250 GAN steps at weight 20).
+    Unlike ``block_edge`` it does not ask each step to match HR's, only that the grid's steps be
+    like their neighbours': a GAN may draw texture across the lines, not a grid.
     """
     period = block * scale
 
@@ -113,7 +114,7 @@ def grid_contrast_loss(pred: torch.Tensor, target: torch.Tensor, *, scale: int,
             raise ValueError(f"patch {tuple(x.shape[-2:])} holds no line of the {period}-pixel block grid")
         return sum(terms)
 
-    return torch.relu(contrast(pred) - contrast(target)).mean()
+    return (contrast(pred) - contrast(target)).abs().mean()
 
 
 def ssim_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
