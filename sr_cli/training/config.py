@@ -33,6 +33,8 @@ DEGRADATIONS = ("bicubic", *PRESETS)
 SCHEDULES = ("cosine", "step")
 AMP_CHOICES = ("bf16", "fp16")
 PIXEL_LOSS_NAMES = ("l1", "mse", "charbonnier", "gradient", "ssim", "block_edge", "grid_contrast")
+# Losses that score the LR's 8x8 JPEG grid: they need block-aligned patches (data.HRPatchDataset).
+GRID_LOSSES = ("block_edge", "grid_contrast")
 GAN_ONLY_LOSSES = ("gan", "feature_matching")
 LOSS_NAMES = (*PIXEL_LOSS_NAMES, "artifact", "perceptual", *GAN_ONLY_LOSSES, "kl")  # losses.parse_loss_spec reads it
 # VGG19's feature layers (channels, "M" for a pooling), which losses.VGG19Features builds; their
@@ -246,7 +248,7 @@ class TrainConfig:
             raise ValueError(f"unknown loss {', '.join(unknown)}; known: {', '.join(LOSS_NAMES)}")
         if "artifact" in self.loss and not self.ema:
             raise ValueError("the artifact loss compares the output with the EMA generator's: it needs ema > 0")
-        grid_losses = [k for k in ("block_edge", "grid_contrast") if k in self.loss]
+        grid_losses = [k for k in GRID_LOSSES if k in self.loss]
         if grid_losses and (self.patch % JPEG_BLOCK or self.patch < 2 * JPEG_BLOCK):
             raise ValueError(f"the {grid_losses[0]} loss needs a patch that is a multiple of {JPEG_BLOCK} (the JPEG "
                              f"block) and at least {2 * JPEG_BLOCK}, got {self.patch}")

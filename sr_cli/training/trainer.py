@@ -32,7 +32,7 @@ from ..metrics import calculate_psnr
 from ..weights import read_metadata, save_model
 from .checkpoint import (CHECKPOINT_STATE, load_checkpoint, load_init_weights, load_pretrained, load_pretrained_disc,
                          read_checkpoint_state, save_checkpoint, write_json)
-from .config import TrainConfig, check_resumable
+from .config import GRID_LOSSES, TrainConfig, check_resumable
 from .distributed import Distributed, check_ranks_agree, mean_over_ranks, process_group
 from .logging import RunLog, print_record, quiet
 from .objective import AMP_DTYPES, EMA, GeneratorObjective, TrainStep
@@ -195,7 +195,8 @@ class Trainer:
         config, dist_info, device = self.config, self.dist_info, self.device
         self.dataset = HRPatchDataset(config.data, scale=config.scale, patch=config.patch, seed=config.seed,
                                       epoch_length=config.epoch_length, degradation=config.degradation,
-                                      scale_aug=config.scale_aug, block_aligned=any(k in config.loss for k in ("block_edge", "grid_contrast")))
+                                      scale_aug=config.scale_aug,
+                                      block_aligned=any(k in config.loss for k in GRID_LOSSES))
         dataset = self.dataset
         if dataset.skipped:
             self.on_log({"message": f"data: skipped {len(dataset.skipped)} images smaller than the "
