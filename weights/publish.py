@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 from pathlib import Path
 
-from sr_cli.blend import blend
 from sr_cli.evaluate import evaluate
 from sr_cli.resolve import resolve_model
 from sr_cli.registry import NAMED_MODELS, WEIGHTS_DIR
-from sr_cli.weights import load_model, read_metadata, save_model
+from sr_cli.weights import read_metadata, save_model
 
 BENCHMARK = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "benchmark"
 
@@ -38,31 +36,27 @@ def main() -> None:
     parser.add_argument("--degrade", action="append", default=[], help="Also score on this degraded set.")
     parser.add_argument("--parent", help="A GAN model's PSNR-trained parent (a shipped name), the other end of "
                                          "`sr upscale --strength`.")
-    parser.add_argument("--strength", type=float, help="Publish the mix (1 - S) * parent + S * source (needs --parent).")
+    parser.add_argument("--strength", type=float,
+                        help="Publish the mix (1 - S) * parent + S * source (needs --parent).")
     args = parser.parse_args()
     source, name, scale = args.source, args.name, args.scale
-    interpolated = None
-    if args.strength is not None:
-        if not args.parent:
-            raise SystemExit("--strength mixes the source with its --parent: give one")
-        mixed = blend(load_model(source), resolve_model(args.parent, scale), args.strength)
-        interpolated = {"source": Path(source).name, "strength": args.strength}
-        temporary = tempfile.TemporaryDirectory()
-        mixed_path = str(Path(temporary.name) / "mixed.safetensors")
-        kept = {k: v for k, v in read_metadata(source).items() if k not in ("format", "arch", "scale", "params")}
-        save_model(mixed.net, mixed_path, arch=mixed.arch, params=mixed.params, extra=kept)
-        source = mixed_path
-    model = load_model(source)
-    if model.scale != scale:
-        raise SystemExit(f"{source} is x{model.scale}, not x{scale}")
+    if args.strength is not None and not args.parent:
+        raise SystemExit("--strength mixes the source with its --parent: give one")
+    # 'SOURCE@S' is the blend itself, as `sr eval` and `sr upscale` make it (blend.py via resolve).
+    model_spec = source if args.strength is None else f"{source}@{args.strength:g}"
+    try:
+        model = resolve_model(model_spec, scale, parent=args.parent)
+    except ValueError as exc:  # not this scale, no parent to mix with, a parent of other shapes
+        raise SystemExit(str(exc)) from None
     datasets = [BENCHMARK / s for s in ("Set5", "Set14", "BSD100")]
-    report = evaluate(datasets, scale=scale, models=[source])
-    scores = report.scores[source]
+    report = evaluate(datasets, scale=scale, models=[model_spec], parent=args.parent)
+    scores = report.scores[model_spec]
     psnr = {d: round(s.psnr, 3) for d, s in scores.items()}
     ssim = {d: round(s.ssim, 4) for d, s in scores.items()}
     degraded = {}
     for spec in args.degrade:
-        found = evaluate(datasets, scale=scale, models=[source], degrade=spec, seed=0).scores[source]
+        found = evaluate(datasets, scale=scale, models=[model_spec], degrade=spec, seed=0,
+                         parent=args.parent).scores[model_spec]
         degraded[spec] = {d: [round(s.psnr, 3), round(s.ssim, 4), round(s.blockiness, 3)] for d, s in found.items()}
     metadata = read_metadata(source)
     extra = {k: v for k, v in metadata.items() if k not in ("format", "arch", "scale", "params")}
@@ -71,8 +65,8 @@ def main() -> None:
         extra["degraded"] = degraded
     if args.parent:
         extra["parent"] = args.parent
-    if interpolated:
-        extra["interpolated"] = interpolated
+    if args.strength is not None:
+        extra["interpolated"] = {"source": Path(source).name, "strength": args.strength}
     target = WEIGHTS_DIR / NAMED_MODELS[name][scale]
     save_model(model.net, target, arch=model.arch, params=model.params, extra=extra)
     print(json.dumps({"file": str(target), "psnr": psnr, "ssim": ssim, "degraded": degraded}))
