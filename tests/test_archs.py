@@ -305,6 +305,45 @@ def test_litesr_starts_as_its_base_upsampling(scale, base, mode):
         torch.testing.assert_close(net(x), expected, rtol=0, atol=1e-6)
 
 
+def test_litesr_block_grid_starts_as_the_network_without_it():
+    # Fine-tuning a shipped fast model into a grid-aware one starts from the same outputs.
+    plain = tiny("litesr", 2, base="nearest")
+    torch.nn.init.normal_(plain.tail.weight, std=0.1)
+    grid = tiny("litesr", 2, base="nearest", block_grid=8)
+    missing = grid.load_state_dict(plain.state_dict(), strict=False).missing_keys
+    assert missing == ["grid_bias"] and grid.size_multiple == 8
+    x = torch.rand(1, 3, 16, 24)
+    with torch.no_grad():
+        assert torch.equal(grid.eval()(x), plain.eval()(x))
+
+
+def test_litesr_block_grid_knows_the_phase_and_not_the_orientation():
+    torch.manual_seed(0)
+    net = tiny("litesr", 2, base="nearest", block_grid=8).eval()
+    for p in net.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    # Training flips and transposes patches after compressing them: a pixel's place in its block
+    # is mirrored, its distance to the block edge is not, and the bias depends only on that.
+    pattern = net._grid_pattern(40, 40)
+    assert torch.equal(pattern.flip(-1), pattern) and torch.equal(pattern.flip(-2), pattern)
+    assert torch.equal(pattern.transpose(-1, -2), pattern)
+    assert not torch.equal(pattern[..., :, 1:9], pattern[..., :, :8])
+    # Away from the borders, cropping a whole block off keeps every output; one pixel does not.
+    x = torch.rand(1, 3, 32, 48)
+    r = 2 * net.receptive_radius  # in output pixels at x2, the radius plus a margin
+    with torch.no_grad():
+        y = net(x)[..., r:-r]
+        by_block = net(x[..., 8:])[..., r:-r]
+        by_pixel = net(x[..., 1:])[..., r:-r]
+    assert torch.allclose(by_block, y[..., 16:], atol=1e-5)
+    assert not torch.allclose(by_pixel, y[..., 2:], atol=1e-3)
+
+
+def test_litesr_block_grid_is_the_codec_block():
+    with pytest.raises(ValueError, match="block_grid"):
+        build_arch("litesr", scale=2, block_grid=6)
+
+
 def test_litesr_rejects_an_unknown_base():
     with pytest.raises(ValueError, match="base"):
         build_arch("litesr", scale=2, base="bicubic")

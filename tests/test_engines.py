@@ -43,6 +43,22 @@ def onnx_pair(tmp_path_factory):
     return model, folder / "tiny_x2.onnx"
 
 
+def test_a_block_grid_model_runs_the_same_on_both_engines_tiled_or_not(tmp_path):
+    # The grid's phase is the input's origin: the ONNX engine must start its tiles on the grid too.
+    model = tiny_model(2, base="nearest", block_grid=8)
+    with torch.no_grad():
+        torch.nn.init.normal_(model.net.grid_bias, std=0.5)
+    export_model(model, tmp_path / "grid_x2.onnx", fmt="onnx")
+    engine = OnnxEngine(tmp_path / "grid_x2.onnx")
+    assert engine.size_multiple == 8
+    x = np.random.default_rng(0).random((1, 3, 37, 29), dtype=np.float32)
+    reference = model(torch.from_numpy(x)).numpy()
+    whole = run_tiled(engine, x, tile=None)
+    tiled = run_tiled(engine, x, tile=13, overlap=2 * engine.receptive_radius, batch_size=2)
+    assert np.abs(whole - reference).max() <= 1e-4
+    assert np.abs(tiled - whole).max() <= 1 / 255
+
+
 @settings(max_examples=12, deadline=None)
 @given(height=st.integers(1, 40), width=st.integers(1, 40), tile=st.integers(4, 32), extra=st.integers(0, 4))
 def test_onnx_tiled_equals_untiled_and_torch(onnx_pair, height, width, tile, extra):

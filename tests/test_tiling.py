@@ -33,15 +33,25 @@ def test_tiled_equals_untiled(height, width, tile, scale, arch, extra):
     assert (tiled - full).abs().max().item() <= 1 / 255
 
 
-@settings(max_examples=8, deadline=None)
-@given(height=st.integers(8, 40), width=st.integers(8, 40), tile=st.integers(8, 24), scale=st.sampled_from([2, 4]))
-def test_size_multiple_networks_tile_exactly(height, width, tile, scale):
-    # The autoencoder downsamples by 4 inside: tiles must start on multiples of 4.
+GRID_NETS = {
+    # downsamples by 4 inside: tiles must start on multiples of 4
+    "autoencoder": lambda s: build_arch("autoencoder", scale=s, num_feat=8).eval(),
+    # a bias per place in the 8x8 codec block: tiles must start on the block grid
+    "litesr-grid": lambda s: random_net("litesr", scale=s, std=0.2, num_feat=8, num_blocks=1, base="nearest",
+                                        block_grid=8),
+}
+
+
+@settings(max_examples=12, deadline=None)
+@given(height=st.integers(8, 40), width=st.integers(8, 40), tile=st.integers(8, 24), scale=st.sampled_from([2, 4]),
+       arch=st.sampled_from(sorted(GRID_NETS)))
+def test_size_multiple_networks_tile_exactly(height, width, tile, scale, arch):
     from sr_cli.model import SRModel
-    net = build_arch("autoencoder", scale=scale, num_feat=8).eval()
-    model = SRModel.from_net(net, "autoencoder", {})
+    torch.manual_seed(height * 1000 + width)
+    net = GRID_NETS[arch](scale)
+    model = SRModel.from_net(net, arch, {})
     m = model.size_multiple
-    x = torch.rand(1, 3, height // m * m, width // m * m)
+    x = torch.rand(1, 3, height, width)  # the model pads to its multiple at the right and bottom
     full = model(x)
     tiled = tiled_apply(model, x, scale=scale, tile=tile, overlap=2 * model.receptive_radius, multiple=m)
     assert (tiled - full).abs().max().item() <= 1 / 255

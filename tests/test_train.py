@@ -84,6 +84,24 @@ def test_block_edge_loss_trains_on_block_aligned_jpeg_patches(images, tmp_path):
             config(images, tmp_path / "bad", patch=patch, loss={"l1": 1.0, "block_edge": 1.0})
 
 
+def test_a_block_grid_network_trains_on_block_aligned_patches(images, tmp_path):
+    # Its grid bias means something only if the codec's blocks start on the patch's multiples of 8.
+    from sr_cli.training.trainer import Trainer
+    from sr_cli.training.distributed import Distributed
+    settings = dict(iters=2, patch=16, degradation="robust_jpeg", loss={"l1": 1.0},
+                    arch_params={**TINY, "base": "nearest", "block_grid": 8})
+    trainer = Trainer(config(images, tmp_path / "grid", **settings), on_log=lambda r: None,
+                      dist_info=Distributed(), device=torch.device("cpu"))
+    assert trainer.dataset.block_aligned
+    plain = Trainer(config(images, tmp_path / "plain", **{**settings, "arch_params": TINY}), on_log=lambda r: None,
+                    dist_info=Distributed(), device=torch.device("cpu"))
+    assert not plain.dataset.block_aligned
+    run = train(config(images, tmp_path / "run", **settings), on_log=lambda r: None)
+    assert load_model(run / "model.safetensors").size_multiple == 8
+    with pytest.raises(ValueError, match="multiple of 8"):
+        train(config(images, tmp_path / "bad", **{**settings, "patch": 12}), on_log=lambda r: None)
+
+
 def test_robust_video_trains_with_block_edge(images, tmp_path):
     run = train(config(images, tmp_path / "run", iters=2, patch=16, degradation="robust_video",
                        loss={"l1": 1.0, "block_edge": 1.0}), on_log=lambda r: None)

@@ -196,7 +196,8 @@ class Trainer:
         self.dataset = HRPatchDataset(config.data, scale=config.scale, patch=config.patch, seed=config.seed,
                                       epoch_length=config.epoch_length, degradation=config.degradation,
                                       scale_aug=config.scale_aug,
-                                      block_aligned=any(k in config.loss for k in GRID_LOSSES))
+                                      block_aligned=(any(k in config.loss for k in GRID_LOSSES)
+                                                     or bool(getattr(self.net, "block_grid", 0))))
         dataset = self.dataset
         if dataset.skipped:
             self.on_log({"message": f"data: skipped {len(dataset.skipped)} images smaller than the "
