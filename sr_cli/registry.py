@@ -44,9 +44,10 @@ NAMED_MODELS: dict[str, dict[int, str]] = {
     "default": {2: "default_x2.safetensors", 4: "default_x4.safetensors"},
     # Trained on clean MATLAB-bicubic downscales: the models behind the PSNR/SSIM tables.
     "classic": {2: "classic_x2.safetensors", 3: "classic_x3.safetensors", 4: "classic_x4.safetensors"},
+    # Small networks for speed (video frames), trained on JPEG- and video-codec-compressed inputs.
     "fast": {2: "fast_x2.safetensors", 3: "fast_x3.safetensors", 4: "fast_x4.safetensors"},
-    # fast's network trained on JPEG- and video-codec-compressed inputs: frames of compressed video.
-    "fast-video": {2: "fast-video_x2.safetensors", 3: "fast-video_x3.safetensors", 4: "fast-video_x4.safetensors"},
+    # The same networks trained on clean MATLAB-bicubic downscales: clean inputs only.
+    "fast-clean": {2: "fast-clean_x2.safetensors", 3: "fast-clean_x3.safetensors", 4: "fast-clean_x4.safetensors"},
     "photo": {4: "photo_x4.safetensors"},
 }
 BASELINES = ("bicubic", "lanczos")
