@@ -1,12 +1,14 @@
 """OpenCV's dnn_superres models (FSRCNN, FSRCNN-small, ESPCN) against ours, side by side.
 
     make bench-peers BENCH_PEERS_ARGS="--psnr"      # builds .venv-peers (needs opencv-contrib)
-    python benchmarks/opencv_peers.py --model fast --model bicubic --repeat 5 --psnr
+    python benchmarks/opencv_peers.py --model fast-clean --model bicubic --repeat 5 --psnr
 
 For each scale and input size, every runner gets the same synthetic RGB uint8 image
 (OpenCV gets a BGR copy, made before timing) at the same thread count; after warm-up
 the runners take turns, `--repeat` rounds, so background load falls on all alike.
-Ours run through sr_cli.upscale.Upscaler, as `sr upscale` does.
+Ours run through sr_cli.upscale.Upscaler, as `sr upscale` does; by default `fast-clean` and
+`default`. The peers are trained on clean bicubic downscales, so the PSNR comparison is with
+`fast-clean`, the same networks as `fast` without the block grid and trained on the same kind of LR.
 
 The peers run their own pipeline: `DnnSuperResImpl.upsample` converts BGR to YCrCb,
 runs the network on Y only, and upscales Cr/Cb with bicubic. `--psnr` scores that
@@ -107,7 +109,7 @@ def main() -> None:
     parser.add_argument("--scale", type=int, nargs="+", default=[2, 3, 4], help="Scales (2, 3, 4).")
     parser.add_argument("--size", type=parse_size, nargs="+", default=[(256, 256), (512, 512)],
                         help="Input sizes, WIDTHxHEIGHT.")
-    parser.add_argument("--model", action="append", help="Our model (repeatable; default: fast, default).")
+    parser.add_argument("--model", action="append", help="Our model (repeatable; default: fast-clean, default).")
     parser.add_argument("--threads", type=int, default=2, help="Threads for torch and OpenCV alike.")
     parser.add_argument("--warmup", type=int, default=1, help="Untimed runs of each runner first.")
     parser.add_argument("--repeat", type=int, default=5, help="Timed rounds (each runner once per round).")
@@ -116,7 +118,7 @@ def main() -> None:
     parser.add_argument("--set5", type=Path, default=DEFAULT_SET5, help="Set5 HR folder for --psnr.")
     parser.add_argument("--json", action="store_true", help="Print the results as JSON instead of tables.")
     args = parser.parse_args()
-    models = list(dict.fromkeys(args.model or ["fast", "default"]))
+    models = list(dict.fromkeys(args.model or ["fast-clean", "default"]))
 
     import cv2
     import torch
