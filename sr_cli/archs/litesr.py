@@ -67,8 +67,10 @@ class LiteSR(nn.Module):
         if block_grid:
             self.size_multiple = block_grid
             half = block_grid // 2
-            # zeros: a network fine-tuned from one without the grid starts as that network
+            # zeros: a network fine-tuned from one without the grid starts as that network (and
+            # blends with it as if it had the bias at zero)
             self.grid_bias = nn.Parameter(torch.zeros(1, num_feat, half, half))
+            self.zero_when_absent = ("grid_bias",)
             distance = [min(i, block_grid - 1 - i) for i in range(block_grid)]
             self.register_buffer("grid_distance", torch.tensor(distance), persistent=False)
 
