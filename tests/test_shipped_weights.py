@@ -55,8 +55,9 @@ def test_shipped_model_beats_bicubic(name, scale):
     bicubic = upscale_pixels(Upscaler.create("bicubic", scale, device="cpu"), lr)
     assert ours.shape == hr.shape
     gain = calculate_psnr(ours, hr, crop_border=scale) - calculate_psnr(bicubic, hr, crop_border=scale)
-    # the photo model trades PSNR for texture: it only has to stay near bicubic
-    assert gain > (-1.0 if name == "photo" else 0.3), gain
+    # the photo model trades PSNR for texture: it only has to stay near bicubic; fast is trained
+    # mostly on compressed inputs and gives up some of its clean gain (fast-clean keeps it)
+    assert gain > {"photo": -1.0, "fast": 0.2}.get(name, 0.3), gain
 
 
 @pytest.mark.parametrize("scale", [2, 4])
