@@ -20,6 +20,7 @@ import argparse
 import json
 from pathlib import Path
 
+from sr_cli.blend import with_strength
 from sr_cli.evaluate import evaluate
 from sr_cli.resolve import resolve_model
 from sr_cli.registry import NAMED_MODELS, WEIGHTS_DIR
@@ -42,11 +43,11 @@ def main() -> None:
     source, name, scale = args.source, args.name, args.scale
     if args.strength is not None and not args.parent:
         raise SystemExit("--strength mixes the source with its --parent: give one")
-    # 'SOURCE@S' is the blend itself, as `sr eval` and `sr upscale` make it (blend.py via resolve).
-    model_spec = source if args.strength is None else f"{source}@{args.strength:g}"
     try:
+        # 'SOURCE@S' is the blend itself, as `sr eval` and `sr upscale` make it (blend.py via resolve).
+        model_spec = with_strength(source, args.strength)
         model = resolve_model(model_spec, scale, parent=args.parent)
-    except ValueError as exc:  # not this scale, no parent to mix with, a parent of other shapes
+    except ValueError as exc:  # a strength outside [0, 1], not this scale, no parent, other shapes
         raise SystemExit(str(exc)) from None
     datasets = [BENCHMARK / s for s in ("Set5", "Set14", "BSD100")]
     report = evaluate(datasets, scale=scale, models=[model_spec], parent=args.parent)
