@@ -7,7 +7,7 @@ from safetensors.torch import save_file
 
 from sr_cli.training.losses import (
     GAN_KINDS, VGG19_LAYER_NAMES, PerceptualLoss, VGG19Features, artifact_loss, build_pixel_loss,
-    charbonnier_loss, feature_matching_loss, gan_loss, local_variance, parse_loss_spec,
+    charbonnier_loss, feature_matching_loss, gan_loss, local_variance, parse_loss_spec, texture_mask,
 )
 
 LN2 = math.log(2.0)
@@ -147,6 +147,47 @@ def test_gan_loss_signs(kind):
     fake = torch.zeros(4, 1, requires_grad=True)
     gan_loss(kind, real, fake, for_discriminator=False).backward()
     assert (fake.grad < 0).all()
+
+
+def test_texture_mask_marks_where_the_truth_has_texture():
+    rng = np.random.default_rng(0)
+    flat = torch.full((1, 3, 32, 32), 0.4)
+    assert texture_mask(flat, threshold=0.03).sum() == 0
+    half = flat.clone()
+    half[..., 16:] += torch.from_numpy(rng.uniform(-0.2, 0.2, (1, 1, 32, 16))).float()  # grey texture, right half
+    mask = texture_mask(half, threshold=0.03)
+    assert mask.shape == (1, 1, 32, 32)
+    assert mask[..., :, :12].sum() == 0           # flat, beyond the 7x7 window's reach
+    assert mask[..., :, 16:].mean() == 1.0         # every textured pixel
+    # a step edge is texture only within the window around it; a faint ripple stays flat
+    ripple = flat + 0.01 * torch.from_numpy(rng.uniform(-1, 1, (1, 1, 32, 32))).float()
+    assert texture_mask(ripple, threshold=0.03).sum() == 0
+
+
+@pytest.mark.parametrize("kind", GAN_KINDS)
+def test_gan_loss_region_weight(kind):
+    real = torch.zeros(2, 1, 8, 8)
+    fake = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    ones = torch.ones(2, 1, 16, 16)  # the image's size: averaged down to the logits' grid
+    plain = gan_loss(kind, real, fake, for_discriminator=False)
+    assert gan_loss(kind, real, fake, for_discriminator=False, weight=ones).item() == pytest.approx(plain.item())
+    left = torch.zeros(2, 1, 16, 16)
+    left[..., :8] = 1.0
+    fake.requires_grad_(True)
+    gan_loss(kind, real, fake, for_discriminator=False, weight=left).backward()
+    # the right half of the logits (flat in the map) gets no push; the left half does
+    if kind == "ragan":  # fake logits also move the real logits' relative term through its mean
+        assert fake.grad[..., :4].abs().sum() > fake.grad[..., 4:].abs().sum()
+    else:
+        assert fake.grad[..., 4:].abs().sum() == 0 and fake.grad[..., :4].abs().sum() > 0
+    # an (N, 1) discriminator: each image's term is scaled by its map's mean
+    image_logits = torch.zeros(2, 1)
+    per_image = torch.stack([torch.ones(1, 16, 16), torch.zeros(1, 16, 16)])
+    if kind != "ragan":
+        assert gan_loss(kind, None, image_logits, for_discriminator=False, weight=per_image).item() == \
+            pytest.approx(0.5 * gan_loss(kind, None, image_logits, for_discriminator=False).item())
+    with pytest.raises(ValueError, match="generator"):
+        gan_loss(kind, real, fake.detach(), for_discriminator=True, weight=ones)
 
 
 def test_gan_loss_generator_step_detaches_real_and_checks_arguments():

@@ -174,6 +174,11 @@ class TrainConfig:
                           fixed=True)
     d_lr: Optional[float] = option(None, help="Discriminator peak learning rate [default: --lr].", type=float,
                                    minimum=0)
+    gan_region: Optional[float] = option(
+        None, help="Region-aware adversarial term (Beby-GAN): the generator's adversarial loss counts only "
+                   "pixels where the HR's 7x7 luminance standard deviation exceeds this (e.g. 0.03, images in "
+                   "[0, 1]); flat regions are left to the pixel losses, so no grain is drawn there. "
+                   "Default: everywhere.", type=float, minimum=0)
     # -- where the generator starts, and the perceptual loss's VGG19
     pretrained_g: Optional[str] = option(
         None, help="Start the generator from this weights file (e.g. a PSNR run's model.safetensors, or a "
@@ -233,7 +238,7 @@ class TrainConfig:
         for name in ("patch", "batch", "iters", "val_every", "save_every", "log_every", "d_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("lr", "min_lr", "gamma", "d_lr", "gan_weight", "grad_clip", "weight_decay"):
+        for name in ("lr", "min_lr", "gamma", "d_lr", "gan_weight", "gan_region", "grad_clip", "weight_decay"):
             value = getattr(self, name, None)
             if value is not None and not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value}")
@@ -253,7 +258,8 @@ class TrainConfig:
             raise ValueError(f"the {grid_losses[0]} loss needs a patch that is a multiple of {JPEG_BLOCK} (the JPEG "
                              f"block) and at least {2 * JPEG_BLOCK}, got {self.patch}")
         if self.gan is None:
-            gan_terms = [k for k in GAN_ONLY_LOSSES if k in self.loss] + (["gan_weight"] if self.gan_weight else [])
+            gan_terms = ([k for k in GAN_ONLY_LOSSES if k in self.loss] + (["gan_weight"] if self.gan_weight else [])
+                         + (["gan_region"] if self.gan_region is not None else []))
             if gan_terms:
                 raise ValueError(f"{', '.join(gan_terms)} need GAN training (gan: vanilla, lsgan or ragan)")
             if not any(k in self.loss for k in (*PIXEL_LOSS_NAMES, "perceptual")):

@@ -196,21 +196,46 @@ def artifact_loss(pred: torch.Tensor, target: torch.Tensor, ema_pred: torch.Tens
     return F.l1_loss(weight * pred, weight * target)
 
 
+def texture_mask(hr: torch.Tensor, *, threshold: float, window: int = 7) -> torch.Tensor:
+    """(N, 1, H, W): 1 where ``hr`` is textured, its luminance's standard deviation over the
+    ``window`` x ``window`` neighbourhood above ``threshold`` (images in [0, 1]), else 0.
+
+    Beby-GAN's region-aware adversarial learning (Li et al., AAAI 2022): the adversarial term
+    acts where the truth has texture to draw, while flat regions (sky, skin) are left to the
+    pixel losses, so the generator does not sprinkle grain where there is none. No gradient.
+    """
+    with torch.no_grad():
+        if hr.shape[1] == 3:
+            luma = 0.299 * hr[:, 0:1] + 0.587 * hr[:, 1:2] + 0.114 * hr[:, 2:3]
+        else:
+            luma = hr.mean(1, keepdim=True)
+        return (local_variance(luma.float(), window).sqrt() > threshold).to(hr.dtype)
+
+
 # ---------------------------------------------------------------------------
 # adversarial losses
 
 
 
 def gan_loss(kind: str, real_logits: Optional[torch.Tensor], fake_logits: torch.Tensor, *,
-             for_discriminator: bool) -> torch.Tensor:
+             for_discriminator: bool, weight: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Adversarial loss for the discriminator step or the generator step.
 
     vanilla  BCE with logits; generator: non-saturating, -log D(G(z)).
     lsgan    least squares with targets 1 (real) and 0 (fake).
     ragan    relativistic average (ESRGAN): real vs. the mean fake and back.
+
+    ``weight`` (generator step only): an (N, 1, H, W) map at the image's size (``texture_mask``)
+    that scales each logit's term; averaged down to a per-pixel discriminator's logit grid, or to
+    one value per image for an (N, 1) discriminator. The mean is over all logits, so a map of
+    ones is the unweighted loss and flat regions add nothing.
     """
     if kind not in GAN_KINDS:
         raise ValueError(f"unknown GAN loss {kind!r}; known: {', '.join(GAN_KINDS)}")
+    if weight is not None:
+        if for_discriminator:
+            raise ValueError("a weight map applies to the generator's adversarial term only")
+        weight = _fit_weight(weight, fake_logits)
     if kind == "ragan" or for_discriminator:
         if real_logits is None:
             raise ValueError(f"{kind} needs real_logits{' for the discriminator' if for_discriminator else ''}")
@@ -221,21 +246,33 @@ def gan_loss(kind: str, real_logits: Optional[torch.Tensor], fake_logits: torch.
         real_rel = real_logits - fake_logits.mean()
         fake_rel = fake_logits - real_logits.mean()
         real_target = for_discriminator  # D: real is "more real"; G: the reverse
-        return 0.5 * (_bce(real_rel, real_target) + _bce(fake_rel, not real_target))
+        return 0.5 * (_bce(real_rel, real_target, weight) + _bce(fake_rel, not real_target, weight))
 
     term = _bce if kind == "vanilla" else _least_squares
     if for_discriminator:
         return 0.5 * (term(real_logits, True) + term(fake_logits, False))
-    return term(fake_logits, True)
+    return term(fake_logits, True, weight)
 
 
-def _bce(logits: torch.Tensor, target_is_real: bool) -> torch.Tensor:
+def _fit_weight(weight: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """``weight`` (N, 1, H, W) brought to ``logits``' shape: area-averaged to a per-pixel
+    discriminator's grid, or one mean per image for an (N, 1) one."""
+    weight = weight.detach().to(logits.dtype)
+    if logits.dim() == 4:
+        if weight.shape[-2:] != logits.shape[-2:]:
+            weight = F.adaptive_avg_pool2d(weight, logits.shape[-2:])
+        return weight.expand_as(logits)
+    return weight.mean(dim=(1, 2, 3)).view(-1, *([1] * (logits.dim() - 1))).expand_as(logits)
+
+
+def _bce(logits: torch.Tensor, target_is_real: bool, weight: Optional[torch.Tensor] = None) -> torch.Tensor:
     target = torch.ones_like(logits) if target_is_real else torch.zeros_like(logits)
-    return F.binary_cross_entropy_with_logits(logits, target)
+    return F.binary_cross_entropy_with_logits(logits, target, weight=weight)
 
 
-def _least_squares(logits: torch.Tensor, target_is_real: bool) -> torch.Tensor:
-    return (logits - (1.0 if target_is_real else 0.0)).pow(2).mean()
+def _least_squares(logits: torch.Tensor, target_is_real: bool, weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+    squares = (logits - (1.0 if target_is_real else 0.0)).pow(2)
+    return (squares if weight is None else weight * squares).mean()
 
 
 def feature_matching_loss(real_features: Sequence[torch.Tensor],

@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 
 from .config import PIXEL_LOSS_NAMES, TrainConfig
-from .losses import PerceptualLoss, artifact_loss, build_pixel_loss, feature_matching_loss, gan_loss
+from .losses import PerceptualLoss, artifact_loss, build_pixel_loss, feature_matching_loss, gan_loss, texture_mask
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -65,6 +65,7 @@ class GeneratorObjective:
                                              allow_random_init=config.vgg_random_init).to(device)
         self.gan = config.gan
         self.feature_matching = "feature_matching" in self.weights
+        self.gan_region = config.gan_region
         self.needs_ema_output = "artifact" in self.weights
 
     def __call__(self, sr: torch.Tensor, hr: torch.Tensor, *, net: nn.Module,
@@ -93,7 +94,8 @@ class GeneratorObjective:
                 with torch.no_grad():
                     real = disc(hr, return_features=fm)
                 real_logits, real_feats = real if fm else (real, None)
-            terms["gan"] = gan_loss(self.gan, real_logits, fake_logits, for_discriminator=False)
+            region = None if self.gan_region is None else texture_mask(hr, threshold=self.gan_region)
+            terms["gan"] = gan_loss(self.gan, real_logits, fake_logits, for_discriminator=False, weight=region)
             if fm:
                 terms["feature_matching"] = feature_matching_loss(real_feats, fake_feats)
         terms["total"] = sum(self.weights[name] * value.float() for name, value in terms.items())
