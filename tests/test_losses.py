@@ -159,7 +159,11 @@ def test_texture_mask_marks_where_the_truth_has_texture():
     assert mask.shape == (1, 1, 32, 32)
     assert mask[..., :, :12].sum() == 0           # flat, beyond the 7x7 window's reach
     assert mask[..., :, 16:].mean() == 1.0         # every textured pixel
-    # a step edge is texture only within the window around it; a faint ripple stays flat
+    # a step edge is texture within the window's reach of it only; a faint ripple stays flat
+    edge = flat.clone()
+    edge[..., 16:] = 0.8
+    columns = texture_mask(edge, threshold=0.03)[0, 0].amax(0)
+    assert columns[13:19].tolist() == [1.0] * 6 and columns[:12].sum() == 0 and columns[20:].sum() == 0
     ripple = flat + 0.01 * torch.from_numpy(rng.uniform(-1, 1, (1, 1, 32, 32))).float()
     assert texture_mask(ripple, threshold=0.03).sum() == 0
 
