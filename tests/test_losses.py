@@ -6,7 +6,7 @@ import torch
 from safetensors.torch import save_file
 
 from sr_cli.training.losses import (
-    GAN_KINDS, VGG19_LAYER_NAMES, PerceptualLoss, VGG19Features, artifact_loss, build_pixel_loss,
+    GAN_KINDS, VGG19_LAYER_NAMES, PerceptualLoss, VGG19Features, artifact_loss, best_buddy_loss, build_pixel_loss,
     charbonnier_loss, feature_matching_loss, gan_loss, local_variance, parse_loss_spec, texture_mask,
 )
 
@@ -31,6 +31,28 @@ def test_pixel_losses_known_values():
     with pytest.raises(ValueError, match="unknown pixel loss"):
         build_pixel_loss("l3")
 
+
+
+def test_best_buddy_loss_lets_a_texture_the_image_has_stand_in_for_the_truth():
+    # vertical stripes 3 px wide: an output drawn half a period off (each 3x3 tile inverted) is
+    # as wrong as can be for L1, while every one of its tiles exists elsewhere in the truth
+    x = torch.arange(48)
+    stripes = ((x % 6) < 3).float().expand(48, 48).repeat(1, 3, 1, 1)
+    shifted = torch.roll(stripes, 3, dims=-1)
+    assert build_pixel_loss("l1")(shifted, stripes).item() == 1.0
+    # alpha = beta: its own tile and the inverted one tie; argmin takes one of them per tile
+    assert 0 < best_buddy_loss(shifted, stripes).item() < 1.0
+    assert best_buddy_loss(shifted, stripes, alpha=1.0, beta=0.01).item() == 0.0  # close to what was drawn
+    assert best_buddy_loss(shifted, stripes, alpha=0.01, beta=1.0).item() == 1.0  # the truth there: L1
+    # on noise no other tile comes close: the buddy is the truth's own tile, the loss plain L1
+    rng = np.random.default_rng(0)
+    hr = torch.from_numpy(rng.uniform(0, 1, (2, 3, 24, 24))).float()
+    sr = (hr + 0.02 * torch.from_numpy(rng.standard_normal(hr.shape)).float()).requires_grad_()
+    loss = build_pixel_loss("best_buddy")(sr, hr)
+    assert loss.item() == pytest.approx(build_pixel_loss("l1")(sr, hr).item(), rel=1e-6)
+    loss.backward()
+    assert sr.grad is not None and sr.grad.abs().sum() > 0
+    assert best_buddy_loss(hr, hr).item() == 0.0
 
 def test_grid_contrast_loss_sees_a_grid_either_way_but_not_texture_or_the_targets_own_edges():
     from sr_cli.metrics import blockiness

@@ -248,8 +248,8 @@ GAN_CASES = {
                       loss={"l1": 0.1, "perceptual": 1.0, "feature_matching": 1.0},
                       perceptual_layers={"conv2_2": 1.0}, vgg_random_init=True),
     "unet-lsgan": dict(gan="lsgan", disc="unet", disc_params={"num_feat": 4}, loss={"l1": 1.0}, d_steps=2),
-    "unet-vanilla-region": dict(gan="vanilla", disc="unet", disc_params={"num_feat": 4}, loss={"l1": 1.0},
-                                gan_region=0.03),
+    "unet-vanilla-bebygan": dict(gan="vanilla", disc="unet", disc_params={"num_feat": 4}, loss={"best_buddy": 1.0},
+                                 gan_region=0.03),
     "vgg-vanilla": dict(gan="vanilla", disc="vgg", disc_params={"num_feat": 4, "dense_features": 8, "pool_size": 2},
                         loss={"l1": 1.0}, gan_weight=0.5, d_lr=5e-4),
 }

@@ -32,7 +32,7 @@ DISCRIMINATORS = ("vgg", "unet")
 DEGRADATIONS = ("bicubic", *PRESETS)
 SCHEDULES = ("cosine", "step")
 AMP_CHOICES = ("bf16", "fp16")
-PIXEL_LOSS_NAMES = ("l1", "mse", "charbonnier", "gradient", "ssim", "block_edge", "grid_contrast")
+PIXEL_LOSS_NAMES = ("l1", "mse", "charbonnier", "gradient", "ssim", "best_buddy", "block_edge", "grid_contrast")
 # Losses that score the LR's 8x8 JPEG grid: they need block-aligned patches (data.HRPatchDataset).
 GRID_LOSSES = ("block_edge", "grid_contrast")
 GAN_ONLY_LOSSES = ("gan", "feature_matching")
@@ -134,6 +134,9 @@ class TrainConfig:
     loss: dict[str, float] = option(
         {"l1": 1.0}, help="Loss term NAME=WEIGHT: l1, mse, charbonnier, gradient (L1 of neighbour differences: "
                           "penalises kept block edges), ssim (1 - SSIM of Y, as sr eval scores), "
+                          "best_buddy (Beby-GAN: L1 of each 3x3 output tile against the HR tile, from the "
+                          "patch and its 2x/4x shrinks, closest to both it and the truth; lets a GAN keep a "
+                          "texture instead of the average), "
                           "block_edge (gradient on the lines of the LR's 8x8 JPEG grid only, for degradations "
                           "that compress at the LR size: robust, robust_jpeg, robust_video, compressed; patch a multiple "
                           "of 8), "

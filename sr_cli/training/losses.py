@@ -138,12 +138,44 @@ def ssim_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 1 - ssim_map(a, b, local_mean).mean()
 
 
+def best_buddy_loss(pred: torch.Tensor, target: torch.Tensor, *, patch: int = 3,
+                    alpha: float = 1.0, beta: float = 1.0) -> torch.Tensor:
+    """Beby-GAN's best-buddy loss (Li et al., AAAI 2022): L1 of each output patch against its
+    "best buddy", not necessarily the HR patch at the same place.
+
+    Output and HR are cut into ``patch`` x ``patch`` tiles (stride ``patch``); the candidates
+    are every HR tile of the same image and of HR shrunk 2x and 4x (MATLAB bicubic). An output
+    tile's buddy is the candidate g minimising alpha * |g - tile|^2 + beta * |g - own HR tile|^2:
+    close to what the network drew and to the truth there. A plain L1 averages every texture
+    the LR could have come from into blur; this one lets the network keep one that the image
+    really has. The choice is a weight (no gradient); the gradient is the L1's.
+    """
+    from ..resize import imresize  # float64 bicubic, only for the candidates
+
+    with torch.no_grad():
+        shrunk = [imresize(target, 1 / f).to(target.dtype) for f in (2, 4)
+                  if min(target.shape[-2:]) >= f * patch]
+        own = F.unfold(target, patch, stride=patch).transpose(1, 2)           # (N, L, C*p*p)
+        candidates = torch.cat([own] + [F.unfold(t, patch, stride=patch).transpose(1, 2)
+                                        for t in shrunk], 1)                  # (N, M, C*p*p)
+    tiles = F.unfold(pred, patch, stride=patch).transpose(1, 2)
+    with torch.no_grad():
+        # alpha|g - t|^2 + beta|g - o|^2 = (alpha + beta)|g|^2 - 2 g.(alpha t + beta o) + terms
+        # free of g: one batched matmul ranks every candidate.
+        g = candidates.float()
+        pull = alpha * tiles.detach().float() + beta * own.float()
+        score = (alpha + beta) * g.square().sum(2).unsqueeze(1) - 2 * pull @ g.transpose(1, 2)
+        buddy = candidates.gather(1, score.argmin(2, keepdim=True).expand(-1, -1, own.shape[2]))
+    return F.l1_loss(tiles, buddy)
+
+
 PIXEL_LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "l1": l1_loss,
     "mse": mse_loss,
     "charbonnier": charbonnier_loss,
     "gradient": gradient_loss,
     "ssim": ssim_loss,
+    "best_buddy": best_buddy_loss,
 }
 # Pixel losses that also need the scale.
 SCALED_PIXEL_LOSSES = {"block_edge": block_edge_loss, "grid_contrast": grid_contrast_loss}
@@ -151,7 +183,8 @@ SCALED_PIXEL_LOSSES = {"block_edge": block_edge_loss, "grid_contrast": grid_cont
 
 def build_pixel_loss(name: str, *, eps: float = 1e-3,
                      scale: int = 1) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """The pixel loss called ``name`` (l1, mse, charbonnier, gradient, ssim, block_edge, grid_contrast);
+    """The pixel loss called ``name`` (l1, mse, charbonnier, gradient, ssim, best_buddy, block_edge,
+    grid_contrast);
     ``eps`` is Charbonnier's, ``scale`` the model's (the JPEG grid is 8 x scale HR pixels)."""
     if name == "charbonnier":
         return lambda pred, target: charbonnier_loss(pred, target, eps=eps)
@@ -404,8 +437,8 @@ class PerceptualLoss(nn.Module):
 def parse_loss_spec(items: Iterable[str] | str) -> dict[str, float]:
     """Parse ``["l1=1", "perceptual=0.01"]`` (or ``"l1=1,perceptual=0.01"``) into weights.
 
-    Names: l1, mse, charbonnier, gradient, ssim, block_edge, grid_contrast, artifact, perceptual, gan,
-    feature_matching, kl.
+    Names: l1, mse, charbonnier, gradient, ssim, best_buddy, block_edge, grid_contrast, artifact,
+    perceptual, gan, feature_matching, kl.
     Weights are non-negative floats; unknown names, duplicates and malformed items raise ValueError.
     """
     if isinstance(items, str):
