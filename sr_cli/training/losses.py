@@ -148,7 +148,8 @@ def best_buddy_loss(pred: torch.Tensor, target: torch.Tensor, *, patch: int = 3,
     tile's buddy is the candidate g minimising alpha * |g - tile|^2 + beta * |g - own HR tile|^2:
     close to what the network drew and to the truth there. A plain L1 averages every texture
     the LR could have come from into blur; this one lets the network keep one that the image
-    really has. The choice is a weight (no gradient); the gradient is the L1's.
+    really has. The choice is a weight (no gradient); the gradient is the L1's. Rows and columns
+    past the last whole tile are not scored (as Beby-GAN's): pair it with another pixel loss.
     """
     from ..resize import imresize  # float64 bicubic, only for the candidates
 
