@@ -151,16 +151,14 @@ def best_buddy_loss(pred: torch.Tensor, target: torch.Tensor, *, patch: int = 3,
     really has. The choice is a weight (no gradient); the gradient is the L1's. Rows and columns
     past the last whole tile are not scored (as Beby-GAN's): pair it with another pixel loss.
     """
-    from ..resize import imresize  # float64 bicubic, only for the candidates
+    from ..resize import imresize  # MATLAB bicubic, only for the candidates
 
+    tiles = F.unfold(pred, patch, stride=patch).transpose(1, 2)               # (N, L, C*p*p)
     with torch.no_grad():
-        shrunk = [imresize(target, 1 / f).to(target.dtype) for f in (2, 4)
-                  if min(target.shape[-2:]) >= f * patch]
-        own = F.unfold(target, patch, stride=patch).transpose(1, 2)           # (N, L, C*p*p)
+        shrunk = [imresize(target, 1 / f) for f in (2, 4) if min(target.shape[-2:]) >= f * patch]
+        own = F.unfold(target, patch, stride=patch).transpose(1, 2)
         candidates = torch.cat([own] + [F.unfold(t, patch, stride=patch).transpose(1, 2)
                                         for t in shrunk], 1)                  # (N, M, C*p*p)
-    tiles = F.unfold(pred, patch, stride=patch).transpose(1, 2)
-    with torch.no_grad():
         # alpha|g - t|^2 + beta|g - o|^2 = (alpha + beta)|g|^2 - 2 g.(alpha t + beta o) + terms
         # free of g: one batched matmul ranks every candidate.
         g = candidates.float()
@@ -184,9 +182,8 @@ SCALED_PIXEL_LOSSES = {"block_edge": block_edge_loss, "grid_contrast": grid_cont
 
 def build_pixel_loss(name: str, *, eps: float = 1e-3,
                      scale: int = 1) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """The pixel loss called ``name`` (l1, mse, charbonnier, gradient, ssim, best_buddy, block_edge,
-    grid_contrast);
-    ``eps`` is Charbonnier's, ``scale`` the model's (the JPEG grid is 8 x scale HR pixels)."""
+    """The pixel loss called ``name`` (one of ``config.PIXEL_LOSS_NAMES``); ``eps`` is Charbonnier's,
+    ``scale`` the model's (the JPEG grid is 8 x scale HR pixels)."""
     if name == "charbonnier":
         return lambda pred, target: charbonnier_loss(pred, target, eps=eps)
     if name in SCALED_PIXEL_LOSSES:
@@ -438,8 +435,7 @@ class PerceptualLoss(nn.Module):
 def parse_loss_spec(items: Iterable[str] | str) -> dict[str, float]:
     """Parse ``["l1=1", "perceptual=0.01"]`` (or ``"l1=1,perceptual=0.01"``) into weights.
 
-    Names: l1, mse, charbonnier, gradient, ssim, best_buddy, block_edge, grid_contrast, artifact,
-    perceptual, gan, feature_matching, kl.
+    Names: ``config.LOSS_NAMES``.
     Weights are non-negative floats; unknown names, duplicates and malformed items raise ValueError.
     """
     if isinstance(items, str):
