@@ -8,9 +8,10 @@ move smoothly from one to the other at no cost beyond loading both files.
 The parent comes from ``--parent``, else from the model (``resolve.parent_of``): our GAN files
 record it in their metadata (``parent``: a model name or a file beside them), catalogue entries
 in catalogue.toml. Any two weight files of one architecture and shapes mix the same way. A
-tensor that a network declares zero when absent (``zero_when_absent``: LiteSR's block-grid bias,
-zero-initialised, so a parent without it computes what it would with it at zero) mixes with zeros
-when only the model has it.
+tensor that a network declares zero when absent (``zero_when_absent``, name prefixes: LiteSR's
+block-grid bias and residual blocks, which a parent without them computes as if they were zero)
+mixes with zeros when only the model has it: a grid-aware or deepened LiteSR blends with the
+plain or shallower network it was fine-tuned from.
 """
 from __future__ import annotations
 
@@ -51,8 +52,9 @@ def blend(model, parent, strength: float):
     if model.arch != parent.arch:
         raise ValueError(f"cannot blend a {model.arch} model with a {parent.arch} one: same architecture needed")
     ours, theirs = model.net.state_dict(), parent.net.state_dict()
-    for key in getattr(model.net, "zero_when_absent", ()):
-        if key in ours and key not in theirs:
+    zero_prefixes = tuple(getattr(model.net, "zero_when_absent", ()))
+    for key in ours:
+        if key not in theirs and zero_prefixes and key.startswith(zero_prefixes):
             theirs[key] = torch.zeros_like(ours[key])
     different = sorted(k for k in ours.keys() | theirs.keys()
                        if k not in ours or k not in theirs or ours[k].shape != theirs[k].shape)

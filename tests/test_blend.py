@@ -95,3 +95,21 @@ def test_strength_on_the_command_line(pair, tmp_path):
                           (["-m", "photo@0.5", "--engine", "onnx"], "run on torch")):
         result = CliRunner().invoke(cli, ["upscale", str(src), "-s", "4", "--quiet", *args])
         assert result.exit_code == 2 and message in result.output, (args, result.output)
+
+
+def test_a_deeper_model_blends_with_its_shallower_parent(pair):
+    # A parent without the extra residual blocks computes what it would with them at zero.
+    deep_params = {**PARAMS, "num_blocks": 3}
+    torch.manual_seed(5)
+    child = SRModel.from_net(random_net("litesr", **deep_params), "litesr", deep_params)
+    extra = {k: v.detach().clone() for k, v in child.net.state_dict().items() if k.startswith(("body.1.", "body.2."))}
+    default = load_model(pair / "default_x4.safetensors")
+    x = torch.rand(1, 3, 9, 7)
+    start = blend(SRModel.from_net(random_net("litesr", **deep_params), "litesr", deep_params), default, 0.0)
+    torch.testing.assert_close(start(x), default(x), rtol=0, atol=1e-6)
+    half = blend(child, default, 0.5).net.state_dict()
+    assert all(v.abs().max() > 0 for v in extra.values())
+    for key, value in extra.items():
+        torch.testing.assert_close(half[key], value / 2)
+    with pytest.raises(ValueError, match="different shapes .*body.1"):  # a shallower model cannot drop blocks
+        blend(default, SRModel.from_net(random_net("litesr", **deep_params), "litesr", deep_params), 0.5)

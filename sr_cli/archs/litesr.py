@@ -63,6 +63,10 @@ class LiteSR(nn.Module):
         self.receptive_radius = 2 * num_blocks + 4  # 2b+3 convs + bilinear base
         nn.init.zeros_(self.tail.weight)  # start as plain bilinear/nearest upscaling
         nn.init.zeros_(self.tail.bias)
+        # Prefixes of tensors that a network without them computes as if they were zero (see
+        # sr_cli/blend.py): a residual block at zero adds nothing, so a deepened fine-tune blends
+        # with its shallower parent; likewise the grid bias below.
+        self.zero_when_absent = ("body.", "grid_bias")
         self.block_grid = block_grid
         if block_grid:
             self.size_multiple = block_grid
@@ -70,7 +74,6 @@ class LiteSR(nn.Module):
             # zeros: a network fine-tuned from one without the grid starts as that network (and
             # blends with it as if it had the bias at zero)
             self.grid_bias = nn.Parameter(torch.zeros(1, num_feat, half, half))
-            self.zero_when_absent = ("grid_bias",)
             distance = [min(i, block_grid - 1 - i) for i in range(block_grid)]
             self.register_buffer("grid_distance", torch.tensor(distance), persistent=False)
 
@@ -84,6 +87,20 @@ class LiteSR(nn.Module):
             return shuffle_plus_nearest(detail, x, self.scale)
         base = F.interpolate(x, scale_factor=self.scale, mode="bilinear", align_corners=False)
         return base.add_(self.shuffle(detail))
+
+    def start_missing_as_identity(self, missing: list[str]) -> None:
+        """Zero conv2 of each residual block an init file lacked entirely (names in ``missing``).
+
+        Such a block adds nothing, so a deeper network initialised from a shallower one
+        (``sr train --init`` with a larger num_blocks) starts as the shallower network's function;
+        conv1 keeps its random start, so both convs receive gradients from the first step.
+        """
+        absent = set(missing)
+        for index, block in enumerate(self.body):
+            names = {f"body.{index}.{name}" for name, _ in block.named_parameters()}
+            if names <= absent:
+                nn.init.zeros_(block.conv2.weight)
+                nn.init.zeros_(block.conv2.bias)
 
     def _grid_pattern(self, height, width) -> torch.Tensor:
         """The grid bias over an input of ``height`` x ``width``, phase 0 at its origin."""
