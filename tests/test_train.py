@@ -9,10 +9,9 @@ from safetensors.torch import load_file
 
 from sr_cli.archs import build_arch
 from sr_cli.commands.train_cmd import parse_value, train_command
-from sr_cli.training.checkpoint import load_init_weights
 from sr_cli.training.config import TrainConfig
 from sr_cli.training.trainer import lr_at, train
-from sr_cli.weights import load_model, read_metadata, save_model
+from sr_cli.weights import load_model, read_metadata
 
 
 @pytest.fixture
@@ -495,19 +494,3 @@ def test_cli_live_display(images, tmp_path):
     assert result.exit_code == 0, result.output
     assert "2/2" in result.output and "loss " in result.output and "val PSNR" in result.output
     assert "data: 4 images" in result.output and "done: " in result.output
-
-
-def test_init_of_a_deeper_litesr_starts_as_the_shallower_network(tmp_path):
-    source = build_arch("litesr", scale=2, **TINY)
-    torch.nn.init.normal_(source.tail.weight, std=0.1)  # not the plain-upscaling start
-    path = tmp_path / "shallow.safetensors"
-    save_model(source, path, arch="litesr", params={**TINY, "scale": 2})
-    deeper = {**TINY, "num_blocks": TINY["num_blocks"] + 2}
-    net = build_arch("litesr", scale=2, **deeper)
-    loaded, rest = load_init_weights(net, path)
-    assert rest and all(name.startswith(("body.1.", "body.2.")) for name in rest)
-    x = torch.rand(2, 3, 12, 10)
-    with torch.no_grad():
-        torch.testing.assert_close(net(x), source(x), rtol=0, atol=1e-6)
-    net(x).mean().backward()  # the new blocks learn: conv2 has a gradient, and conv1 once conv2 moves
-    assert net.body[1].conv2.weight.grad.abs().max() > 0 and net.body[1].conv1.weight.abs().max() > 0

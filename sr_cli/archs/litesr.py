@@ -88,20 +88,6 @@ class LiteSR(nn.Module):
         base = F.interpolate(x, scale_factor=self.scale, mode="bilinear", align_corners=False)
         return base.add_(self.shuffle(detail))
 
-    def start_missing_as_identity(self, missing: list[str]) -> None:
-        """Zero conv2 of each residual block an init file lacked entirely (names in ``missing``).
-
-        Such a block adds nothing, so a deeper network initialised from a shallower one
-        (``sr train --init`` with a larger num_blocks) starts as the shallower network's function;
-        conv1 keeps its random start, so both convs receive gradients from the first step.
-        """
-        absent = set(missing)
-        for index, block in enumerate(self.body):
-            names = {f"body.{index}.{name}" for name, _ in block.named_parameters()}
-            if names <= absent:
-                nn.init.zeros_(block.conv2.weight)
-                nn.init.zeros_(block.conv2.bias)
-
     def _grid_pattern(self, height, width) -> torch.Tensor:
         """The grid bias over an input of ``height`` x ``width``, phase 0 at its origin."""
         g = self.block_grid

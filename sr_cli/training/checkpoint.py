@@ -183,8 +183,7 @@ def load_init_weights(net: nn.Module, path: str | Path) -> tuple[int, list[str]]
     """Copy every tensor of ``path`` whose name and shape match into ``net``.
 
     For fine-tuning across scales the upsampling tail differs and is left as
-    built; blocks a deeper network has beyond the file's start as identities where the
-    architecture can (``start_missing_as_identity``). Returns (tensors loaded, names left as built). Raises when fewer than
+    built; returns (tensors loaded, names left as built). Raises when fewer than
     half of the network's tensors match (most likely a different architecture).
     """
     path = Path(path)
@@ -196,10 +195,7 @@ def load_init_weights(net: nn.Module, path: str | Path) -> tuple[int, list[str]]
     if len(matched) * 2 < len(own):
         raise ValueError(f"{path}: only {len(matched)} of {len(own)} tensors match this architecture")
     net.load_state_dict(matched, strict=False)
-    rest = sorted(set(own) - set(matched))
-    if hasattr(net, "start_missing_as_identity"):  # e.g. LiteSR's extra residual blocks add nothing
-        net.start_missing_as_identity(rest)
-    return len(matched), rest
+    return len(matched), sorted(set(own) - set(matched))
 
 
 def read_generator(path: str | Path) -> tuple[str, dict[str, Any], dict[str, torch.Tensor]]:

@@ -216,9 +216,7 @@ class TrainConfig:
     threads: Optional[int] = option(None, help="torch intra-op threads (default: torch's).", type=int, minimum=1)
     init: Optional[str] = option(
         None, help="Initialise the generator from a weights file (tensors whose shapes differ, e.g. "
-                   "another scale's tail, are left as built; residual blocks a deeper litesr has beyond the "
-                   "file's start as identities, so it starts as the file's network).", type="path",
-        path="existing_file")
+                   "another scale's tail, are left as built).", type="path", path="existing_file")
     # -- the Python API only
     betas: tuple[float, float] = (0.9, 0.99)
     weight_decay: float = 0.0
