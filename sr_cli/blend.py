@@ -10,8 +10,8 @@ record it in their metadata (``parent``: a model name or a file beside them), ca
 in catalogue.toml. Any two weight files of one architecture and shapes mix the same way. A
 tensor that a network declares zero when absent (``zero_when_absent``, name prefixes: LiteSR's
 block-grid bias and residual blocks, which a parent without them computes as if they were zero)
-mixes with zeros when only the model has it: a grid-aware or deepened LiteSR blends with the
-plain or shallower network it was fine-tuned from.
+mixes with zeros when only the model has it: a grid-aware LiteSR, or one deepened by
+weights/grow.py, blends with the plain or shallower network it was fine-tuned from.
 """
 from __future__ import annotations
 
