@@ -54,7 +54,7 @@ def blend(model, parent, strength: float):
     ours, theirs = model.net.state_dict(), parent.net.state_dict()
     zero_prefixes = tuple(getattr(model.net, "zero_when_absent", ()))
     for key in ours:
-        if key not in theirs and zero_prefixes and key.startswith(zero_prefixes):
+        if key not in theirs and key.startswith(zero_prefixes):
             theirs[key] = torch.zeros_like(ours[key])
     different = sorted(k for k in ours.keys() | theirs.keys()
                        if k not in ours or k not in theirs or ours[k].shape != theirs[k].shape)
